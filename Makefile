@@ -1,0 +1,49 @@
+# ftscale — the two commands are `make demo` and `make test` (README).
+# Everything below installs what it needs on first use and caches it in ~/.cache/ftscale.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export FTSCALE_CACHE ?= $(HOME)/.cache/ftscale
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/trainer_image
+PY = $(shell scripts/python-env.sh)
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-fast bench-fit bench-trainer bench-operator toy cluster-build cluster-up cluster-down images
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+venv:  ## create/update the cached Python environment
+	@scripts/python-env.sh
+
+demo:  ## run the demo scaling study on CPU, end to end, and print the report's path
+	@scripts/demo.sh
+
+test:  ## run the whole test suite (unit, integration on a real control plane, e2e)
+	@scripts/test.sh $(PYTEST_ARGS)
+
+test-fast:  ## only the fast tier (no training, no cluster)
+	@scripts/test.sh -m "not slow and not cluster" $(PYTEST_ARGS)
+
+bench-fit:  ## scaling-law engine benchmark; last line fit500_boot1000_seconds=S
+	@$(PY) benchmarks/bench_fit.py
+
+bench-trainer:  ## trainer vs HF Trainer tokens/s on CPU; last line trainer_speedup_vs_hf=R
+	@$(PY) benchmarks/bench_trainer.py
+
+bench-operator:  ## operator at scale on the real control plane; last line writes_per_run=...
+	@$(PY) benchmarks/bench_operator.py
+
+toy:  ## build (or reuse) the offline tiny world: data, tokenizer, model family
+	@$(PY) -m ftscale toy build
+
+cluster-build:  ## build the control-plane binaries from Go modules (cached)
+	@tests/cluster/build.sh
+
+cluster-up:  ## start etcd, apiserver, controller-manager, scheduler and KWOK on 127.0.0.1
+	@tests/cluster/up.sh
+
+cluster-down:  ## stop every process cluster-up started
+	@tests/cluster/down.sh
+
+images:  ## build the container images (needs a container engine)
+	@scripts/images.sh

@@ -1,0 +1,3 @@
+from ftscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared pytest set-up. Cluster fixtures live in tests/cluster/ (the control-plane harness)."""
