@@ -1,0 +1,674 @@
+"""Writes crds/scalingstudy.yaml, the ScalingStudy CustomResourceDefinition.
+
+The YAML file is the single source of truth for the study spec (design.md): the API server,
+`ftscale run` (ftscale.spec) and the operator all read it. This script exists only because the
+same sub-schemas (training settings, volumes, resources) appear in several places and must not
+drift apart; tests/unit/test_spec_crd.py fails when the committed YAML differs from what this
+script writes. Run it after editing:
+
+    $(scripts/python-env.sh) crds/generate.py
+
+Every field carries a description (so `kubectl explain scalingstudy.spec...` teaches the spec),
+and every CEL rule carries a message that names the field and says how to fix it. CEL rules are
+re-checked in Python by ftscale.spec (each rule text is mapped to a Python function there; a test
+fails when a rule has no re-check).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+GROUP = "ftscale.io"
+VERSION = "v1alpha1"
+KIND = "ScalingStudy"
+PLURAL = "scalingstudies"
+
+# A study's status carries one entry per run; etcd objects stop at ~1.5 MB, and one compact
+# status entry is ~250 bytes, so 2,000 runs keep the object well inside it.
+MAX_RUNS = 2000
+# Job names are <study>-<10-char run id> and must fit in 63 characters (ftscale.identity).
+MAX_STUDY_NAME = 52
+MAX_MODELS = 64
+MAX_DATA_SIZES = 64
+MAX_SEEDS = 16
+MAX_PET_SIZES = 32
+
+
+# ---- small builders: every leaf gets a description -------------------------------------------
+def obj(description, properties, required=(), rules=(), **extra):
+    out = {"type": "object", "description": description, "properties": properties}
+    if required:
+        out["required"] = list(required)
+    if rules:
+        out["x-kubernetes-validations"] = [dict(r) for r in rules]
+    out.update(extra)
+    return out
+
+
+def string(description, **extra):
+    return {"type": "string", "description": description, **extra}
+
+
+def integer(description, **extra):
+    return {"type": "integer", "description": description, **extra}
+
+
+def number(description, **extra):
+    return {"type": "number", "description": description, **extra}
+
+
+def boolean(description, **extra):
+    return {"type": "boolean", "description": description, **extra}
+
+
+def array(description, items, **extra):
+    return {"type": "array", "description": description, "items": items, **extra}
+
+
+def rule(expression, message, **extra):
+    return {"rule": expression, "message": message, **extra}
+
+
+def string_map(description):
+    return {"type": "object", "description": description,
+            "additionalProperties": {"type": "string"}}
+
+
+QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"}
+
+
+def resources(description):
+    quantity_map = lambda what: {  # noqa: E731 - a two-use local helper
+        "type": "object",
+        "description": f"{what} by resource name (cpu, memory, ephemeral-storage, ...), "
+                       "as Kubernetes quantities. GPUs are set with `gpus`, not here.",
+        "additionalProperties": dict(QUANTITY),
+    }
+    return obj(description, {
+        "requests": quantity_map("Requests"),
+        "limits": quantity_map("Limits"),
+    })
+
+
+# ---- training settings: shared, per method, per model ----------------------------------------
+def training(description, *, with_defaults: bool):
+    d = (lambda v: {"default": v}) if with_defaults else (lambda v: {})
+    return obj(description, {
+        "learningRate": number(
+            "Peak learning rate. Omit to use the trainer's per-method default (the paper's "
+            "grid-searched values: fmt 1e-3, lora 1e-2, prompt 3e-1, scaled for small models).",
+            exclusiveMinimum=True, minimum=0),
+        "learningRateScale": number(
+            "Multiplies the learning rate. Set it per model (models[].training) to lower the "
+            "rate for larger models while keeping each method's own rate.",
+            exclusiveMinimum=True, minimum=0),
+        "batchSize": integer("Examples per optimizer step (after gradient accumulation). "
+                             "Omit for the trainer's per-method default.", minimum=1),
+        "microBatchSize": integer("Examples per forward pass; batchSize must be a multiple of "
+                                  "it. Lower it when a model does not fit in memory.",
+                                  minimum=1),
+        "maxSteps": integer("Upper bound on optimizer steps. Training stops at maxSteps or "
+                            "maxEpochs, whichever comes first (the paper: 200K steps or 100 "
+                            "epochs).", minimum=1),
+        "maxEpochs": number("Upper bound on passes over the finetuning data.",
+                            exclusiveMinimum=True, minimum=0),
+        "warmupSteps": integer("Linear warm-up steps before the schedule.", minimum=0),
+        "schedule": string("Learning-rate schedule after warm-up.",
+                           enum=["cosine", "linear", "constant"]),
+        "minLearningRateRatio": number("Final learning rate as a fraction of the peak "
+                                       "(cosine and linear schedules).", minimum=0, maximum=1),
+        "weightDecay": number("Decoupled weight decay (AdamW).", minimum=0),
+        "gradientClip": number("Clip the global gradient norm to this value; 0 disables.",
+                               minimum=0),
+        "precision": string("Numeric precision of training. `auto` picks bf16 on GPUs that "
+                            "support it and fp32 elsewhere.",
+                            enum=["auto", "fp32", "bf16", "fp16"]),
+        "evalInterval": integer("Evaluate dev loss every this many steps (best-dev "
+                                "checkpoint selection, paper §3.6). Omit for a trainer "
+                                "default based on the run length.", minimum=1),
+        "earlyStoppingPatience": integer("Stop after this many dev evaluations without "
+                                         "improvement; 0 never stops early.", minimum=0),
+    }, rules=[
+        rule("!has(self.batchSize) || !has(self.microBatchSize) || "
+             "self.batchSize % self.microBatchSize == 0",
+             "training.batchSize must be a multiple of training.microBatchSize: change one "
+             "of them"),
+    ], **d({}))
+
+
+def volume(description, default_mount):
+    return obj(description, {
+        "claimName": string("PersistentVolumeClaim in the study's namespace to mount.",
+                            minLength=1),
+        "mountPath": string("Where the volume is mounted in run pods.",
+                            default=default_mount, pattern=r"^/"),
+        "subPath": string("Sub-directory of the volume to mount instead of its root."),
+        "readOnly": boolean("Mount read-only. Models and data are only read; results are "
+                            "written, so the results volume is always mounted read-write."),
+    }, required=["claimName"])
+
+
+def toleration():
+    return obj("A Kubernetes toleration (core/v1 Toleration) for run pods.", {
+        "key": string("Taint key the toleration matches; empty matches all keys with "
+                      "operator Exists."),
+        "operator": string("Exists or Equal.", enum=["Exists", "Equal"]),
+        "value": string("Taint value to match with operator Equal."),
+        "effect": string("Taint effect to match; empty matches all.",
+                         enum=["", "NoSchedule", "PreferNoSchedule", "NoExecute"]),
+        "tolerationSeconds": integer("For NoExecute: how long the pod stays bound after "
+                                     "the taint appears."),
+    })
+
+
+# ---- the spec ----------------------------------------------------------------------------
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+TASK = obj(
+    "What the models are finetuned on and evaluated with. Either a built-in task of the "
+    "trainer (`name`, e.g. toy-en-de from the offline tiny world) or your own data (`data`). "
+    "Immutable: changing the task would mix incomparable results.",
+    {
+        "name": string("A built-in task of the trainer (toy-en-de, toy-en-fr, toy-summarize) "
+                       "or a free name for custom `data`.", minLength=1,
+                       pattern=DNS_LABEL, maxLength=63),
+        "data": obj(
+            "Your own finetuning data, read from the data volume (execution.volumes.data) "
+            "or, locally, from disk. Paths are relative to the data volume's mount path.",
+            {
+                "format": string("jsonl: one JSON object per line; hf-disk: a dataset "
+                                 "saved with datasets' save_to_disk.",
+                                 enum=["jsonl", "hf-disk"], default="jsonl"),
+                "train": string("Training split (file or directory). Runs take the first "
+                                "D_f examples of a seed-specific shuffle of it.", minLength=1),
+                "dev": string("Dev split, used to pick the best checkpoint.", minLength=1),
+                "test": string("Test split: the fitted loss is measured on it.",
+                               minLength=1),
+                "sourceField": string("Field holding the input text.", default="source"),
+                "targetField": string("Field holding the target text (the loss is taken "
+                                      "on it only).", default="target"),
+            }, required=["train", "dev", "test"]),
+        "promptTemplate": string("How an input is shown to the model; `{source}` is "
+                                 "replaced by the source text. Omit for the task's default.",
+                                 pattern=r"\{source\}"),
+        "maxSourceTokens": integer("Truncate inputs to this many tokens.", minimum=1),
+        "maxTargetTokens": integer("Truncate targets to this many tokens.", minimum=1),
+        "zeroShotSets": array(
+            "Extra evaluation sets for zero-shot transfer (paper Fig. 6), e.g. a related "
+            "language pair. Built-in tasks bring their own; list them in evaluation.zeroShot.",
+            obj("One zero-shot evaluation set.", {
+                "name": string("Name used in evaluation.zeroShot and in results.",
+                               pattern=DNS_LABEL, maxLength=63),
+                "path": string("jsonl file on the data volume (relative to its mount path).",
+                               minLength=1),
+                "promptTemplate": string("Prompt for this set; `{source}` is replaced.",
+                                         pattern=r"\{source\}"),
+            }, required=["name", "path"]),
+            maxItems=16, **{"x-kubernetes-list-type": "map",
+                            "x-kubernetes-list-map-keys": ["name"]}),
+    },
+    required=["name"],
+    rules=[rule("self == oldSelf",
+                "spec.task is immutable: results of a different task cannot be mixed into "
+                "one scaling law; create a new ScalingStudy instead")],
+)
+
+MODEL = obj(
+    "One base model: a point on the model-size axis (X_m) and, with checkpointOf, on the "
+    "pretraining-data axis (X_p).",
+    {
+        "name": string("Short name, part of every run's identity and Job name "
+                       "(lower-case letters, digits and '-').",
+                       pattern=DNS_LABEL, maxLength=30),
+        "source": string("Where the checkpoint comes from: a Hugging Face model id already in "
+                         "the models volume's cache, a path on the models volume (relative to "
+                         "its mount path, or absolute), or toy:<name>[@<tokens>] for the "
+                         "offline tiny world (an intermediate checkpoint at <tokens> "
+                         "pretraining tokens).", minLength=1),
+        "parameters": integer("X_m: non-embedding parameters. Omit to have the trainer count "
+                              "them from the checkpoint (reported in each result).", minimum=1),
+        "pretrainingTokens": integer("X_p: tokens the checkpoint was pretrained on. Omit "
+                                     "for toy models (known) or when the pretraining factor "
+                                     "is not studied.", minimum=1),
+        "checkpointOf": string("Marks this model as an intermediate checkpoint of another "
+                               "model of this study (by name): it joins the pretraining-data "
+                               "factor of that model, not the model-size factor.",
+                               pattern=DNS_LABEL),
+        "gpus": integer("nvidia.com/gpu per run pod of this model; overrides "
+                        "execution.gpusPerRun. Locally: devices one run uses.", minimum=0,
+                        maximum=64),
+        "resources": resources("CPU/memory requests and limits for this model's run pods; "
+                               "overrides execution.resources key by key."),
+        "training": training("Training settings for this model only, over spec.training and "
+                             "the method's settings (typically learningRateScale or "
+                             "microBatchSize for large models).", with_defaults=False),
+    },
+    required=["name", "source"],
+    rules=[
+        rule("!has(self.checkpointOf) || self.checkpointOf != self.name",
+             "models[].checkpointOf must name another model, not the model itself"),
+        rule("self.source == oldSelf.source",
+             "models[].source is immutable: a different checkpoint under the same name would "
+             "mix incomparable results; add a model with a new name instead"),
+        rule("has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || "
+             "self.parameters == oldSelf.parameters)",
+             "models[].parameters is immutable: it is the X value of finished runs; add a "
+             "model with a new name instead"),
+        rule("has(self.pretrainingTokens) == has(oldSelf.pretrainingTokens) && "
+             "(!has(self.pretrainingTokens) || self.pretrainingTokens == "
+             "oldSelf.pretrainingTokens)",
+             "models[].pretrainingTokens is immutable: it is the X value of finished runs; "
+             "add a model with a new name instead"),
+        rule("has(self.checkpointOf) == has(oldSelf.checkpointOf) && (!has(self.checkpointOf) "
+             "|| self.checkpointOf == oldSelf.checkpointOf)",
+             "models[].checkpointOf is immutable: it decides which factor finished runs "
+             "belong to; add a model with a new name instead"),
+        rule("has(self.training) == has(oldSelf.training) && (!has(self.training) || "
+             "self.training == oldSelf.training)",
+             "models[].training is immutable: finished runs were trained with the old "
+             "settings; create a new ScalingStudy instead"),
+    ],
+)
+
+PET_SIZES_DESC = ("PET sizes to sweep: LoRA ranks for lora, soft-prompt lengths for prompt "
+                  "(the X of the PET-size factor). Required for lora and prompt; not allowed "
+                  "for fmt.")
+
+METHOD = obj(
+    "One finetuning method: fmt (full-model tuning), lora, or prompt (soft-prompt tuning).",
+    {
+        "name": string("The method.", enum=["fmt", "lora", "prompt"]),
+        "sizes": array(PET_SIZES_DESC, integer("A LoRA rank or prompt length.", minimum=1),
+                       minItems=1, maxItems=MAX_PET_SIZES),
+        "defaultSize": integer("The PET size used on every model for the model-size and "
+                               "pretraining-data factors. Default: the first of sizes.",
+                               minimum=1),
+        "sizeSweepModels": array(
+            "Models on which the other sizes are run (the paper sweeps PET sizes on one "
+            "model only). Default: every model runs every size.",
+            string("A model name from spec.models.", pattern=DNS_LABEL), maxItems=MAX_MODELS),
+        "dataSizes": array(
+            "Finetuning data sizes for this method instead of spec.dataSizes (the paper uses "
+            "larger D_f for fmt than for PET).",
+            integer("Number of finetuning examples."),
+            minItems=1, maxItems=MAX_DATA_SIZES),
+        "loraTargets": array(
+            "lora only: module names LoRA adapts. Default: attention and feed-forward "
+            "projections (paper §3.3).", string("A module name suffix, e.g. q_proj."),
+            maxItems=32),
+        "loraAlpha": number("lora only: LoRA scaling alpha. Default: twice the rank.",
+                            exclusiveMinimum=True, minimum=0),
+        "promptInit": string("prompt only: how the soft prompt starts. vocab: embeddings of "
+                             "sampled vocabulary tokens (paper §3.3).",
+                             enum=["vocab", "random"]),
+        "training": training("Training settings for this method, over spec.training "
+                             "(e.g. its learning rate and batch size).", with_defaults=False),
+    },
+    required=["name"],
+    rules=[
+        rule("self.name != 'fmt' || !has(self.sizes)",
+             "methods[name=fmt].sizes is not allowed: PET sizes (LoRA ranks, prompt lengths) "
+             "apply only to lora and prompt; remove sizes from the fmt entry"),
+        rule("self.name == 'fmt' || has(self.sizes)",
+             "methods[].sizes is required for lora and prompt: list LoRA ranks or prompt "
+             "lengths, e.g. sizes: [4]"),
+        rule("!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))",
+             "methods[].sizes must be unique: remove the repeated size"),
+        rule("!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)",
+             "methods[].defaultSize must be one of methods[].sizes: add it to sizes or "
+             "change it"),
+        rule("!has(self.sizeSweepModels) || self.name != 'fmt'",
+             "methods[name=fmt].sizeSweepModels is not allowed: fmt has no PET sizes"),
+        rule("!has(self.dataSizes) || self.dataSizes.all(d, d > 0)",
+             "methods[].dataSizes must be positive numbers of finetuning examples: remove 0 "
+             "and negative values"),
+        rule("!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e "
+             "== d))",
+             "methods[].dataSizes must be unique: remove the repeated data size"),
+        rule("self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha))",
+             "methods[].loraTargets and loraAlpha apply only to lora: remove them from this "
+             "method"),
+        rule("self.name == 'prompt' || !has(self.promptInit)",
+             "methods[].promptInit applies only to prompt: remove it from this method"),
+        rule("has(self.training) == has(oldSelf.training) && (!has(self.training) || "
+             "self.training == oldSelf.training)",
+             "methods[].training is immutable: finished runs were trained with the old "
+             "settings; create a new ScalingStudy instead"),
+        rule("(has(self.defaultSize) ? self.defaultSize : (has(self.sizes) ? self.sizes[0] : "
+             "0)) == (has(oldSelf.defaultSize) ? oldSelf.defaultSize : (has(oldSelf.sizes) ? "
+             "oldSelf.sizes[0] : 0))",
+             "methods[].defaultSize (or the first of sizes) is immutable: it decides which "
+             "finished runs form the model-size factor; append new sizes at the end instead"),
+    ],
+)
+
+EVALUATION = obj(
+    "How runs are evaluated. The fitted quantity is always the test loss (per-token NLL in "
+    "nats) at the checkpoint with the best dev loss. Immutable after creation.",
+    {
+        "generation": obj(
+            "Greedy-decoding quality metrics on (a sample of) the test set (paper Figs. 7-9).",
+            {
+                "metrics": array("Metrics to compute; empty for none.",
+                                 string("A metric.", enum=["bleu", "chrf", "rougeL"]),
+                                 maxItems=3, default=[]),
+                "maxExamples": integer("Test examples decoded (decoding is slow; the loss "
+                                       "still uses the whole test set).", minimum=1,
+                                       default=200),
+                "maxNewTokens": integer("Longest generated output, in tokens.", minimum=1,
+                                        default=64),
+            }, default={}),
+        "zeroShot": array("Zero-shot sets to evaluate on (built-in ones of the task, or "
+                          "task.zeroShotSets names).",
+                          string("A zero-shot set name.", pattern=DNS_LABEL), maxItems=16,
+                          default=[]),
+        "devExamples": integer("Dev examples used for checkpoint selection (all when "
+                               "omitted).", minimum=1),
+        "testExamples": integer("Test examples used for the test loss (all when omitted).",
+                                minimum=1),
+    },
+    rules=[rule("self == oldSelf",
+                "spec.evaluation is immutable: finished runs were measured the old way; "
+                "create a new ScalingStudy instead")],
+    default={},
+)
+
+HELD_OUT = obj(
+    "Which runs are held out of the fit to measure extrapolation (Δ_held-out). The paper "
+    "holds out the largest model, the largest PET size and the largest data size; a run is "
+    "held out when any of its values is.",
+    {
+        "largest": boolean("Hold out the largest value of each scaling dimension (model size, "
+                           "PET size, data size) when it has at least 3 values.",
+                           default=True),
+        "dataSizes": array("Extra data sizes to hold out.", integer("A data size.", minimum=1),
+                           maxItems=MAX_DATA_SIZES),
+        "models": array("Extra models (names) to hold out.",
+                        string("A model name.", pattern=DNS_LABEL), maxItems=MAX_MODELS),
+        "petSizes": array("Extra PET sizes to hold out.", integer("A PET size.", minimum=1),
+                          maxItems=MAX_PET_SIZES),
+    },
+    default={},
+)
+
+LAW = obj(
+    "How the scaling law L = A·X^-α·D_f^-β + E is fitted (paper Eq. 1-2). Mutable: changing "
+    "it only re-runs the fit.",
+    {
+        "forms": array("Law forms to fit and compare: multiplicative (the paper's Eq. 1) and "
+                       "additive (A·X^-α + B·D_f^-β + E).",
+                       string("A law form.", enum=["multiplicative", "additive"]),
+                       minItems=1, maxItems=2, default=["multiplicative", "additive"]),
+        "factors": array("Which X factors to fit: modelSize (X = parameters), "
+                         "pretrainingTokens (X = tokens; needs checkpointOf models) and "
+                         "petSize (X = LoRA rank / prompt length). Factors without enough "
+                         "distinct X values are skipped with a note.",
+                         string("A factor.", enum=["modelSize", "pretrainingTokens",
+                                                   "petSize"]),
+                         minItems=1, maxItems=3,
+                         default=["modelSize", "pretrainingTokens", "petSize"]),
+        "residual": string("Residual of the Huber objective: raw (L̂ - L, as the paper's Eq. 2) "
+                           "or log (log L̂ - log L, as Chinchilla).", enum=["raw", "log"],
+                           default="raw"),
+        "huberDelta": number("δ of the Huber loss (paper: 1e-3).", exclusiveMinimum=True,
+                             minimum=0, default=0.001),
+        "heldOut": HELD_OUT,
+        "bootstrap": integer("Bootstrap resamples (runs resampled with replacement) for "
+                             "intervals; 0 disables intervals.", minimum=0, maximum=10000,
+                             default=200),
+        "confidence": number("Central interval mass of the bootstrap intervals.",
+                             exclusiveMinimum=True, minimum=0, exclusiveMaximum=True,
+                             maximum=1, default=0.8),
+        "seed": integer("Random seed of the bootstrap.", minimum=0, default=0),
+    },
+    default={},
+)
+
+EXECUTION = obj(
+    "Where and how runs execute. On a cluster each run is a batch/v1 Job; locally "
+    "(`ftscale run`) a subprocess. Mutable: it never changes results.",
+    {
+        "image": string("Trainer container image (cluster only). Default: the one the operator "
+                        "was installed with."),
+        "imagePullPolicy": string("Image pull policy of run pods.",
+                                  enum=["Always", "IfNotPresent", "Never"]),
+        "gpusPerRun": integer("nvidia.com/gpu per run pod unless the model sets gpus. "
+                              "0 runs on CPU.", minimum=0, maximum=64, default=0),
+        "resources": resources("CPU/memory requests and limits of run pods (models[].resources "
+                               "overrides key by key)."),
+        "maxParallelRuns": integer("At most this many runs at once (Jobs not yet finished). "
+                                   "With Kueue, quota decides what actually runs.",
+                                   minimum=1, maximum=1000, default=8),
+        "maxFailedRuns": integer("Stop creating new runs once this many runs have failed; the "
+                                 "study is then Failed. -1 never stops.", minimum=-1,
+                                 default=-1),
+        "backoffLimit": integer("Retries of a run pod that fails for a retriable reason "
+                                "(preemption and node loss never count).", minimum=0,
+                                maximum=20, default=2),
+        "activeDeadlineSeconds": integer("Kill a run after this many seconds "
+                                         "(DeadlineExceeded). Omit for no limit.", minimum=1),
+        "ttlSecondsAfterFinished": integer("Delete finished run Jobs after this many seconds "
+                                           "(their results stay in status). Omit to keep them.",
+                                           minimum=0),
+        "queueName": string("Kueue LocalQueue for run Jobs (sets the "
+                            "kueue.x-k8s.io/queue-name label; Jobs start suspended and Kueue "
+                            "admits them)."),
+        "priorityClassName": string("PriorityClass of run pods."),
+        "nodeSelector": string_map("Node labels run pods must match."),
+        "tolerations": array("Tolerations of run pods (e.g. for tainted GPU nodes).",
+                             toleration(), maxItems=32),
+        "serviceAccountName": string("ServiceAccount of run pods; its token is never "
+                                     "mounted (runs need no API access)."),
+        "volumes": obj("Volumes mounted into run pods.", {
+            "models": volume("Base checkpoints (models[].source paths are relative to it).",
+                             "/models"),
+            "data": volume("Custom task data (task.data paths are relative to it).", "/data"),
+            "results": volume("Where full results (with loss curves) are written, one folder "
+                              "per study; without it only compact results are kept.",
+                              "/results"),
+        }),
+        "labels": string_map("Extra labels on run Jobs and pods (e.g. for cost allocation)."),
+    },
+    default={},
+)
+
+SPEC = obj(
+    "The scaling study: every combination of model × method (× PET size) × data size × seed "
+    "is one finetuning run; the fit then relates their test losses by L = A·X^-α·D_f^-β + E.",
+    {
+        "task": TASK,
+        "models": array("Base models. Each model name is part of run identities.", MODEL,
+                        maxItems=MAX_MODELS,
+                        **{"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]}),
+        "methods": array("Finetuning methods (each name at most once).", METHOD,
+                         maxItems=3, **{"x-kubernetes-list-type": "map",
+                                        "x-kubernetes-list-map-keys": ["name"]}),
+        "dataSizes": array("Finetuning data sizes D_f (examples), unless a method sets its own.",
+                           integer("Number of finetuning examples."),
+                           maxItems=MAX_DATA_SIZES),
+        "seeds": array("Seeds; each picks a different random data subset and initialisation "
+                       "(the paper averages 3). The fit uses the mean over seeds.",
+                       integer("A seed.", minimum=0), minItems=1, maxItems=MAX_SEEDS,
+                       default=[0]),
+        "training": training("Training settings shared by all runs (omitted fields take the "
+                             "trainer's per-method defaults). Immutable after creation.",
+                             with_defaults=True),
+        "evaluation": EVALUATION,
+        "law": LAW,
+        "execution": EXECUTION,
+    },
+    required=["task", "models", "methods", "dataSizes"],
+    rules=[
+        rule("self.models.size() > 0",
+             "spec.models needs at least one model: add an entry with a name and a source"),
+        rule("self.methods.size() > 0",
+             "spec.methods needs at least one method: add e.g. {name: fmt} or "
+             "{name: lora, sizes: [4]}"),
+        rule("self.dataSizes.size() > 0",
+             "spec.dataSizes needs at least one data size (number of finetuning examples)"),
+        rule("self.dataSizes.all(d, d > 0)",
+             "spec.dataSizes must be positive numbers of finetuning examples: remove 0 and "
+             "negative values"),
+        rule("self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == "
+             "m.checkpointOf && !has(b.checkpointOf)))",
+             "spec.models[].checkpointOf must name another model of spec.models that is not "
+             "itself a checkpoint: add that model or fix the name"),
+        rule("self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
+             "self.models.exists(x, x.name == n)))",
+             "spec.methods[].sizeSweepModels must name models of spec.models: fix the name or "
+             "add the model"),
+        rule("self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))",
+             "spec.dataSizes must be unique: remove the repeated data size"),
+        rule("self.seeds.all(s, self.seeds.exists_one(t, t == s))",
+             "spec.seeds must be unique: remove the repeated seed"),
+        rule("self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : "
+             "self.dataSizes.size()) * (!has(m.sizes) ? self.models.size() : "
+             "(has(m.sizeSweepModels) ? self.models.size() + (m.sizes.size() - 1) * "
+             "m.sizeSweepModels.size() : self.models.size() * m.sizes.size()))).sum() * "
+             f"self.seeds.size() <= {MAX_RUNS}",
+             f"spec: the grid has more than {MAX_RUNS} runs (models × methods × sizes × "
+             "dataSizes × seeds): split the study, or use methods[].sizeSweepModels / "
+             "methods[].dataSizes to prune it"),
+        rule("self.training == oldSelf.training",
+             "spec.training is immutable: finished runs were trained with the old settings; "
+             "create a new ScalingStudy instead"),
+        rule("!has(self.law.heldOut.models) || self.law.heldOut.models.all(n, "
+             "self.models.exists(x, x.name == n))",
+             "spec.law.heldOut.models must name models of spec.models: fix the name"),
+    ],
+)
+
+CONDITION = obj("A condition of the study (Progressing, Succeeded, Failed, Fitted, Degraded).", {
+    "type": string("Condition type."),
+    "status": string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+    "reason": string("CamelCase machine-readable reason."),
+    "message": string("Human-readable detail."),
+    "observedGeneration": integer("The .metadata.generation the condition was set for."),
+    "lastTransitionTime": string("When the status last changed.", format="date-time"),
+}, required=["type", "status"])
+
+RESULT_ENTRY = obj("Compact result of one terminal run.", {
+    "runId": string("Stable run id (hash of model, method, PET size, data size, seed)."),
+    "model": string("Model name."),
+    "method": string("Finetuning method."),
+    "petSize": integer("LoRA rank or prompt length; absent for fmt."),
+    "dataSize": integer("Finetuning examples D_f."),
+    "seed": integer("Seed."),
+    "phase": string("Succeeded or Failed.", enum=["Succeeded", "Failed"]),
+    "testLoss": number("Test loss, nats per target token (the fitted quantity)."),
+    "bestDevLoss": number("Best dev loss, nats per target token."),
+    "modelParams": integer("X_m the run used."),
+    "pretrainTokens": integer("X_p the run used."),
+    "reason": string("Failure reason (OOMKilled, DeadlineExceeded, InvalidConfig, ...)."),
+    "message": string("Failure detail (shortened)."),
+    "wallSeconds": number("Training and evaluation time."),
+}, required=["runId", "phase"])
+
+STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every pass.", {
+    "observedGeneration": integer("The .metadata.generation this status describes."),
+    "phase": string("Summary: Pending, Running, Fitting, Fitted, Failed.",
+                    enum=["Pending", "Running", "Fitting", "Fitted", "Failed"]),
+    "progress": string("Terminal runs / all runs, e.g. 12/30 (for kubectl get)."),
+    "runsTotal": integer("Runs in the grid."),
+    "runsSucceeded": integer("Runs that finished with a result."),
+    "runsFailed": integer("Runs that ended Failed."),
+    "runsRunning": integer("Runs whose pod is running."),
+    "runsQueued": integer("Runs created but not admitted or scheduled yet (e.g. by Kueue)."),
+    "runsPending": integer("Runs not created yet (parallelism limit)."),
+    "results": array("One compact entry per terminal run.", RESULT_ENTRY, maxItems=MAX_RUNS,
+                     **{"x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["runId"]}),
+    "fit": {
+        "type": "object",
+        "description": "Compact summary of the fit Job (fitted parameters per method, factor "
+                       "and form; Δ_fit and Δ_held-out; critical data sizes). The full fit "
+                       "is in fit.json on the results volume.",
+        "x-kubernetes-preserve-unknown-fields": True,
+    },
+    "conditions": array("Conditions: Progressing, Succeeded, Failed, Fitted, Degraded.",
+                        CONDITION, **{"x-kubernetes-list-type": "map",
+                                      "x-kubernetes-list-map-keys": ["type"]}),
+})
+
+
+def crd() -> dict:
+    schema = obj(
+        "A ScalingStudy runs a finetuning scaling study (Zhang et al., ICLR 2024) and fits "
+        "L = A·X^-α·D_f^-β + E to its results.",
+        {
+            "apiVersion": string("APIVersion of this object: ftscale.io/v1alpha1."),
+            "kind": string("Kind of this object: ScalingStudy."),
+            "metadata": {"type": "object"},
+            "spec": SPEC,
+            "status": STATUS,
+        },
+        required=["spec"],
+        rules=[rule(f"self.metadata.name.size() <= {MAX_STUDY_NAME}",
+                    f"metadata.name must be at most {MAX_STUDY_NAME} characters: run Job "
+                    "names are <study>-<run id> and must fit in 63")],
+    )
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}",
+                     "labels": {"app.kubernetes.io/name": "ftscale",
+                                "app.kubernetes.io/component": "crd"}},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
+                      "singular": "scalingstudy", "shortNames": ["sst"],
+                      "categories": ["ftscale", "all"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Done", "type": "string", "jsonPath": ".status.progress",
+                     "description": "Terminal runs / all runs"},
+                    {"name": "Running", "type": "integer", "jsonPath": ".status.runsRunning",
+                     "description": "Runs whose pod is running"},
+                    {"name": "Failed", "type": "integer", "jsonPath": ".status.runsFailed",
+                     "description": "Runs that ended Failed"},
+                    {"name": "Fitted", "type": "string",
+                     "jsonPath": ".status.conditions[?(@.type==\"Fitted\")].status",
+                     "description": "Whether the scaling law has been fitted"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
+                     "priority": 1, "description": "Summary phase"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": schema},
+            }],
+        },
+    }
+
+
+HEADER = """\
+# ScalingStudy CustomResourceDefinition (ftscale.io/v1alpha1) — the single source of truth for
+# the study spec: the API server, `ftscale run` and the operator validate against it.
+# GENERATED by crds/generate.py (shared sub-schemas stay equal); edit that file, then run
+#   $(scripts/python-env.sh) crds/generate.py
+# Install: kubectl apply --server-side -f crds/scalingstudy.yaml
+"""
+
+
+def render() -> str:
+    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)
+
+
+def main() -> int:
+    out = Path(__file__).with_name("scalingstudy.yaml")
+    out.write_text(render())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

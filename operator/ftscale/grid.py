@@ -1,0 +1,276 @@
+"""Grid expansion: a ScalingStudy spec → the list of runs it asks for, with stable run ids.
+
+One function for both executors: `ftscale run` (local subprocesses) and the operator (Jobs) call
+`expand(spec)` and get the same runs in the same order. A run's identity is only
+(model, method, PET size, data size, seed) (ftscale.identity), so editing images, resources,
+parallelism or law settings never renames a run, and adding a model, size, data size or seed
+only adds runs.
+
+The grid (design.md, paper §3.4):
+* every model × method × data size × seed, where PET methods run their `defaultSize` on every
+  model and their other sizes only on `sizeSweepModels` (all models when omitted);
+* a method's `dataSizes` replace `spec.dataSizes` for that method.
+
+Also here, because both executors need them and they depend only on the spec:
+* `trainer_config(study, spec, run)`: the JSON document the trainer's `--config` takes;
+* `factor_membership(spec, runs)`: which runs form each (method, factor) sweep of the fit;
+* `held_out_run_ids(spec, runs)`: the runs the fit holds out to measure extrapolation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ftscale.identity import RunKey, job_name, run_id
+from ftscale.spec import with_defaults
+
+FMT = "fmt"
+PET_METHODS = ("lora", "prompt")
+
+# Factor keys as the law engine (ftscale.law) names them.
+MODEL_SIZE = "model_size"
+PRETRAIN_TOKENS = "pretrain_tokens"
+PET_SIZE = "pet_size"
+# spec.law.factors (CRD enum, camelCase) → law engine factor keys.
+FACTOR_KEYS = {"modelSize": MODEL_SIZE, "pretrainingTokens": PRETRAIN_TOKENS,
+               "petSize": PET_SIZE}
+# A sweep needs at least two distinct X values to say anything about an exponent.
+MIN_FACTOR_VALUES = 2
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the grid and everything an executor needs to start it."""
+
+    key: RunKey
+    model: dict[str, Any] = field(compare=False, repr=False)  # the spec.models entry
+    method: dict[str, Any] = field(compare=False, repr=False)  # the spec.methods entry
+    training: dict[str, Any] = field(compare=False, repr=False)  # effective overrides
+    gpus: int = field(default=0, compare=False)
+    resources: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.key)
+
+    def job_name(self, study: str) -> str:
+        return job_name(study, self.key)
+
+
+def default_size(method: dict[str, Any]) -> int | None:
+    """The PET size a method uses for the model-size and pretraining factors (None for fmt)."""
+    if method["name"] == FMT:
+        return None
+    return method.get("defaultSize", method["sizes"][0])
+
+
+def _merged_training(spec: dict, method: dict, model: dict) -> dict[str, Any]:
+    """spec.training < methods[].training < models[].training; learningRateScale multiplies."""
+    out: dict[str, Any] = {}
+    scale = 1.0
+    for layer in (spec.get("training", {}), method.get("training", {}),
+                  model.get("training", {})):
+        for key, value in layer.items():
+            if key == "learningRateScale":
+                scale *= value
+            else:
+                out[key] = value
+    if scale != 1.0:
+        out["learningRateScale"] = scale
+    return out
+
+
+def _merged_resources(spec: dict, model: dict) -> dict[str, Any]:
+    base = copy.deepcopy(spec.get("execution", {}).get("resources", {}))
+    for part, values in model.get("resources", {}).items():
+        base.setdefault(part, {}).update(values)
+    return base
+
+
+def expand(spec: dict[str, Any]) -> list[PlannedRun]:
+    """All runs of a (validated) spec, in spec order: model, method, PET size, data size, seed.
+    Defaults are applied here too, so the operator can pass the API server's spec as is."""
+    spec = with_defaults(spec)
+    runs: list[PlannedRun] = []
+    seen: set[RunKey] = set()
+    gpus_default = spec.get("execution", {}).get("gpusPerRun", 0)
+    for model in spec["models"]:
+        for method in spec["methods"]:
+            data_sizes = method.get("dataSizes", spec["dataSizes"])
+            if method["name"] == FMT:
+                sizes: list[int | None] = [None]
+            else:
+                sweep = method.get("sizeSweepModels")
+                on_sweep = sweep is None or model["name"] in sweep
+                sizes = list(method["sizes"]) if on_sweep else [default_size(method)]
+            training = _merged_training(spec, method, model)
+            resources = _merged_resources(spec, model)
+            gpus = model.get("gpus", gpus_default)
+            for size in sizes:
+                for data_size in data_sizes:
+                    for seed in spec["seeds"]:
+                        key = RunKey(model["name"], method["name"], size, data_size, seed)
+                        if key in seen:  # impossible for a valid spec; cheap to guard
+                            continue
+                        seen.add(key)
+                        runs.append(PlannedRun(key, model, method, training, gpus, resources))
+    return runs
+
+
+# ---- the trainer's config --------------------------------------------------------------
+def trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun) -> dict[str, Any]:
+    """The JSON document passed to the trainer (`python -m ftscale_trainer --config FILE`).
+
+    Everything that decides the run's result is in here, so the same document reproduces the
+    run anywhere; the trainer saves it next to its result. Keys the spec leaves out are left
+    out, so the trainer's own (per-method) defaults apply.
+    """
+    spec = with_defaults(spec)
+    key = run.key
+    model = run.model
+    method = run.method
+    task = copy.deepcopy(spec["task"])
+    evaluation = copy.deepcopy(spec.get("evaluation", {}))
+    doc: dict[str, Any] = {
+        "study": study_name,
+        "run_id": run.run_id,
+        "model": key.model,
+        "model_source": model["source"],
+        "method": key.method,
+        "pet_size": key.pet_size,
+        "data_size": key.data_size,
+        "seed": key.seed,
+        "task": task,
+        "training": dict(run.training),
+        "evaluation": evaluation,
+    }
+    if "parameters" in model:
+        doc["model_params"] = model["parameters"]
+    if "pretrainingTokens" in model:
+        doc["pretrain_tokens"] = model["pretrainingTokens"]
+    for option in ("loraTargets", "loraAlpha", "promptInit"):
+        if option in method:
+            doc.setdefault("method_options", {})[option] = method[option]
+    return doc
+
+
+# ---- what the fit needs ---------------------------------------------------------------
+def _keys(runs: Iterable[Any]) -> list[RunKey]:
+    """Accept PlannedRuns, RunKeys, RunResults or result rows (dicts)."""
+    out = []
+    for r in runs:
+        if isinstance(r, RunKey):
+            out.append(r)
+        elif isinstance(r, PlannedRun):
+            out.append(r.key)
+        elif isinstance(r, dict):
+            out.append(RunKey(r["model"], r["method"], r.get("pet_size"), r["data_size"],
+                              r["seed"]))
+        else:
+            out.append(RunKey(r.model, r.method, r.pet_size, r.data_size, r.seed))
+    return out
+
+
+def pretraining_chain(spec: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The base model whose intermediate checkpoints form the pretraining-data factor, and the
+    chain (base + its checkpoints). With several bases, the one with the most checkpoints
+    (first listed on a tie). None when no model is a checkpoint."""
+    by_base: dict[str, list[str]] = defaultdict(list)
+    for m in spec["models"]:
+        if "checkpointOf" in m:
+            by_base[m["checkpointOf"]].append(m["name"])
+    if not by_base:
+        return None
+    order = [m["name"] for m in spec["models"]]
+    base = max(by_base, key=lambda b: (len(by_base[b]), -order.index(b)))
+    return base, [base] + by_base[base]
+
+
+def pet_sweep_model(spec: dict[str, Any], method: dict[str, Any]) -> str:
+    """The model whose runs form a PET method's PET-size factor: the first of its
+    sizeSweepModels, else the pretraining chain's base, else the first model."""
+    if method.get("sizeSweepModels"):
+        return method["sizeSweepModels"][0]
+    chain = pretraining_chain(spec)
+    if chain:
+        return chain[0]
+    return next(m["name"] for m in spec["models"] if "checkpointOf" not in m)
+
+
+def factor_membership(spec: dict[str, Any], runs: Iterable[Any]) -> dict[str, dict[str, list[str]]]:
+    """Which runs belong to each (method, factor) sweep: {method: {factor: [run ids]}}.
+
+    * model_size: the method at its default PET size on every model that is not a checkpoint;
+    * pretrain_tokens: the method at its default PET size on the pretraining chain;
+    * pet_size: a PET method at every size on its sweep model.
+    A run can be in several factors (the chain's base model is in all three). Factors not in
+    spec.law.factors, and sweeps with fewer than two distinct X values, are left out.
+    `runs` may be PlannedRuns, RunKeys, RunResults or result rows.
+    """
+    spec = with_defaults(spec)
+    wanted = {FACTOR_KEYS[f] for f in spec["law"]["factors"]}
+    models = {m["name"]: m for m in spec["models"]}
+    chain = pretraining_chain(spec)
+    keys = [k for k in _keys(runs) if k.model in models]
+    out: dict[str, dict[str, list[str]]] = {}
+    for method in spec["methods"]:
+        name = method["name"]
+        dsize = default_size(method)
+        mine = [k for k in keys if k.method == name]
+        groups: dict[str, list[RunKey]] = {}
+        if MODEL_SIZE in wanted:
+            groups[MODEL_SIZE] = [k for k in mine if k.pet_size == dsize
+                                  and "checkpointOf" not in models[k.model]]
+        if PRETRAIN_TOKENS in wanted and chain:
+            groups[PRETRAIN_TOKENS] = [k for k in mine if k.pet_size == dsize
+                                       and k.model in chain[1]]
+        if PET_SIZE in wanted and name in PET_METHODS:
+            sweep_model = pet_sweep_model(spec, method)
+            groups[PET_SIZE] = [k for k in mine if k.model == sweep_model]
+        for factor, members in groups.items():
+            distinct = {k.pet_size if factor == PET_SIZE else k.model for k in members}
+            if len(distinct) >= MIN_FACTOR_VALUES:
+                out.setdefault(name, {})[factor] = [run_id(k) for k in members]
+    return out
+
+
+def _largest(values: Iterable, rank=lambda v: v) -> set:
+    values = sorted(set(values), key=rank)
+    return {values[-1]} if len(values) >= 3 else set()
+
+
+def held_out_run_ids(spec: dict[str, Any], runs: Iterable[Any],
+                     x_of_model: dict[str, float] | None = None) -> set[str]:
+    """Runs the fit holds out (paper §2.1 item 4): with law.heldOut.largest, the largest
+    data size of each method, the largest model (by X_m, from `x_of_model` or
+    models[].parameters; by spec order when unknown) and the largest PET size of each method —
+    each only when its dimension has at least 3 values — plus the listed extras."""
+    spec = with_defaults(spec)
+    held = spec["law"]["heldOut"]
+    keys = _keys(runs)
+    models = [m for m in spec["models"] if "checkpointOf" not in m]
+    order = {m["name"]: i for i, m in enumerate(spec["models"])}
+    x_of_model = dict(x_of_model or {})
+    for m in spec["models"]:
+        if "parameters" in m:
+            x_of_model.setdefault(m["name"], m["parameters"])
+    out_models = set(held.get("models", []))
+    out_sizes: dict[str, set] = defaultdict(set)
+    out_data: dict[str, set] = defaultdict(set)
+    for method in spec["methods"]:
+        out_data[method["name"]] |= set(held.get("dataSizes", []))
+        out_sizes[method["name"]] |= set(held.get("petSizes", []))
+    if held.get("largest", True):
+        rank = (lambda n: x_of_model[n]) if all(m["name"] in x_of_model for m in models) \
+            else (lambda n: order[n])
+        out_models |= _largest((m["name"] for m in models), rank)
+        for method in spec["methods"]:
+            out_data[method["name"]] |= _largest(method.get("dataSizes", spec["dataSizes"]))
+            if method["name"] in PET_METHODS:
+                out_sizes[method["name"]] |= _largest(method["sizes"])
+    return {run_id(k) for k in keys
+            if k.model in out_models or k.data_size in out_data[k.method]
+            or (k.pet_size is not None and k.pet_size in out_sizes[k.method])}

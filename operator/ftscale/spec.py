@@ -1,0 +1,432 @@
+"""Loading and validating ScalingStudy manifests against the CRD's own schema.
+
+The CRD in crds/scalingstudy.yaml is the one source of truth for the spec. This module reads its
+openAPIV3Schema and does what the API server does with a manifest, in the same order and, as far
+as the schema goes, with the same messages:
+
+1. strict field validation: unknown fields are errors (`unknown field "spec.foo"`);
+2. structural defaulting: `default:` values fill omitted fields;
+3. OpenAPI validation (types, enums, bounds, patterns, required) — jsonschema does the checking,
+   `_api_server_message` words each error the way the API server does;
+4. the CEL rules (`x-kubernetes-validations`): each rule's exact text is mapped to a Python
+   re-check in `CEL_RECHECKS`; a test fails when a rule of the CRD has none, so the two cannot
+   drift apart silently. Transition rules (those using `oldSelf`) run when an old spec is given —
+   `ftscale run` uses them to refuse resuming a workdir with an incompatibly edited study.
+
+Entry points: `load_study(path_or_dict, old_spec=None) -> Study` (raises StudyValidationError
+listing every problem) and `with_defaults(spec) -> dict`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import jsonschema
+import yaml
+
+API_VERSION = "ftscale.io/v1alpha1"
+KIND = "ScalingStudy"
+
+
+class StudyValidationError(ValueError):
+    """The manifest is not a valid ScalingStudy. `.errors` lists one message per problem."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"{source} is not a valid {KIND} ({len(errors)} problem"
+                         f"{'s' if len(errors) != 1 else ''}):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: its name, namespace and spec with every CRD default applied."""
+
+    name: str
+    namespace: str
+    spec: dict[str, Any]
+    manifest: dict[str, Any] = field(repr=False)
+
+
+# ---- the CRD ------------------------------------------------------------------------------
+def crd_path() -> Path:
+    """Where the CRD YAML is: $FTSCALE_CRD, else crds/ of this checkout, else a packaged copy
+    (container images copy crds/scalingstudy.yaml to ftscale/crds/ next to this module)."""
+    env = os.environ.get("FTSCALE_CRD")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "crds" / "scalingstudy.yaml",
+                      here.parent / "crds" / "scalingstudy.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        "crds/scalingstudy.yaml not found next to the ftscale package; set FTSCALE_CRD to "
+        "the CRD file")
+
+
+@lru_cache(maxsize=4)
+def _load_crd(path: str) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def crd() -> dict[str, Any]:
+    return _load_crd(str(crd_path()))
+
+
+def root_schema() -> dict[str, Any]:
+    """The CRD's openAPIV3Schema (for the served version)."""
+    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def spec_schema() -> dict[str, Any]:
+    return root_schema()["properties"]["spec"]
+
+
+# ---- defaulting and unknown fields ---------------------------------------------------------
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Fill omitted fields with their `default:` (recursively, as the API server does: a
+    defaulted object is itself defaulted). Returns a new value; the input is not changed."""
+    value = copy.deepcopy(value)
+    _default_in_place(schema, value)
+    return value
+
+
+def _default_in_place(schema: dict[str, Any], value: Any) -> None:
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props:
+            for name, sub in props.items():
+                if name not in value and "default" in sub:
+                    value[name] = copy.deepcopy(sub["default"])
+                if name in value:
+                    _default_in_place(sub, value[name])
+        elif isinstance(schema.get("additionalProperties"), dict):
+            for item in value.values():
+                _default_in_place(schema["additionalProperties"], item)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _default_in_place(schema["items"], item)
+
+
+def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with the CRD's defaults applied (idempotent; safe on API-server specs)."""
+    return apply_defaults(spec_schema(), spec)
+
+
+def unknown_fields(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    """Paths of fields the schema does not declare (kubectl's strict field validation)."""
+    out: list[str] = []
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return out
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        if props is not None:
+            for name, item in value.items():
+                sub_path = f"{path}.{name}" if path else name
+                if name not in props:
+                    out.append(sub_path)
+                else:
+                    out += unknown_fields(props[name], item, sub_path)
+        elif isinstance(schema.get("additionalProperties"), dict):
+            for name, item in value.items():
+                out += unknown_fields(schema["additionalProperties"], item, f"{path}[{name}]")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += unknown_fields(schema["items"], item, f"{path}[{i}]")
+    return out
+
+
+# ---- OpenAPI validation with the API server's wording --------------------------------------
+def _field_path(error: jsonschema.ValidationError, prefix: str) -> str:
+    path = prefix
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _go_value(value: Any) -> str:
+    """How the API server prints an invalid value (Go's %#v-like quoting)."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return '"object"'
+    if isinstance(value, list):
+        return '"array"'
+    if value is None:
+        return "null"
+    return str(value)
+
+
+_TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", float: "number",
+               dict: "object", list: "array", type(None): "null"}
+
+
+def _api_server_message(error: jsonschema.ValidationError, prefix: str) -> str:
+    path = _field_path(error, prefix)
+    v, inst = error.validator, error.instance
+    if v == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return f"{path}.{missing}: Required value" if path else f"{missing}: Required value"
+    if v == "enum":
+        allowed = ", ".join(_go_value(x) for x in error.validator_value)
+        return f"{path}: Unsupported value: {_go_value(inst)}: supported values: {allowed}"
+    if v == "type":
+        got = _TYPE_NAMES.get(type(inst), type(inst).__name__)
+        return (f"{path}: Invalid value: \"{got}\": {path} in body must be of type "
+                f"{error.validator_value}: \"{got}\"")
+    if v == "maxItems":
+        return f"{path}: Too many: {len(inst)}: must have at most {error.validator_value} items"
+    if v == "maxLength":
+        return f"{path}: Too long: may not be longer than {error.validator_value}"
+    bound = {
+        "minimum": ("should be greater than{eq} {x}", "exclusiveMinimum"),
+        "maximum": ("should be less than{eq} {x}", "exclusiveMaximum"),
+    }
+    if v in bound:
+        text, exclusive_key = bound[v]
+        exclusive = error.schema.get(exclusive_key) is True
+        detail = text.format(eq="" if exclusive else " or equal to", x=error.validator_value)
+    elif v == "minItems":
+        detail = f"should have at least {error.validator_value} items"
+    elif v == "minLength":
+        detail = f"should be at least {error.validator_value} chars long"
+    elif v == "pattern":
+        detail = f"should match '{error.validator_value}'"
+    else:
+        detail = error.message
+    return f"{path}: Invalid value: {_go_value(inst)}: {path} in body {detail}"
+
+
+def _schema_errors(schema: dict[str, Any], value: Any, prefix: str) -> list[str]:
+    # OpenAPI v3.0 (what CRDs use) has boolean exclusiveMinimum/Maximum: JSON-Schema draft 4.
+    validator = jsonschema.Draft4Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    out = []
+    for error in errors:
+        if error.validator == "anyOf" and isinstance(error.instance, (int, str)):
+            continue  # int-or-string quantities: the pattern check speaks for them
+        out.append(_api_server_message(error, prefix))
+    return out
+
+
+# ---- CEL rules, re-checked in Python -------------------------------------------------------
+# Each entry maps a rule's exact text in the CRD to a function (self, old) -> bool. Transition
+# rules (they mention oldSelf) get the old value; the others ignore it.
+def _has(obj: dict, key: str) -> bool:
+    return isinstance(obj, dict) and key in obj
+
+
+def _unique(values: list) -> bool:
+    return len(values) == len(set(values))
+
+
+def _same_optional(new: dict, old: dict, key: str) -> bool:
+    return _has(new, key) == _has(old, key) and new.get(key) == old.get(key)
+
+
+def _grid_size(s: dict) -> int:
+    total = 0
+    n_models = len(s["models"])
+    for m in s["methods"]:
+        n_data = len(m["dataSizes"]) if _has(m, "dataSizes") else len(s["dataSizes"])
+        if not _has(m, "sizes"):
+            n_model_sizes = n_models
+        elif _has(m, "sizeSweepModels"):
+            n_model_sizes = n_models + (len(m["sizes"]) - 1) * len(m["sizeSweepModels"])
+        else:
+            n_model_sizes = n_models * len(m["sizes"])
+        total += n_data * n_model_sizes
+    return total * len(s["seeds"])
+
+
+def _default_size(m: dict) -> int:
+    return m["defaultSize"] if _has(m, "defaultSize") else (m["sizes"][0] if _has(m, "sizes")
+                                                              else 0)
+
+
+Recheck = Callable[[Any, Any], bool]
+CEL_RECHECKS: dict[str, Recheck] = {
+    # root
+    "self.metadata.name.size() <= 52": lambda s, o: len(s["metadata"].get("name", "")) <= 52,
+    # training settings
+    "!has(self.batchSize) || !has(self.microBatchSize) || self.batchSize % self.microBatchSize "
+    "== 0": lambda s, o: not (_has(s, "batchSize") and _has(s, "microBatchSize"))
+    or s["batchSize"] % s["microBatchSize"] == 0,
+    # task / evaluation / spec.training
+    "self == oldSelf": lambda s, o: s == o,
+    "self.training == oldSelf.training": lambda s, o: s.get("training") == o.get("training"),
+    # models[]
+    "!has(self.checkpointOf) || self.checkpointOf != self.name":
+        lambda s, o: s.get("checkpointOf") != s["name"],
+    "self.source == oldSelf.source": lambda s, o: s["source"] == o["source"],
+    "has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || "
+    "self.parameters == oldSelf.parameters)": lambda s, o: _same_optional(s, o, "parameters"),
+    "has(self.pretrainingTokens) == has(oldSelf.pretrainingTokens) && "
+    "(!has(self.pretrainingTokens) || self.pretrainingTokens == oldSelf.pretrainingTokens)":
+        lambda s, o: _same_optional(s, o, "pretrainingTokens"),
+    "has(self.checkpointOf) == has(oldSelf.checkpointOf) && (!has(self.checkpointOf) || "
+    "self.checkpointOf == oldSelf.checkpointOf)":
+        lambda s, o: _same_optional(s, o, "checkpointOf"),
+    "has(self.training) == has(oldSelf.training) && (!has(self.training) || self.training == "
+    "oldSelf.training)": lambda s, o: _same_optional(s, o, "training"),
+    # methods[]
+    "self.name != 'fmt' || !has(self.sizes)":
+        lambda s, o: s["name"] != "fmt" or not _has(s, "sizes"),
+    "self.name == 'fmt' || has(self.sizes)": lambda s, o: s["name"] == "fmt" or _has(s, "sizes"),
+    "!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))":
+        lambda s, o: _unique(s.get("sizes", [])),
+    "!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)":
+        lambda s, o: not _has(s, "defaultSize") or s["defaultSize"] in s.get("sizes", []),
+    "!has(self.sizeSweepModels) || self.name != 'fmt'":
+        lambda s, o: not _has(s, "sizeSweepModels") or s["name"] != "fmt",
+    "!has(self.dataSizes) || self.dataSizes.all(d, d > 0)":
+        lambda s, o: all(d > 0 for d in s.get("dataSizes", [])),
+    "!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
+        lambda s, o: _unique(s.get("dataSizes", [])),
+    "self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha))":
+        lambda s, o: s["name"] == "lora" or not (_has(s, "loraTargets") or _has(s, "loraAlpha")),
+    "self.name == 'prompt' || !has(self.promptInit)":
+        lambda s, o: s["name"] == "prompt" or not _has(s, "promptInit"),
+    "(has(self.defaultSize) ? self.defaultSize : (has(self.sizes) ? self.sizes[0] : 0)) == "
+    "(has(oldSelf.defaultSize) ? oldSelf.defaultSize : (has(oldSelf.sizes) ? oldSelf.sizes[0] "
+    ": 0))": lambda s, o: _default_size(s) == _default_size(o),
+    # spec
+    "self.models.size() > 0": lambda s, o: len(s["models"]) > 0,
+    "self.methods.size() > 0": lambda s, o: len(s["methods"]) > 0,
+    "self.dataSizes.size() > 0": lambda s, o: len(s["dataSizes"]) > 0,
+    "self.dataSizes.all(d, d > 0)": lambda s, o: all(d > 0 for d in s["dataSizes"]),
+    "self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
+    "&& !has(b.checkpointOf)))": lambda s, o: all(
+        not _has(m, "checkpointOf") or any(b["name"] == m["checkpointOf"]
+                                           and not _has(b, "checkpointOf") for b in s["models"])
+        for m in s["models"]),
+    "self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
+    "self.models.exists(x, x.name == n)))": lambda s, o: all(
+        n in {x["name"] for x in s["models"]}
+        for m in s["methods"] for n in m.get("sizeSweepModels", [])),
+    "self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
+        lambda s, o: _unique(s["dataSizes"]),
+    "self.seeds.all(s, self.seeds.exists_one(t, t == s))": lambda s, o: _unique(s["seeds"]),
+    "self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : self.dataSizes.size()) * "
+    "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
+    "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
+    "m.sizes.size()))).sum() * self.seeds.size() <= 2000": lambda s, o: _grid_size(s) <= 2000,
+    "!has(self.law.heldOut.models) || self.law.heldOut.models.all(n, self.models.exists(x, "
+    "x.name == n))": lambda s, o: all(
+        n in {x["name"] for x in s["models"]}
+        for n in s["law"]["heldOut"].get("models", [])),
+}
+
+
+def is_transition_rule(text: str) -> bool:
+    return "oldSelf" in text
+
+
+def cel_rules(schema: dict[str, Any] | None = None) -> list[str]:
+    """Every CEL rule text in the schema (for the test that keeps CEL_RECHECKS complete)."""
+    schema = root_schema() if schema is None else schema
+    out = [r["rule"] for r in schema.get("x-kubernetes-validations", [])]
+    for sub in (schema.get("properties") or {}).values():
+        out += cel_rules(sub)
+    if isinstance(schema.get("items"), dict):
+        out += cel_rules(schema["items"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        out += cel_rules(schema["additionalProperties"])
+    return out
+
+
+def _cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[str]:
+    """Evaluate the rules bottom-up like the API server; `old` is None on create. List items of
+    map lists are matched to their old version by key, as the API server correlates them."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name in value:
+                old_sub = old.get(name) if isinstance(old, dict) else None
+                out += _cel_errors(sub, value[name], old_sub, f"{path}.{name}" if path else name)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        keys = schema.get("x-kubernetes-list-map-keys")
+        old_by_key = {}
+        if keys and isinstance(old, list):
+            old_by_key = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)}
+        for i, item in enumerate(value):
+            old_item = (old_by_key.get(tuple(item.get(k) for k in keys))
+                        if keys and isinstance(item, dict) else None)
+            out += _cel_errors(schema["items"], item, old_item, f"{path}[{i}]")
+    for r in schema.get("x-kubernetes-validations", []):
+        text = r["rule"]
+        if is_transition_rule(text) and old is None:
+            continue
+        check = CEL_RECHECKS.get(text)
+        if check is None:
+            # Kept honest by tests/unit/test_spec_crd.py; here only a forgotten re-check.
+            continue
+        if not check(value, old):
+            out.append(f"{path or '<root>'}: Invalid value: {_go_value(value)}: "
+                       f"{r.get('message', 'failed rule: ' + text)}")
+    return out
+
+
+# ---- entry points --------------------------------------------------------------------------
+def validate_manifest(manifest: Any, old_spec: dict[str, Any] | None = None) \
+        -> tuple[dict[str, Any], list[str]]:
+    """Validate a whole ScalingStudy object. Returns (manifest with defaults, error messages).
+    `old_spec`, when given, is the spec the object had before (transition rules run then)."""
+    if not isinstance(manifest, dict):
+        return {}, ["the document must be a YAML mapping (a ScalingStudy object)"]
+    errors: list[str] = []
+    if manifest.get("apiVersion") != API_VERSION:
+        errors.append(f"apiVersion: Invalid value: {_go_value(manifest.get('apiVersion'))}: "
+                      f"must be {API_VERSION}")
+    if manifest.get("kind") != KIND:
+        errors.append(f"kind: Invalid value: {_go_value(manifest.get('kind'))}: must be {KIND}")
+    meta = manifest.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        errors.append("metadata.name: Required value: name or generateName is required")
+    schema = root_schema()
+    # What kubectl sends never contains status; a study file with one is treated likewise.
+    body = {k: v for k, v in manifest.items() if k != "status"}
+    errors += [f'unknown field "{p}"' for p in unknown_fields(schema, body, "")
+               if not p.startswith("metadata.")]
+    if errors:
+        return manifest, errors
+    defaulted = apply_defaults(schema, body)
+    errors += _schema_errors({k: v for k, v in schema.items()
+                              if k != "x-kubernetes-validations"}, defaulted, "")
+    if not errors:
+        old = None
+        if old_spec is not None:
+            old = {**defaulted, "spec": apply_defaults(spec_schema(), old_spec)}
+        errors += _cel_errors(schema, defaulted, old, "")
+    return defaulted, errors
+
+
+def load_study(source: str | os.PathLike | dict[str, Any],
+               old_spec: dict[str, Any] | None = None) -> Study:
+    """Read (a path) or take (a dict) a ScalingStudy manifest, validate it against the CRD and
+    return it with defaults applied. Raises StudyValidationError listing every problem, or
+    OSError / yaml.YAMLError when the file cannot be read or parsed."""
+    if isinstance(source, dict):
+        manifest, label = source, "the study"
+    else:
+        label = str(source)
+        docs = [d for d in yaml.safe_load_all(Path(source).read_text()) if d is not None]
+        if len(docs) != 1:
+            raise StudyValidationError(label, [f"expected exactly one YAML document, found "
+                                               f"{len(docs)}"])
+        manifest = docs[0]
+    defaulted, errors = validate_manifest(manifest, old_spec)
+    if errors:
+        raise StudyValidationError(label, errors)
+    meta = defaulted["metadata"]
+    return Study(name=meta["name"], namespace=meta.get("namespace", "default"),
+                 spec=defaulted["spec"], manifest=defaulted)
