@@ -109,19 +109,15 @@ def training(description, *, with_defaults: bool):
             exclusiveMinimum=True, minimum=0),
         "batchSize": integer("Examples per optimizer step (after gradient accumulation). "
                              "Omit for the trainer's per-method default.", minimum=1),
-        "microBatchSize": integer("Examples per forward pass; batchSize must be a multiple of "
-                                  "it. Lower it when a model does not fit in memory.",
-                                  minimum=1),
         "maxSteps": integer("Upper bound on optimizer steps. Training stops at maxSteps or "
                             "maxEpochs, whichever comes first (the paper: 200K steps or 100 "
                             "epochs).", minimum=1),
         "maxEpochs": number("Upper bound on passes over the finetuning data.",
                             exclusiveMinimum=True, minimum=0),
-        "warmupSteps": integer("Linear warm-up steps before the schedule.", minimum=0),
-        "schedule": string("Learning-rate schedule after warm-up.",
-                           enum=["cosine", "linear", "constant"]),
-        "minLearningRateRatio": number("Final learning rate as a fraction of the peak "
-                                       "(cosine and linear schedules).", minimum=0, maximum=1),
+        "warmupSteps": integer("Linear warm-up steps before the cosine decay.", minimum=0),
+        "minLearningRateRatio": number("The cosine schedule decays to this fraction of the "
+                                       "peak learning rate at the last step.", minimum=0,
+                                       maximum=1),
         "weightDecay": number("Decoupled weight decay (AdamW).", minimum=0),
         "gradientClip": number("Clip the global gradient norm to this value; 0 disables.",
                                minimum=0),
@@ -133,12 +129,7 @@ def training(description, *, with_defaults: bool):
                                 "default based on the run length.", minimum=1),
         "earlyStoppingPatience": integer("Stop after this many dev evaluations without "
                                          "improvement; 0 never stops early.", minimum=0),
-    }, rules=[
-        rule("!has(self.batchSize) || !has(self.microBatchSize) || "
-             "self.batchSize % self.microBatchSize == 0",
-             "training.batchSize must be a multiple of training.microBatchSize: change one "
-             "of them"),
-    ], **d({}))
+    }, **d({}))
 
 
 def volume(description, default_mount):
@@ -193,9 +184,12 @@ TASK = obj(
                 "targetField": string("Field holding the target text (the loss is taken "
                                       "on it only).", default="target"),
             }, required=["train", "dev", "test"]),
-        "promptTemplate": string("How an input is shown to the model; `{source}` is "
-                                 "replaced by the source text. Omit for the task's default.",
-                                 pattern=r"\{source\}"),
+        "promptTemplate": string("How an input is shown to the model: translate, summarize, "
+                                 "plain, or your own text in which `{source}` is replaced by "
+                                 "the source text. Omit for the task's default.", minLength=1),
+        "sourceLanguage": string("Source language named by the translate/summarize "
+                                 "templates, e.g. English (built-in tasks set it)."),
+        "targetLanguage": string("Target language named by the templates, e.g. German."),
         "maxSourceTokens": integer("Truncate inputs to this many tokens.", minimum=1),
         "maxTargetTokens": integer("Truncate targets to this many tokens.", minimum=1),
         "zeroShotSets": array(
@@ -206,14 +200,18 @@ TASK = obj(
                                pattern=DNS_LABEL, maxLength=63),
                 "path": string("jsonl file on the data volume (relative to its mount path).",
                                minLength=1),
-                "promptTemplate": string("Prompt for this set; `{source}` is replaced.",
-                                         pattern=r"\{source\}"),
+                "sourceLanguage": string("Source language of this set, named in the prompt "
+                                         "(e.g. French for a French→German set)."),
             }, required=["name", "path"]),
             maxItems=16, **{"x-kubernetes-list-type": "map",
                             "x-kubernetes-list-map-keys": ["name"]}),
     },
     required=["name"],
-    rules=[rule("self == oldSelf",
+    rules=[rule("!has(self.promptTemplate) || self.promptTemplate in ['translate', "
+                "'summarize', 'plain'] || self.promptTemplate.contains('{source}')",
+                "spec.task.promptTemplate must be translate, summarize, plain, or contain "
+                "{source} where the input goes"),
+           rule("self == oldSelf",
                 "spec.task is immutable: results of a different task cannot be mixed into "
                 "one scaling law; create a new ScalingStudy instead")],
 )
@@ -246,7 +244,7 @@ MODEL = obj(
                                "overrides execution.resources key by key."),
         "training": training("Training settings for this model only, over spec.training and "
                              "the method's settings (typically learningRateScale or "
-                             "microBatchSize for large models).", with_defaults=False),
+                             "batchSize for large models).", with_defaults=False),
     },
     required=["name", "source"],
     rules=[
@@ -303,9 +301,8 @@ METHOD = obj(
             maxItems=32),
         "loraAlpha": number("lora only: LoRA scaling alpha. Default: twice the rank.",
                             exclusiveMinimum=True, minimum=0),
-        "promptInit": string("prompt only: how the soft prompt starts. vocab: embeddings of "
-                             "sampled vocabulary tokens (paper §3.3).",
-                             enum=["vocab", "random"]),
+        "loraDropout": number("lora only: dropout on the LoRA input path.", minimum=0,
+                              maximum=0.99),
         "training": training("Training settings for this method, over spec.training "
                              "(e.g. its learning rate and batch size).", with_defaults=False),
     },
@@ -330,11 +327,10 @@ METHOD = obj(
         rule("!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e "
              "== d))",
              "methods[].dataSizes must be unique: remove the repeated data size"),
-        rule("self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha))",
-             "methods[].loraTargets and loraAlpha apply only to lora: remove them from this "
-             "method"),
-        rule("self.name == 'prompt' || !has(self.promptInit)",
-             "methods[].promptInit applies only to prompt: remove it from this method"),
+        rule("self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha) && "
+             "!has(self.loraDropout))",
+             "methods[].loraTargets, loraAlpha and loraDropout apply only to lora: remove them "
+             "from this method"),
         rule("has(self.training) == has(oldSelf.training) && (!has(self.training) || "
              "self.training == oldSelf.training)",
              "methods[].training is immutable: finished runs were trained with the old "
@@ -355,16 +351,18 @@ EVALUATION = obj(
             "Greedy-decoding quality metrics on (a sample of) the test set (paper Figs. 7-9).",
             {
                 "metrics": array("Metrics to compute; empty for none.",
-                                 string("A metric.", enum=["bleu", "chrf", "rougeL"]),
-                                 maxItems=3, default=[]),
+                                 string("A metric: bleu (sacrebleu) or rougeL.",
+                                        enum=["bleu", "rougeL"]),
+                                 maxItems=2, default=[]),
                 "maxExamples": integer("Test examples decoded (decoding is slow; the loss "
                                        "still uses the whole test set).", minimum=1,
                                        default=200),
                 "maxNewTokens": integer("Longest generated output, in tokens.", minimum=1,
                                         default=64),
             }, default={}),
-        "zeroShot": array("Zero-shot sets to evaluate on (built-in ones of the task, or "
-                          "task.zeroShotSets names).",
+        "zeroShot": array("Zero-shot sets to evaluate on: names of task.zeroShotSets, or "
+                          "built-in tasks of the trainer (e.g. toy-fr-de), whose test split "
+                          "is used.",
                           string("A zero-shot set name.", pattern=DNS_LABEL), maxItems=16,
                           default=[]),
         "devExamples": integer("Dev examples used for checkpoint selection (all when "

@@ -121,39 +121,130 @@ def expand(spec: dict[str, Any]) -> list[PlannedRun]:
 
 
 # ---- the trainer's config --------------------------------------------------------------
-def trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun) -> dict[str, Any]:
-    """The JSON document passed to the trainer (`python -m ftscale_trainer --config FILE`).
+# spec.training / methods[].training / models[].training keys → trainer config keys
+# (ftscale_trainer.config.TrainConfig; tests/unit/test_grid.py checks it accepts every example).
+TRAINING_KEYS = {
+    "learningRate": "learning_rate", "batchSize": "batch_size", "maxSteps": "max_steps",
+    "maxEpochs": "max_epochs", "warmupSteps": "warmup_steps",
+    "minLearningRateRatio": "min_lr_ratio", "weightDecay": "weight_decay",
+    "gradientClip": "grad_clip", "precision": "precision", "evalInterval": "eval_interval",
+    "earlyStoppingPatience": "early_stopping_patience",
+}
+METHOD_KEYS = {"loraTargets": "lora_targets", "loraAlpha": "lora_alpha",
+               "loraDropout": "lora_dropout"}
+TASK_KEYS = {"promptTemplate": "template", "sourceLanguage": "source_lang",
+             "targetLanguage": "target_lang", "maxSourceTokens": "max_source_tokens",
+             "maxTargetTokens": "max_target_tokens"}
+DATA_FORMATS = {"jsonl": "jsonl", "hf-disk": "hf_disk"}
 
-    Everything that decides the run's result is in here, so the same document reproduces the
-    run anywhere; the trainer saves it next to its result. Keys the spec leaves out are left
-    out, so the trainer's own (per-method) defaults apply.
+
+class GridError(ValueError):
+    """The spec is valid against the CRD but a run cannot be configured from it."""
+
+
+def _under(root: str | None, path: str) -> str:
+    if root is None or path.startswith("/"):
+        return path
+    return f"{root.rstrip('/')}/{path}"
+
+
+def _model_source(source: str, models_root: str | None) -> str:
+    if source.startswith("toy:"):
+        return source
+    return _under(models_root, source)
+
+
+def volume_root(spec: dict[str, Any], volume: str) -> str | None:
+    """Mount path of execution.volumes.<volume> when the study mounts one, else None."""
+    v = spec.get("execution", {}).get("volumes", {}).get(volume)
+    return v.get("mountPath", f"/{volume}") if v else None
+
+
+def trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun, *,
+                   data_root: str | None = None,
+                   models_root: str | None = None) -> dict[str, Any]:
+    """The JSON document the trainer takes (`python -m ftscale_trainer --config FILE`), i.e.
+    the fields of ftscale_trainer.config.TrainConfig that the spec decides.
+
+    Keys the spec leaves out are left out, so the trainer's per-method defaults apply. Runtime
+    keys (output_dir, threads, metrics_port) are the executor's to add. Relative data paths
+    are resolved under `data_root` and model sources under `models_root` (default: the mount
+    paths of execution.volumes.data / .models when the study has them; a Hugging Face id
+    `org/name` then means the folder <models mount>/org/name). Raises GridError when
+    learningRateScale is used without a learning rate to scale.
     """
     spec = with_defaults(spec)
-    key = run.key
-    model = run.model
-    method = run.method
-    task = copy.deepcopy(spec["task"])
-    evaluation = copy.deepcopy(spec.get("evaluation", {}))
+    key, model, method = run.key, run.model, run.method
+    data_root = data_root if data_root is not None else volume_root(spec, "data")
+    models_root = models_root if models_root is not None else volume_root(spec, "models")
     doc: dict[str, Any] = {
         "study": study_name,
         "run_id": run.run_id,
         "model": key.model,
-        "model_source": model["source"],
+        "model_source": _model_source(model["source"], models_root),
         "method": key.method,
         "pet_size": key.pet_size,
         "data_size": key.data_size,
         "seed": key.seed,
-        "task": task,
-        "training": dict(run.training),
-        "evaluation": evaluation,
     }
     if "parameters" in model:
         doc["model_params"] = model["parameters"]
     if "pretrainingTokens" in model:
         doc["pretrain_tokens"] = model["pretrainingTokens"]
-    for option in ("loraTargets", "loraAlpha", "promptInit"):
-        if option in method:
-            doc.setdefault("method_options", {})[option] = method[option]
+
+    task = spec["task"]
+    data = task.get("data")
+    if data:
+        doc.update(train_path=_under(data_root, data["train"]),
+                   dev_path=_under(data_root, data["dev"]),
+                   test_path=_under(data_root, data["test"]),
+                   data_format=DATA_FORMATS[data.get("format", "jsonl")],
+                   source_field=data.get("sourceField", "source"),
+                   target_field=data.get("targetField", "target"))
+    else:
+        doc["task"] = task["name"]
+    for ours, theirs in TASK_KEYS.items():
+        if ours in task:
+            doc[theirs] = task[ours]
+
+    evaluation = spec.get("evaluation", {})
+    generation = evaluation.get("generation", {})
+    if generation.get("metrics"):
+        doc["generation"] = list(generation["metrics"])
+        doc["generation_examples"] = generation.get("maxExamples", 200)
+        doc["max_new_tokens"] = generation.get("maxNewTokens", 64)
+    if "devExamples" in evaluation:
+        doc["dev_examples"] = evaluation["devExamples"]
+    if "testExamples" in evaluation:
+        doc["test_examples"] = evaluation["testExamples"]
+    custom_sets = {z["name"]: z for z in task.get("zeroShotSets", [])}
+    zero_shot = []
+    for name in evaluation.get("zeroShot", []):
+        if name in custom_sets:
+            z = custom_sets[name]
+            entry = {"name": name, "path": _under(data_root, z["path"])}
+            if "sourceLanguage" in z:
+                entry["source_lang"] = z["sourceLanguage"]
+        else:
+            entry = {"name": name, "task": name}  # a built-in task's test split
+        zero_shot.append(entry)
+    if zero_shot:
+        doc["zero_shot"] = zero_shot
+
+    training = dict(run.training)
+    scale = training.pop("learningRateScale", None)
+    for ours, theirs in TRAINING_KEYS.items():
+        if ours in training:
+            doc[theirs] = training[ours]
+    if scale is not None:
+        if "learning_rate" not in doc:
+            raise GridError(
+                f"model {key.model}: learningRateScale needs a learningRate to scale; set "
+                f"learningRate for method {key.method} (spec.training or methods[].training)")
+        doc["learning_rate"] = doc["learning_rate"] * scale
+    for ours, theirs in METHOD_KEYS.items():
+        if ours in method:
+            doc[theirs] = method[ours]
     return doc
 
 

@@ -257,10 +257,10 @@ Recheck = Callable[[Any, Any], bool]
 CEL_RECHECKS: dict[str, Recheck] = {
     # root
     "self.metadata.name.size() <= 52": lambda s, o: len(s["metadata"].get("name", "")) <= 52,
-    # training settings
-    "!has(self.batchSize) || !has(self.microBatchSize) || self.batchSize % self.microBatchSize "
-    "== 0": lambda s, o: not (_has(s, "batchSize") and _has(s, "microBatchSize"))
-    or s["batchSize"] % s["microBatchSize"] == 0,
+    # task
+    "!has(self.promptTemplate) || self.promptTemplate in ['translate', 'summarize', 'plain'] || "
+    "self.promptTemplate.contains('{source}')": lambda s, o: not _has(s, "promptTemplate")
+    or s["promptTemplate"] in ("translate", "summarize", "plain") or "{source}" in s["promptTemplate"],
     # task / evaluation / spec.training
     "self == oldSelf": lambda s, o: s == o,
     "self.training == oldSelf.training": lambda s, o: s.get("training") == o.get("training"),
@@ -292,10 +292,9 @@ CEL_RECHECKS: dict[str, Recheck] = {
         lambda s, o: all(d > 0 for d in s.get("dataSizes", [])),
     "!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
         lambda s, o: _unique(s.get("dataSizes", [])),
-    "self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha))":
-        lambda s, o: s["name"] == "lora" or not (_has(s, "loraTargets") or _has(s, "loraAlpha")),
-    "self.name == 'prompt' || !has(self.promptInit)":
-        lambda s, o: s["name"] == "prompt" or not _has(s, "promptInit"),
+    "self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha) && "
+    "!has(self.loraDropout))": lambda s, o: s["name"] == "lora" or not any(
+        _has(s, k) for k in ("loraTargets", "loraAlpha", "loraDropout")),
     "(has(self.defaultSize) ? self.defaultSize : (has(self.sizes) ? self.sizes[0] : 0)) == "
     "(has(oldSelf.defaultSize) ? oldSelf.defaultSize : (has(oldSelf.sizes) ? oldSelf.sizes[0] "
     ": 0))": lambda s, o: _default_size(s) == _default_size(o),

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
+import pytest
 
 from ftscale import grid
 from ftscale.identity import RunKey, run_id
 from ftscale.spec import load_study
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 BASE = {
     "apiVersion": "ftscale.io/v1alpha1", "kind": "ScalingStudy", "metadata": {"name": "g"},
@@ -97,17 +102,58 @@ def test_training_layers_and_resources_merge():
 
 def test_trainer_config_carries_the_run_and_its_settings():
     s = spec(models=[{"name": "a", "source": "toy:a", "parameters": 1000,
-                      "pretrainingTokens": 5000}],
-             methods=[{"name": "lora", "sizes": [4], "loraAlpha": 16}])
+                      "pretrainingTokens": 5000, "training": {"learningRateScale": 0.5}}],
+             methods=[{"name": "lora", "sizes": [4], "loraAlpha": 16,
+                       "training": {"learningRate": 0.01}}],
+             training={"maxSteps": 7, "evalInterval": 2},
+             evaluation={"generation": {"metrics": ["bleu"], "maxExamples": 5},
+                         "zeroShot": ["toy-fr-de"], "testExamples": 9})
     run = grid.expand(s)[0]
     cfg = grid.trainer_config("g", s, run)
     assert cfg["study"] == "g" and cfg["run_id"] == run.run_id
     assert (cfg["model"], cfg["method"], cfg["pet_size"], cfg["data_size"], cfg["seed"]) == (
         "a", "lora", 4, 100, 0)
-    assert cfg["model_source"] == "toy:a"
+    assert cfg["model_source"] == "toy:a" and cfg["task"] == "toy-en-de"
     assert cfg["model_params"] == 1000 and cfg["pretrain_tokens"] == 5000
-    assert cfg["method_options"] == {"loraAlpha": 16}
-    assert cfg["task"] == {"name": "toy-en-de"}
+    assert cfg["lora_alpha"] == 16
+    assert cfg["learning_rate"] == 0.005  # 0.01 × the model's learningRateScale
+    assert cfg["max_steps"] == 7 and cfg["eval_interval"] == 2
+    assert cfg["generation"] == ["bleu"] and cfg["generation_examples"] == 5
+    assert cfg["zero_shot"] == [{"name": "toy-fr-de", "task": "toy-fr-de"}]
+    assert cfg["test_examples"] == 9
+
+
+def test_trainer_config_resolves_volume_paths():
+    s = spec(task={"name": "mt", "data": {"train": "t.jsonl", "dev": "d.jsonl",
+                                          "test": "/abs/x.jsonl", "format": "hf-disk"}},
+             models=[{"name": "a", "source": "org/model"}],
+             methods=[{"name": "fmt"}],
+             execution={"volumes": {"models": {"claimName": "m", "mountPath": "/ckpt"},
+                                    "data": {"claimName": "d"}}})
+    cfg = grid.trainer_config("g", s, grid.expand(s)[0])
+    assert cfg["model_source"] == "/ckpt/org/model"
+    assert (cfg["train_path"], cfg["dev_path"], cfg["test_path"]) == (
+        "/data/t.jsonl", "/data/d.jsonl", "/abs/x.jsonl")
+    assert cfg["data_format"] == "hf_disk" and "task" not in cfg
+    local = grid.trainer_config("g", s, grid.expand(s)[0], data_root="/home/me/study",
+                                models_root="/home/me/models")
+    assert local["train_path"] == "/home/me/study/t.jsonl"
+    assert local["model_source"] == "/home/me/models/org/model"
+
+
+def test_learning_rate_scale_without_a_rate_is_an_error():
+    s = spec(models=[{"name": "a", "source": "toy:a", "training": {"learningRateScale": 2}}])
+    with pytest.raises(grid.GridError, match="learningRateScale needs a learningRate"):
+        grid.trainer_config("g", s, grid.expand(s)[0])
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_trainer_accepts_the_config_of_every_run_of_every_example(path):
+    """Contract with the trainer: its own config parser accepts what the grid writes."""
+    config = pytest.importorskip("ftscale_trainer.config")
+    study = load_study(path)
+    for run in grid.expand(study.spec):
+        config.TrainConfig.from_dict(grid.trainer_config(study.name, study.spec, run))
 
 
 def test_factor_membership_follows_the_paper():
