@@ -91,10 +91,17 @@ Rendered as a JSON list; read it with `include ... | fromJsonArray`.
 {{- end -}}
 {{- end -}}
 
-{{/* Labels the operator puts on run and fit pods (selected by the PodMonitor and NetworkPolicy). */}}
+{{/*
+Labels the operator puts on every run and fit pod (ftscale.controller.names; a test keeps them
+equal). Run pods alone also carry ftscale.io/component: run.
+*/}}
 {{- define "ftscale.trainer.podSelectorLabels" -}}
-app.kubernetes.io/part-of: ftscale
-app.kubernetes.io/component: trainer
+app.kubernetes.io/managed-by: ftscale-operator
+{{- end -}}
+
+{{- define "ftscale.run.podSelectorLabels" -}}
+app.kubernetes.io/managed-by: ftscale-operator
+ftscale.io/component: run
 {{- end -}}
 
 {{- define "ftscale.tests.selectorLabels" -}}
@@ -106,6 +113,8 @@ app.kubernetes.io/component: helm-test
 The operator's settings (ftscale.controller.settings.OperatorSettings reads FTSCALE_<FIELD>).
 */}}
 {{- define "ftscale.operator.env" -}}
+- name: FTSCALE_TRAINER_IMAGE
+  value: {{ include "ftscale.image" (dict "image" .Values.trainer.image "root" .) | quote }}
 - name: FTSCALE_NAMESPACES
   value: {{ join "," (.Values.operator.watchNamespaces | uniq) | quote }}
 - name: FTSCALE_METRICS_PORT
