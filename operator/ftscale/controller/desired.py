@@ -1,0 +1,33 @@
+"""The study's grid as the operator needs it: ftscale.grid's runs → DesiredRun (with the
+trainer config each Job carries). The only place the operator touches ftscale.grid, so that
+`ftscale run` and the operator expand a spec the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ftscale import grid
+from ftscale.controller.templates import DesiredRun
+from ftscale.spec import with_defaults
+
+
+def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
+    """Every run of the spec's grid, in grid order. Raises (KeyError/ValueError/TypeError) on a
+    spec the grid cannot expand; the caller reports that as InvalidSpec."""
+    full = with_defaults(dict(spec))
+    out = []
+    for planned in grid.expand(full):
+        x_values = {}
+        if "parameters" in planned.model:
+            x_values["model_params"] = planned.model["parameters"]
+        if "pretrainingTokens" in planned.model:
+            x_values["pretrain_tokens"] = planned.model["pretrainingTokens"]
+        out.append(DesiredRun(
+            key=planned.key,
+            config=grid.trainer_config(study, full, planned),
+            gpus=int(planned.gpus or 0),
+            resources=dict(planned.resources or {}),
+            x_values=x_values,
+        ))
+    return out

@@ -1,0 +1,149 @@
+"""kopf registrations — thin: they gather what changed and hand it to the Reconciler.
+
+- two indices (the watch caches): this study's Jobs and pods, as compact views, keyed by
+  (namespace, study). kopf fills every index from a full LIST before any other handler runs,
+  so after a restart the first pass already sees every Job: no duplicate is ever planned.
+- three event handlers (studies, Jobs, pods) that only enqueue the study: no kopf-managed
+  annotations, finalizers or progress storage are ever written to any object.
+- startup/cleanup: settings, API client, metrics server, leader election, the reconcile loop.
+- probes: extra fields for kopf's liveness endpoint (/healthz).
+
+Run with `ftscale operator` (or `kopf run -m ftscale.controller.handlers --standalone`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from ftscale.controller import names
+from ftscale.controller.kube import Kube, load_api_client
+from ftscale.controller.leader import LeaderElector
+from ftscale.controller.metrics import OperatorMetrics, serve
+from ftscale.controller.observe import job_view, pod_view
+from ftscale.controller.reconciler import Reconciler
+from ftscale.controller.settings import OperatorSettings
+
+log = logging.getLogger("ftscale.operator")
+
+# Set by `ftscale operator` before kopf starts (CLI flags over env); `kopf run` falls back to env.
+CONFIG: OperatorSettings | None = None
+KUBECONFIG: str | None = None
+
+OWNED = {names.LABEL_STUDY: kopf.PRESENT, names.LABEL_MANAGED_BY: names.MANAGED_BY}
+
+
+def _study_key(namespace: str | None, labels: dict[str, str]) -> tuple[str, str]:
+    return (namespace or "", labels.get(names.LABEL_STUDY, ""))
+
+
+# ---- watch caches ----------------------------------------------------------------------------
+@kopf.index("batch", "v1", "jobs", labels=OWNED)
+def ftscale_jobs(body: kopf.Body, namespace: str, labels: dict[str, str], **_: Any):
+    return {_study_key(namespace, labels): job_view(body)}
+
+
+@kopf.index("", "v1", "pods", labels=OWNED)
+def ftscale_pods(body: kopf.Body, namespace: str, labels: dict[str, str], **_: Any):
+    return {_study_key(namespace, labels): pod_view(body)}
+
+
+# ---- triggers --------------------------------------------------------------------------------
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+def study_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        # The raw watch object (a plain dict), not kopf's live Body view.
+        reconciler.observe_study(event.get("type") or "", event["object"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
+def job_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        reconciler.enqueue(_study_key(namespace, labels))
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+def pod_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        reconciler.enqueue(_study_key(namespace, labels))
+
+
+# ---- lifecycle -------------------------------------------------------------------------------
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs: kopf.Index,
+                  ftscale_pods: kopf.Index, **_: Any) -> None:
+    ours = CONFIG or OperatorSettings.from_env()
+    # We post our own Events (run failures, the fit); kopf's would add one per log line.
+    settings.posting.enabled = False
+    # React to a burst of watch events quickly (the default batches them for 0.1 s per object).
+    settings.batching.batch_window = 0.05
+    # Bounded watch requests, so a silently dropped connection is noticed within minutes.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+
+    api = load_api_client(KUBECONFIG, pool_size=ours.api_threads)
+    kube = Kube(api, identity=ours.identity)
+    metrics = OperatorMetrics()
+    if ours.metrics_port:
+        serve(metrics, ours.metrics_port)
+
+    def jobs_of(key):
+        return list(ftscale_jobs.get(key, ()))
+
+    def pods_of(key):
+        return list(ftscale_pods.get(key, ()))
+
+    elector = None
+    if ours.leader_election:
+        elector = LeaderElector(kube, ours.lease_namespace, ours.lease_name, ours.identity,
+                                ours.lease_duration_seconds, ours.lease_renew_seconds)
+    reconciler = Reconciler(ours, kube, metrics, jobs_of, pods_of,
+                            is_leader=(lambda: elector.is_leader) if elector else (lambda: True))
+    if elector is not None:
+        elector.on_started_leading = reconciler.enqueue_all
+    memo["settings"] = ours
+    memo["reconciler"] = reconciler
+    memo["elector"] = elector
+    memo["tasks"] = [asyncio.create_task(reconciler.run(), name="ftscale-reconciler")]
+    if elector is not None:
+        memo["tasks"].append(asyncio.create_task(elector.run(), name="ftscale-leader-election"))
+    log.info("ftscale operator %s starting: namespaces=%s leader_election=%s metrics_port=%s",
+             ours.identity, ",".join(ours.namespaces) or "(all)", ours.leader_election, ours.metrics_port)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", ()):
+        task.cancel()
+    elector: LeaderElector | None = memo.get("elector")
+    if elector is not None:
+        await asyncio.get_running_loop().run_in_executor(None, elector.release)
+
+
+@kopf.on.probe(id="leader")
+def probe_leader(memo: kopf.Memo, **_: Any) -> bool:
+    elector: LeaderElector | None = memo.get("elector")
+    return True if elector is None else elector.is_leader
+
+
+@kopf.on.probe(id="studies")
+def probe_studies(memo: kopf.Memo, **_: Any) -> int:
+    reconciler: Reconciler | None = memo.get("reconciler")
+    return 0 if reconciler is None else len(reconciler.studies)
+
+
+def configure(settings: OperatorSettings, kubeconfig: str | None = None) -> None:
+    """Called by `ftscale operator` before kopf starts."""
+    global CONFIG, KUBECONFIG
+    CONFIG = settings
+    KUBECONFIG = kubeconfig
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too

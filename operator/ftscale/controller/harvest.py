@@ -1,0 +1,161 @@
+"""Harvest: a finished run Job and its pods → the run's outcome (a RunResult), pure.
+
+The trainer writes its compact result JSON to the termination-message path; the kubelet puts
+it in the pod status, where the operator reads it (no volume, no API access from the pod).
+When the trainer could not report (killed, crashed, out of time), the reason comes from the
+Job and pod status instead, in this order of specificity:
+
+1. the trainer's own Failed result (e.g. NonFiniteLoss) — it knows best;
+2. the container was OOMKilled;
+3. exit code 2 — invalid config (podFailurePolicy fails the Job at once);
+4. the Job's DeadlineExceeded (activeDeadlineSeconds);
+5. the Job's BackoffLimitExceeded (retries spent) — with the last pod's exit code/log tail;
+6. anything else: RuntimeError with the Job's own message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ftscale import results as rc
+from ftscale.controller.observe import JobView, PodView
+from ftscale.identity import RunKey
+
+# Controller-side reasons (the trainer never reports these; they describe what the operator saw).
+RESULT_MISSING = "ResultMissing"  # Job Complete but no readable result in any pod
+BAD_RESULT = "BadResult"  # a termination message that is not a valid result of this run
+
+# How much of a non-JSON termination message (FallbackToLogsOnError: the log tail) to keep.
+MESSAGE_LIMIT = 400
+
+
+@dataclass(frozen=True)
+class Harvest:
+    """What harvesting a terminal Job gave: the result, or None while we wait for the pod."""
+
+    result: rc.RunResult | None
+    finished_at: float | None  # when the Job finished (for the harvest-latency metric)
+    waiting: bool = False  # True: the Job finished but its pod is not in the cache yet
+
+
+def _short(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
+    if not text:
+        return None
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def _identity(study: str, key: RunKey) -> dict[str, Any]:
+    return dict(study=study, run_id=key.run_id, model=key.model, method=key.method,
+                pet_size=key.pet_size, data_size=key.data_size, seed=key.seed)
+
+
+def failed_result(study: str, key: RunKey, reason: str, message: str | None,
+                  x_values: dict[str, Any] | None = None) -> rc.RunResult:
+    """A Failed RunResult for a run that could not report one itself."""
+    return rc.RunResult(**_identity(study, key), **(x_values or {}), outcome=rc.FAILED,
+                        reason=reason, message=_short(message))
+
+
+def parse_termination_message(study: str, key: RunKey, text: str | None) -> tuple[rc.RunResult | None, str | None]:
+    """(result, problem): the result when `text` is a valid result document of this very run,
+    else None and why (not JSON / wrong run / contract violation)."""
+    if not text:
+        return None, "empty termination message"
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None, "termination message is not a result document"
+    try:
+        result = rc.parse_result(stripped)
+    except rc.ResultError as exc:
+        return None, f"invalid result: {exc}"
+    if result.run_id != key.run_id:
+        return None, f"result is for run {result.run_id}, expected {key.run_id}"
+    return result, None
+
+
+def harvest_run(study: str, key: RunKey, job: JobView, pods: Iterable[PodView], now: float,
+                grace_seconds: float, x_values: dict[str, Any] | None = None) -> Harvest:
+    """The outcome of a terminal run Job. Precondition: job.terminal.
+
+    `pods` are the cached pods of this Job (any order). `x_values` (model_params,
+    pretrain_tokens) fill the X columns of results the operator has to write itself.
+    """
+    own = [p for p in pods if p.job == job.name or (p.job is None and p.run_id == key.run_id)]
+    own.sort(key=lambda p: (p.finished_at or 0.0, p.name))
+    if job.finished == "Complete":
+        for pod in reversed(own):
+            if pod.phase == "Succeeded" or pod.exit_code == 0:
+                result, problem = parse_termination_message(study, key, pod.message)
+                if result is not None:
+                    return Harvest(result, job.finished_at)
+                return Harvest(failed_result(study, key, BAD_RESULT, f"{problem}: {_short(pod.message, 200)}",
+                                             x_values), job.finished_at)
+        since = now - (job.finished_at or now)
+        if since < grace_seconds:
+            return Harvest(None, job.finished_at, waiting=True)
+        return Harvest(failed_result(study, key, RESULT_MISSING,
+                                     "the Job completed but no pod with its result remains",
+                                     x_values), job.finished_at)
+
+    # Failed Job: find the most telling pod (the last one that ran to termination, not disrupted).
+    ran = [p for p in own if p.exit_code is not None or p.phase == "Failed"]
+    last = next((p for p in reversed(ran) if not p.disrupted), ran[-1] if ran else None)
+    if last is not None:
+        result, _ = parse_termination_message(study, key, last.message)
+        if result is not None and not result.ok:
+            return Harvest(result, job.finished_at)
+    reason, message = failure_reason(job, last)
+    return Harvest(failed_result(study, key, reason, message, x_values), job.finished_at)
+
+
+def failure_reason(job: JobView, last: PodView | None) -> tuple[str, str]:
+    """(reason, message) of a Failed Job from its condition and its last pod (see module doc)."""
+    tail = _short(last.message) if last is not None else None
+    if last is not None and last.reason == "OOMKilled":
+        return rc.OOM_KILLED, f"container was OOMKilled (exit code {last.exit_code}); " \
+                              f"give the model more memory (spec.models[].resources)"
+    if last is not None and last.exit_code == 2:
+        return rc.INVALID_CONFIG, tail or "trainer rejected its config (exit code 2)"
+    if job.finished_reason == "DeadlineExceeded":
+        return rc.DEADLINE_EXCEEDED, job.finished_message or "activeDeadlineSeconds exceeded"
+    if job.finished_reason in ("BackoffLimitExceeded", "PodFailurePolicy"):
+        detail = f"; last exit code {last.exit_code}" if last is not None and last.exit_code is not None else ""
+        base = job.finished_message or "retries exhausted"
+        return rc.BACKOFF_LIMIT_EXCEEDED, f"{base}{detail}" + (f": {tail}" if tail else "")
+    return rc.RUNTIME_ERROR, job.finished_message or tail or f"Job failed ({job.finished_reason})"
+
+
+# ---- the fit Job ----------------------------------------------------------------------------
+
+
+def harvest_fit(job: JobView, pods: Iterable[PodView], now: float, grace_seconds: float) -> dict[str, Any] | None:
+    """The fit Job's outcome as a status.fit document, or None while waiting for its pod.
+
+    Succeeded: the fit summary JSON the law job printed to its termination message, plus
+    `phase`. Failed: phase, reason and message (log tail).
+    """
+    own = sorted((p for p in pods if p.job == job.name), key=lambda p: (p.finished_at or 0.0, p.name))
+    base = {"job": job.name, "inputDigest": job.fit_digest}
+    if job.finished == "Complete":
+        for pod in reversed(own):
+            if pod.phase == "Succeeded" or pod.exit_code == 0:
+                try:
+                    summary = json.loads(pod.message or "")
+                except ValueError:
+                    return {**base, "phase": "Failed", "reason": BAD_RESULT,
+                            "message": f"fit summary is not JSON: {_short(pod.message, 200)}"}
+                if not isinstance(summary, dict):
+                    return {**base, "phase": "Failed", "reason": BAD_RESULT,
+                            "message": "fit summary is not a JSON object"}
+                return {**summary, **base, "phase": "Succeeded"}
+        if now - (job.finished_at or now) < grace_seconds:
+            return None
+        return {**base, "phase": "Failed", "reason": RESULT_MISSING,
+                "message": "the fit Job completed but its pod is gone"}
+    ran = [p for p in own if p.exit_code is not None or p.phase == "Failed"]
+    last = ran[-1] if ran else None
+    reason, message = failure_reason(job, last)
+    return {**base, "phase": "Failed", "reason": reason, "message": message}

@@ -1,0 +1,176 @@
+"""The operator's Kubernetes API calls: a thin, synchronous layer over the `kubernetes`
+client's ApiClient (raw JSON in and out — no model classes, which are slow for 1,000-run
+studies). Every verb the operator uses is here; docs/operator.md lists them for RBAC.
+
+Creating something that already exists is success (deterministic names: a create after a
+restart or a lagging cache is never a duplicate). Calls run in the reconciler's thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from ftscale.controller import names
+
+log = logging.getLogger("ftscale.operator.kube")
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Conflict(Exception):
+    """A write lost an optimistic-concurrency race (HTTP 409 on update/patch): re-read, retry."""
+
+
+class NotFound(Exception):
+    """The object is gone (HTTP 404)."""
+
+
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 8) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or
+    ~/.kube/config, or the explicit path)."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            raise config.ConfigException("explicit kubeconfig")
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = max(pool_size, 4)
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Raw-JSON API calls. Raises Conflict/NotFound for 409/404 where callers care, else the
+    client's ApiException (the reconciler counts it and retries the pass)."""
+
+    def __init__(self, api: client.ApiClient, component: str = names.MANAGED_BY, identity: str = ""):
+        self.api = api
+        self.component = component
+        self.identity = identity
+
+    # ---- transport ----
+    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        try:
+            response = self.api.call_api(
+                path, method, query_params=query or [],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body, auth_settings=["BearerToken"], _preload_content=False,
+                _return_http_data_only=True)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{method} {path}: not found") from None
+            if exc.status == 409:
+                raise Conflict(f"{method} {path}: {_reason(exc)}") from None
+            raise
+        data = response.data
+        return json.loads(data) if data else {}
+
+    # ---- Jobs (batch/v1) ----
+    def create_job(self, manifest: Mapping[str, Any]) -> bool:
+        """POST a Job; True if created, False if it already existed (success: same name =
+        same run)."""
+        ns = manifest["metadata"]["namespace"]
+        try:
+            self.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", manifest)
+            return True
+        except Conflict:
+            return False
+
+    def set_job_ttl(self, namespace: str, name: str, ttl: int) -> None:
+        """PATCH spec.ttlSecondsAfterFinished (done only after the result is in status)."""
+        try:
+            self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+                         {"spec": {"ttlSecondsAfterFinished": int(ttl)}}, MERGE_PATCH)
+        except NotFound:
+            pass  # already gone: nothing left to expire
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """DELETE a Job and (in the background) its pods."""
+        try:
+            self.request("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+                         {"propagationPolicy": "Background"})
+        except NotFound:
+            pass
+
+    # ---- the results ConfigMap (core/v1) ----
+    def put_configmap_data(self, manifest: Mapping[str, Any], data: Mapping[str, str], exists: bool) -> None:
+        """Add keys to a ConfigMap: merge-PATCH its data, or create it (with `data`) when it does
+        not exist yet. `exists` is the caller's belief; it is corrected on 404/409."""
+        ns = manifest["metadata"]["namespace"]
+        name = manifest["metadata"]["name"]
+        path = f"/api/v1/namespaces/{ns}/configmaps"
+        if not exists:
+            try:
+                self.request("POST", path, {**manifest, "data": dict(data)})
+                return
+            except Conflict:
+                pass
+        try:
+            self.request("PATCH", f"{path}/{name}", {"data": dict(data)}, MERGE_PATCH)
+        except NotFound:
+            self.request("POST", path, {**manifest, "data": dict(data)})
+
+    # ---- ScalingStudy status ----
+    def patch_study_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                           old_status: Mapping[str, Any] | None, resource_version: str | None) -> dict[str, Any]:
+        """Merge-PATCH /status with the whole new status (keys that disappeared are nulled);
+        with resourceVersion as a precondition, so a write based on a stale read fails with
+        Conflict instead of losing results. Returns the updated object."""
+        body_status = dict(status)
+        for key in old_status or ():
+            if key not in body_status:
+                body_status[key] = None
+        body: dict[str, Any] = {"status": body_status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self.request(
+            "PATCH",
+            f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{namespace}/{names.PLURAL}/{name}/status",
+            body, MERGE_PATCH)
+
+    # ---- Events (core/v1) ----
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str, now_text: str) -> None:
+        meta = involved["metadata"]
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": names.API_VERSION, "kind": names.KIND,
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now_text, "lastTimestamp": now_text, "count": 1,
+            "source": {"component": self.component},
+            "reportingComponent": self.component, "reportingInstance": self.identity or self.component,
+        }
+        self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+
+    # ---- Leases (coordination.k8s.io/v1), for leader election ----
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+        except NotFound:
+            return None
+
+    def create_lease(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+                            {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                             "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)})
+
+    def update_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        meta = lease["metadata"]
+        return self.request(
+            "PUT", f"/apis/coordination.k8s.io/v1/namespaces/{meta['namespace']}/leases/{meta['name']}",
+            lease)
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message", exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)

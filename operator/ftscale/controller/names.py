@@ -1,0 +1,79 @@
+"""Names of everything the operator creates or recognises: one place, so that the Helm chart,
+the docs, the tests and `kubectl get jobs -l ...` all agree.
+
+Child names are derived from the run identity (ftscale.identity), never from counters or
+randomness: a second create of the same child is an AlreadyExists, i.e. success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ftscale.identity import MAX_JOB_NAME, RUN_ID_LENGTH, RunKey, job_name
+
+GROUP = "ftscale.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ScalingStudy"
+PLURAL = "scalingstudies"
+
+# ---- labels on every child (Jobs, their pods, ConfigMaps) ----
+LABEL_STUDY = "ftscale.io/study"  # the owning study's name: the selector of all watches
+LABEL_COMPONENT = "ftscale.io/component"  # "run" or "fit"
+LABEL_RUN = "ftscale.io/run"  # the run id (ftscale.identity.run_id)
+LABEL_MODEL = "ftscale.io/model"
+LABEL_METHOD = "ftscale.io/method"
+LABEL_PET_SIZE = "ftscale.io/pet-size"  # "none" for full-model tuning
+LABEL_DATA_SIZE = "ftscale.io/data-size"
+LABEL_SEED = "ftscale.io/seed"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "ftscale-operator"
+# Kueue reads this label from the Job; the operator passes spec.execution.queueName through.
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+
+COMPONENT_RUN = "run"
+COMPONENT_FIT = "fit"
+
+# ---- annotations ----
+# The run's trainer config (JSON) on the pod template; a downward-API volume turns it into the
+# file the trainer's --config reads, so no per-run ConfigMap (one write fewer per run).
+ANNOTATION_RUN_CONFIG = "ftscale.io/run-config"
+# The fit Job's input digest: which set of results (and law options) it fitted.
+ANNOTATION_FIT_DIGEST = "ftscale.io/fit-input-digest"
+
+# Container names (podFailurePolicy rules name them).
+RUN_CONTAINER = "trainer"
+FIT_CONTAINER = "fit"
+
+# Mount points inside run and fit pods.
+CONFIG_DIR = "/etc/ftscale"
+RUN_CONFIG_FILE = "run.json"
+FIT_INPUT_FILE = "fit-input.json"
+RESULTS_DIR = "/results"
+TMP_DIR = "/tmp"
+CACHE_DIR = "/cache"
+SHM_DIR = "/dev/shm"
+
+
+def run_job_name(study: str, key: RunKey) -> str:
+    """`<study>-<run id>`, from ftscale.identity (the one source of truth)."""
+    return job_name(study, key)
+
+
+def results_configmap_name(study: str) -> str:
+    """The ConfigMap holding every harvested run result of a study (and the fit input)."""
+    return f"{study}-results"
+
+
+def fit_job_name(study: str, input_digest: str) -> str:
+    """`<study>-<10 chars>`: the same shape as run Job names (fits 63 characters), derived from
+    the fit input digest so that a re-fit after a grid extension is a new, deterministic Job."""
+    digest = hashlib.sha256(f"fit:{input_digest}".encode()).hexdigest()
+    name = f"{study}-f{digest[: RUN_ID_LENGTH - 1]}"
+    assert len(name) <= MAX_JOB_NAME
+    return name
+
+
+def label_value(value: object) -> str:
+    """Label values: None becomes "none" (full-model tuning has no PET size)."""
+    return "none" if value is None else str(value)

@@ -1,0 +1,141 @@
+"""Compact, immutable views of the Jobs and Pods the operator owns.
+
+The watch caches (kopf indices) keep these instead of whole objects: a 1,000-run study then
+costs a few hundred kilobytes of operator memory, not the megabytes of full Job/Pod bodies.
+Functions here take raw API dicts (as watch events deliver them) and never fail on missing
+fields: a half-written object yields a view with None in the missing places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from ftscale.controller import names
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 timestamp (as the API writes it) → Unix seconds; None stays None."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def format_time(ts: float) -> str:
+    """Unix seconds → RFC 3339 with a Z, second precision (the API's own format)."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    component: str  # names.COMPONENT_RUN or COMPONENT_FIT
+    run_id: str | None  # the run id label (run Jobs only)
+    suspended: bool  # spec.suspend (Kueue admission pending): reported as Queued
+    active: int
+    succeeded: int
+    failed: int
+    # "Complete" or "Failed" once the Job controller has decided, else None
+    finished: str | None
+    finished_reason: str | None  # reason of the Failed condition (BackoffLimitExceeded, ...)
+    finished_message: str | None
+    finished_at: float | None  # Unix seconds of that condition
+    ttl: int | None  # spec.ttlSecondsAfterFinished: set by the operator only after harvest
+    deleting: bool  # metadata.deletionTimestamp set
+    fit_digest: str | None  # fit Jobs: the input digest annotation
+    created_at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.finished is not None
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    job: str | None  # the Job controller's job-name label
+    run_id: str | None
+    phase: str | None  # Pending, Running, Succeeded, Failed, Unknown
+    exit_code: int | None  # of the main container, once terminated
+    reason: str | None  # container termination reason (OOMKilled, Error, Completed, ...)
+    message: str | None  # the termination message (the result JSON, or log tail on error)
+    finished_at: float | None
+    disrupted: bool  # DisruptionTarget condition True (preempted/evicted): not the run's fault
+    deleting: bool
+
+
+def _finished_condition(status: Mapping[str, Any]) -> tuple[str | None, str | None, str | None, float | None]:
+    for cond in status.get("conditions") or ():
+        if cond.get("status") != "True":
+            continue
+        kind = cond.get("type")
+        if kind in ("Complete", "Failed"):
+            return (kind, cond.get("reason"), cond.get("message"),
+                    parse_time(cond.get("lastTransitionTime")))
+    return None, None, None, None
+
+
+def job_view(body: Mapping[str, Any]) -> JobView:
+    """A Job (raw dict) → JobView. Only the final Complete/Failed conditions count as finished
+    (not SuccessCriteriaMet/FailureTarget, which precede them while pods are still stopping)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    finished, reason, message, at = _finished_condition(status)
+    if finished == "Complete" and at is None:
+        at = parse_time(status.get("completionTime"))
+    return JobView(
+        name=meta.get("name", ""),
+        component=labels.get(names.LABEL_COMPONENT, names.COMPONENT_RUN),
+        run_id=labels.get(names.LABEL_RUN),
+        suspended=bool(spec.get("suspend")),
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        finished=finished,
+        finished_reason=reason,
+        finished_message=message,
+        finished_at=at,
+        ttl=spec.get("ttlSecondsAfterFinished"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        fit_digest=annotations.get(names.ANNOTATION_FIT_DIGEST),
+        created_at=parse_time(meta.get("creationTimestamp")),
+    )
+
+
+def pod_view(body: Mapping[str, Any], container: str | None = None) -> PodView:
+    """A Pod (raw dict) → PodView of its main container (the named one, else the first)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = body.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    chosen = None
+    for cs in statuses:
+        if container is None or cs.get("name") in (container, names.RUN_CONTAINER, names.FIT_CONTAINER):
+            chosen = cs
+            break
+    terminated = ((chosen or {}).get("state") or {}).get("terminated") or {}
+    if not terminated:
+        # A restarted container keeps its last termination here (restartPolicy Never: rare).
+        terminated = ((chosen or {}).get("lastState") or {}).get("terminated") or {}
+    disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+                    for c in status.get("conditions") or ())
+    exit_code = terminated.get("exitCode")
+    return PodView(
+        name=meta.get("name", ""),
+        job=labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
+        run_id=labels.get(names.LABEL_RUN),
+        phase=status.get("phase"),
+        exit_code=int(exit_code) if exit_code is not None else None,
+        reason=terminated.get("reason") or (status.get("reason") if status.get("phase") == "Failed" else None),
+        message=terminated.get("message"),
+        finished_at=parse_time(terminated.get("finishedAt")),
+        disrupted=disrupted,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )

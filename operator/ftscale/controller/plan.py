@@ -1,0 +1,395 @@
+"""The reconcile decision, pure: (study, desired runs, observed Jobs and Pods, now) → Plan.
+
+Level-based: nothing here remembers the previous pass. The state of every run is derived from
+what exists — its Job (and that Job's pods) and, for runs whose Job is gone after its TTL, the
+compact result already recorded in status.results (the durable record: the operator sets a
+Job's TTL only after the status write that records its result has succeeded).
+
+Run phases: Pending (no Job yet) → Queued (Job suspended by Kueue, or its pod not running yet)
+→ Running (its pod runs) → Succeeded | Failed (harvested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterable, Mapping
+
+from ftscale import results as rc
+from ftscale.controller import conditions as cond
+from ftscale.controller import names
+from ftscale.controller.harvest import harvest_fit, harvest_run
+from ftscale.controller.observe import JobView, PodView, format_time
+from ftscale.controller.settings import OperatorSettings
+from ftscale.controller.templates import DesiredRun, StudyRef, fit_job, run_job
+
+PENDING, QUEUED, RUNNING = "Pending", "Queued", "Running"
+RUN_PHASES = (PENDING, QUEUED, RUNNING, rc.SUCCEEDED, rc.FAILED)
+
+# Study summary phases (status.phase, the CRD's enum).
+STUDY_PENDING, STUDY_RUNNING, STUDY_FITTING, STUDY_FITTED, STUDY_FAILED = (
+    "Pending", "Running", "Fitting", "Fitted", "Failed")
+
+# Failure messages in status entries are cut to this many characters (status stays small at
+# 2,000 runs; the full message is in the results ConfigMap and the Event).
+STATUS_MESSAGE_LIMIT = 200
+
+FIT_INPUT_SCHEMA = "ftscale.io/fit-input/v1"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Harvested:
+    """A run whose result this pass records for the first time."""
+
+    run_id: str
+    job: str
+    result: rc.RunResult
+    finished_at: float | None
+
+
+@dataclass
+class Plan:
+    create_jobs: list[dict[str, Any]] = field(default_factory=list)
+    delete_jobs: list[str] = field(default_factory=list)
+    # New keys of the results ConfigMap (`<run id>.json` → compact result JSON), written
+    # before the status so that the status never names a result the ConfigMap lacks.
+    results_data: dict[str, str] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    status_changed: bool = False
+    # (Job name, ttlSecondsAfterFinished): applied only after the status write succeeded.
+    ttl_patches: list[tuple[str, int]] = field(default_factory=list)
+    # Fit: the input document (goes to the ConfigMap) and the Job, when one is due.
+    fit_input: dict[str, Any] | None = None
+    fit_job: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    harvested: list[Harvested] = field(default_factory=list)
+    fit_finished: dict[str, Any] | None = None  # status.fit just harvested (for metrics/events)
+    # Phase of every desired run (for the per-phase gauge).
+    run_phases: dict[str, str] = field(default_factory=dict)
+    # A Job finished but its pod (with the result) is not cached yet: look again shortly.
+    waiting: bool = False
+
+
+# ---- status entries ------------------------------------------------------------------------
+
+
+def status_entry(result: rc.RunResult) -> dict[str, Any]:
+    """A RunResult → its compact status.results entry (CRD RESULT_ENTRY); None fields omitted."""
+    message = result.message
+    if message and len(message) > STATUS_MESSAGE_LIMIT:
+        message = message[: STATUS_MESSAGE_LIMIT - 1] + "…"
+    entry = {
+        "runId": result.run_id, "model": result.model, "method": result.method,
+        "petSize": result.pet_size, "dataSize": result.data_size, "seed": result.seed,
+        "phase": result.outcome, "testLoss": result.test_loss, "bestDevLoss": result.best_dev_loss,
+        "modelParams": result.model_params, "pretrainTokens": result.pretrain_tokens,
+        "reason": result.reason, "message": message, "wallSeconds": result.wall_seconds,
+    }
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def result_from_entry(study: str, entry: Mapping[str, Any]) -> rc.RunResult:
+    """A status entry back to a (compact) RunResult: what the fit input is built from."""
+    return rc.RunResult(
+        study=study, run_id=entry["runId"], model=entry.get("model", ""),
+        method=entry.get("method", ""), pet_size=entry.get("petSize"),
+        data_size=int(entry.get("dataSize", 0)), seed=int(entry.get("seed", 0)),
+        model_params=entry.get("modelParams"), pretrain_tokens=entry.get("pretrainTokens"),
+        outcome=entry.get("phase", rc.FAILED), reason=entry.get("reason"),
+        message=entry.get("message"), best_dev_loss=entry.get("bestDevLoss"),
+        test_loss=entry.get("testLoss"), wall_seconds=entry.get("wallSeconds"))
+
+
+# ---- fit input -----------------------------------------------------------------------------
+
+
+def fit_input_digest(spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> str:
+    """Digest of what a fit depends on: the law options and every run's outcome and loss.
+    A grid extension or a law-option change gives a new digest, hence a new fit Job."""
+    basis = {
+        "law": spec.get("law") or {},
+        "runs": sorted((e["runId"], e.get("phase"), e.get("testLoss")) for e in entries),
+    }
+    text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fit_input_document(study: str, spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any]],
+                       digest: str) -> dict[str, Any]:
+    """The document the fit Job reads (`python -m ftscale.law.job --input`): the study spec
+    (law options, models, methods: what decides factor membership) and one compact result per
+    terminal run. Built from status.results, the durable record, so that it is complete even
+    when run Jobs are long gone."""
+    return {
+        "schema": FIT_INPUT_SCHEMA,
+        "study": study,
+        "inputDigest": digest,
+        "spec": dict(spec),
+        "results": [json.loads(result_from_entry(study, e).to_compact_json()) for e in entries],
+    }
+
+
+# ---- the plan ------------------------------------------------------------------------------
+
+
+def _max_failed(spec: Mapping[str, Any]) -> int:
+    value = (spec.get("execution") or {}).get("maxFailedRuns", -1)
+    return -1 if value is None else int(value)
+
+
+def _by_job(pods: Iterable[PodView]) -> dict[str, list[PodView]]:
+    out: dict[str, list[PodView]] = {}
+    for pod in pods:
+        if pod.job:
+            out.setdefault(pod.job, []).append(pod)
+    return out
+
+
+def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | None,
+         desired: list[DesiredRun] | None, jobs: Iterable[JobView], pods: Iterable[PodView],
+         now: float, settings: OperatorSettings, *, pending_creates: Collection[str] = (),
+         spec_error: str | None = None, deleting: bool = False) -> Plan:
+    """Decide one reconcile pass.
+
+    study/spec/status: the ScalingStudy (spec with the API server's defaults applied).
+    desired: the grid's runs (ftscale.grid via controller.desired), or None with `spec_error`
+        when the spec cannot be expanded (the status then says InvalidSpec).
+    jobs, pods: the cached views of this study's Jobs and their pods.
+    pending_creates: Job names created by an earlier pass that the cache has not shown yet
+        (they count against maxParallelRuns, so a lagging cache never over-creates).
+    deleting: the study has a deletionTimestamp: write nothing but status, create nothing.
+    """
+    status = status or {}
+    execution = spec.get("execution") or {}
+    out = Plan()
+    old_entries = {e["runId"]: e for e in status.get("results") or () if e.get("runId")}
+    jobs = list(jobs)
+    pods_by_job = _by_job(pods)
+    run_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_RUN}
+    fit_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_FIT}
+    now_text = format_time(now)
+    generation = study.generation
+
+    if desired is None:
+        new_status = dict(status)
+        new_status["observedGeneration"] = generation
+        new_status["conditions"] = cond.merge_conditions(status.get("conditions"), [
+            cond.condition(cond.PROGRESSING, False, cond.INVALID_SPEC, spec_error or "invalid spec", generation),
+            cond.condition(cond.FAILED, True, cond.INVALID_SPEC, spec_error or "invalid spec", generation),
+        ], now_text)
+        new_status["phase"] = STUDY_FAILED
+        out.status = new_status
+        out.status_changed = _differs(status, new_status)
+        out.events.append(Event("Warning", cond.INVALID_SPEC, spec_error or "invalid spec"))
+        return out
+
+    # ---- 1. every desired run: its phase, harvesting finished Jobs ----
+    entries: dict[str, dict[str, Any]] = {}
+    active = 0
+    ttl = execution.get("ttlSecondsAfterFinished")
+    for run in desired:
+        name = names.run_job_name(study.name, run.key)
+        job = run_jobs.get(name)
+        known = old_entries.get(run.run_id)
+        if known is not None:
+            entries[run.run_id] = known
+            out.run_phases[run.run_id] = known.get("phase", rc.FAILED)
+            if job is not None and job.terminal and job.ttl is None and ttl is not None and not job.deleting:
+                out.ttl_patches.append((name, int(ttl)))
+            continue
+        if job is None:
+            out.run_phases[run.run_id] = PENDING
+            if name in pending_creates:
+                active += 1
+                out.run_phases[run.run_id] = QUEUED
+            continue
+        if not job.terminal:
+            if not job.deleting:
+                active += 1
+            running = any(p.phase == "Running" for p in pods_by_job.get(name, ()))
+            out.run_phases[run.run_id] = RUNNING if running and not job.suspended else QUEUED
+            continue
+        got = harvest_run(study.name, run.key, job, pods_by_job.get(name, ()), now,
+                          settings.result_grace_seconds, run.x_values)
+        if got.result is None:  # finished, pod not cached yet: still "running" for a moment
+            out.run_phases[run.run_id] = RUNNING
+            out.waiting = True
+            continue
+        result = got.result
+        entry = status_entry(result)
+        entries[run.run_id] = entry
+        out.run_phases[run.run_id] = result.outcome
+        out.results_data[f"{run.run_id}.json"] = result.to_compact_json()
+        out.harvested.append(Harvested(run.run_id, name, result, got.finished_at))
+        if ttl is not None and job.ttl is None and not job.deleting:
+            out.ttl_patches.append((name, int(ttl)))
+        if not result.ok:
+            out.events.append(Event("Warning", "RunFailed", _describe_failure(run, result)))
+
+    # Jobs of runs no longer in the grid: stop the unfinished ones (their GPUs are wasted).
+    wanted = {names.run_job_name(study.name, r.key) for r in desired}
+    for job in run_jobs.values():
+        if job.name not in wanted and not job.terminal and not job.deleting and not deleting:
+            out.delete_jobs.append(job.name)
+
+    # ---- 2. counts and the failure budget ----
+    counts = {phase: 0 for phase in RUN_PHASES}
+    for phase in out.run_phases.values():
+        counts[phase] += 1
+    total = len(desired)
+    failed = counts[rc.FAILED]
+    succeeded = counts[rc.SUCCEEDED]
+    max_failed = _max_failed(spec)
+    degraded = max_failed >= 0 and failed > max_failed
+
+    # ---- 3. create missing Jobs, up to maxParallelRuns (none once the budget is spent) ----
+    max_parallel = int(execution.get("maxParallelRuns", 8))
+    slots = max(0, max_parallel - active)
+    if not degraded and not deleting:
+        for run in desired:
+            if slots <= 0:
+                break
+            if out.run_phases.get(run.run_id) != PENDING:
+                continue
+            out.create_jobs.append(run_job(study, spec, run, settings))
+            out.run_phases[run.run_id] = QUEUED
+            counts[PENDING] -= 1
+            counts[QUEUED] += 1
+            slots -= 1
+
+    terminal = succeeded + failed
+    all_terminal = terminal == total
+    unfinished = counts[RUNNING] + counts[QUEUED]
+
+    # ---- 4. the fit ----
+    ordered = [entries[r.run_id] for r in desired if r.run_id in entries]
+    fit_status = status.get("fit")
+    fitted = False
+    fit_failed = False
+    fit_reason, fit_message = cond.FIT_PENDING, f"{terminal}/{total} runs terminal"
+    digest = None
+    if degraded:
+        fit_reason, fit_message = cond.TOO_MANY_FAILED_RUNS, \
+            f"{failed} runs failed (maxFailedRuns {max_failed}): no fit"
+    elif all_terminal and succeeded == 0:
+        fit_reason, fit_message = cond.NO_SUCCESSFUL_RUNS, "every run failed: nothing to fit"
+        fit_failed = True
+    elif all_terminal:
+        digest = fit_input_digest(spec, ordered)
+        job_name = names.fit_job_name(study.name, digest)
+        if fit_status and fit_status.get("inputDigest") == digest and fit_status.get("phase"):
+            fitted = fit_status.get("phase") == "Succeeded"
+            fit_failed = not fitted
+            fit_reason = cond.FIT_SUCCEEDED if fitted else cond.FIT_FAILED
+            fit_message = _fit_message(fit_status)
+            job = fit_jobs.get(job_name)
+            if job is not None and job.terminal and job.ttl is None and ttl is not None and not job.deleting:
+                out.ttl_patches.append((job_name, int(ttl)))
+        elif job_name in fit_jobs and fit_jobs[job_name].terminal:
+            job = fit_jobs[job_name]
+            doc = harvest_fit(job, pods_by_job.get(job_name, ()), now, settings.result_grace_seconds)
+            if doc is None:
+                out.waiting = True
+                fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} finished; reading its result"
+            else:
+                fit_status = doc
+                out.fit_finished = doc
+                fitted = doc.get("phase") == "Succeeded"
+                fit_failed = not fitted
+                fit_reason = cond.FIT_SUCCEEDED if fitted else cond.FIT_FAILED
+                fit_message = _fit_message(doc)
+                out.events.append(Event("Normal" if fitted else "Warning",
+                                        "Fitted" if fitted else "FitFailed", fit_message))
+                if ttl is not None and job.ttl is None and not job.deleting:
+                    out.ttl_patches.append((job_name, int(ttl)))
+        elif job_name in fit_jobs or job_name in pending_creates:
+            fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} is running"
+        elif not deleting:
+            out.fit_input = fit_input_document(study.name, spec, ordered, digest)
+            out.fit_job = fit_job(study, spec, digest, settings)
+            fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} created"
+
+    # ---- 5. status ----
+    progressing = not all_terminal and not (degraded and unfinished == 0)
+    if fit_reason == cond.FIT_IN_PROGRESS:
+        progressing = True
+    failed_study = (degraded and unfinished == 0) or fit_failed
+    succeeded_study = fitted and not degraded
+    conditions = [
+        cond.condition(cond.PROGRESSING, progressing,
+                       cond.RUNS_IN_PROGRESS if not all_terminal and progressing else
+                       (cond.FIT_IN_PROGRESS if progressing else cond.COMPLETED),
+                       f"{terminal}/{total} runs terminal ({counts[RUNNING]} running, "
+                       f"{counts[QUEUED]} queued, {counts[PENDING]} pending)", generation),
+        cond.condition(cond.SUCCEEDED, succeeded_study,
+                       (cond.ALL_RUNS_SUCCEEDED if failed == 0 else cond.WITHIN_FAILURE_BUDGET)
+                       if succeeded_study else cond.NOT_FINISHED,
+                       f"{succeeded} runs succeeded, {failed} failed; law fitted" if succeeded_study
+                       else "the study has not finished", generation),
+        cond.condition(cond.FAILED, failed_study,
+                       (cond.TOO_MANY_FAILED_RUNS if degraded else fit_reason) if failed_study
+                       else cond.NOT_FINISHED,
+                       fit_message if failed_study and not degraded else
+                       (f"{failed} runs failed, more than maxFailedRuns={max_failed}; no new "
+                        f"runs are started" if failed_study else "no failure"), generation),
+        cond.condition(cond.FITTED, fitted, fit_reason, fit_message, generation),
+        cond.condition(cond.DEGRADED, degraded,
+                       cond.TOO_MANY_FAILED_RUNS if degraded else cond.WITHIN_FAILURE_BUDGET,
+                       f"{failed} failed runs, maxFailedRuns={max_failed}"
+                       + ("; no new runs are started" if degraded else ""), generation),
+    ]
+    if failed_study:
+        phase = STUDY_FAILED
+    elif fitted:
+        phase = STUDY_FITTED
+    elif all_terminal:
+        phase = STUDY_FITTING
+    elif counts[RUNNING] + counts[QUEUED] + terminal > 0:
+        phase = STUDY_RUNNING
+    else:
+        phase = STUDY_PENDING
+    new_status = {
+        "observedGeneration": generation,
+        "phase": phase,
+        "progress": f"{terminal}/{total}",
+        "runsTotal": total,
+        "runsSucceeded": succeeded,
+        "runsFailed": failed,
+        "runsRunning": counts[RUNNING],
+        "runsQueued": counts[QUEUED],
+        "runsPending": counts[PENDING],
+        "results": ordered,
+        "conditions": cond.merge_conditions(status.get("conditions"), conditions, now_text),
+    }
+    if fit_status:
+        new_status["fit"] = fit_status
+    out.status = new_status
+    out.status_changed = _differs(status, new_status)
+    return out
+
+
+def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    keys = set(old) | set(new)
+    return any(old.get(k) != new.get(k) for k in keys)
+
+
+def _describe_failure(run: DesiredRun, result: rc.RunResult) -> str:
+    key = run.key
+    size = f" size {key.pet_size}" if key.pet_size is not None else ""
+    return (f"run {run.run_id} ({key.model} {key.method}{size}, D={key.data_size}, seed {key.seed}) "
+            f"failed: {result.reason}: {(result.message or '')[:300]}")
+
+
+def _fit_message(doc: Mapping[str, Any]) -> str:
+    if doc.get("phase") == "Succeeded":
+        summary = doc.get("summary") or doc.get("message")
+        return f"fit Job {doc.get('job')} succeeded" + (f": {summary}" if isinstance(summary, str) else "")
+    return f"fit Job {doc.get('job')} failed: {doc.get('reason')}: {doc.get('message')}"

@@ -1,0 +1,286 @@
+"""The reconcile loop: a work queue of studies, debounced, with level-based passes.
+
+Triggers (kopf watch events of studies, their Jobs and pods, the periodic resync, leadership
+gained) only *enqueue* a study; a pass then reads the caches (no API reads), calls the pure
+`plan`, and carries it out in this order, which is what makes restarts safe:
+
+1. delete Jobs of runs dropped from the grid; create missing run Jobs (AlreadyExists = done);
+2. add newly harvested results to the results ConfigMap;
+3. write the status (with the new results) — resourceVersion as precondition;
+4. only then set ttlSecondsAfterFinished on harvested Jobs (a Job can vanish only once its
+   result is durable in status);
+5. fit input + fit Job when every run is terminal; Events; metrics.
+
+A crash between any two steps leaves a state the next pass (on any replica) completes: the
+Jobs and the status are the whole truth, and every write is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ftscale.controller import names
+from ftscale.controller.desired import desired_runs
+from ftscale.controller.kube import Conflict, Kube
+from ftscale.controller.metrics import OperatorMetrics
+from ftscale.controller.observe import JobView, PodView, format_time
+from ftscale.controller.plan import Plan, plan
+from ftscale.controller.settings import OperatorSettings
+from ftscale.controller.templates import StudyRef, results_configmap
+
+log = logging.getLogger("ftscale.operator.reconciler")
+
+Key = tuple[str, str]  # (namespace, study name)
+
+# A created Job the cache has not shown after this long is forgotten (the create succeeded or
+# AlreadyExists'ed, so the watch will show it; this only bounds memory if it never does).
+EXPECTATION_TTL = 120.0
+# Requeue delay while waiting for something the cache will show soon (a pod's result).
+SHORT_REQUEUE = 1.0
+# Requeue delay after an error (API hiccup, conflict).
+ERROR_REQUEUE = 2.0
+# Count-only status changes (a pod started running) are written at most this often;
+# harvests and condition changes are written at once.
+STATUS_MIN_INTERVAL = 5.0
+
+
+def _rv(body: dict[str, Any] | None) -> int:
+    try:
+        return int(((body or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class StudyMemory:
+    """What the reconciler remembers per study between passes: caches, never truth."""
+
+    body: dict[str, Any] | None = None  # newest ScalingStudy seen (watch or our own write)
+    desired_for: tuple | None = None  # (uid, generation) the desired runs were expanded for
+    desired: list | None = None
+    desired_error: str | None = None
+    expected: dict[str, float] = field(default_factory=dict)  # created Job name → monotonic time
+    configmap_exists: bool = False
+    last_status_write: float = 0.0
+
+
+class Reconciler:
+    def __init__(self, settings: OperatorSettings, kube: Kube, metrics: OperatorMetrics,
+                 jobs_of: Callable[[Key], Iterable[JobView]], pods_of: Callable[[Key], Iterable[PodView]],
+                 is_leader: Callable[[], bool] = lambda: True):
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.jobs_of = jobs_of
+        self.pods_of = pods_of
+        self.is_leader = is_leader
+        self.studies: dict[Key, StudyMemory] = {}
+        self._due: dict[Key, float] = {}
+        self._busy: set[Key] = set()
+        self._again: set[Key] = set()
+        self._wake: asyncio.Event | None = None
+        self._pool = ThreadPoolExecutor(max_workers=settings.api_threads, thread_name_prefix="ftscale-api")
+        self.passes = 0
+
+    # ---- inputs from the watches ----
+    def observe_study(self, event_type: str, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.studies.pop(key, None)
+            self._due.pop(key, None)
+            self.metrics.forget_study(*key)
+            return
+        memory = self.studies.setdefault(key, StudyMemory())
+        if memory.body is None or _rv(body) >= _rv(memory.body) or \
+                (memory.body.get("metadata") or {}).get("uid") != meta.get("uid"):
+            memory.body = body
+        self.enqueue(key)
+
+    def enqueue(self, key: Key, delay: float | None = None) -> None:
+        delay = self.settings.batch_seconds if delay is None else delay
+        due = time.monotonic() + delay
+        if key in self._busy:
+            self._again.add(key)
+        if key not in self._due or self._due[key] > due:
+            self._due[key] = due
+        if self._wake is not None:
+            self._wake.set()
+
+    def enqueue_all(self) -> None:
+        for key in list(self.studies):
+            self.enqueue(key, 0.0)
+
+    # ---- the loop ----
+    async def run(self) -> None:
+        self._wake = asyncio.Event()
+        workers = [asyncio.create_task(self._worker(i), name=f"ftscale-reconcile-{i}")
+                   for i in range(self.settings.workers)]
+        try:
+            while True:
+                await asyncio.sleep(self.settings.resync_seconds)
+                self.enqueue_all()
+        finally:
+            for w in workers:
+                w.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _next(self) -> tuple[Key | None, float]:
+        now = time.monotonic()
+        best, best_due = None, float("inf")
+        for key, due in self._due.items():
+            if key in self._busy:
+                continue
+            if due < best_due:
+                best, best_due = key, due
+        if best is not None and best_due <= now:
+            del self._due[best]
+            return best, 0.0
+        return None, (best_due - now if best is not None else 3600.0)
+
+    async def _worker(self, index: int) -> None:
+        assert self._wake is not None
+        while True:
+            key, wait = self._next()
+            if key is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self._busy.add(key)
+            try:
+                if self.is_leader():
+                    await self.reconcile(key)
+            except Exception as exc:  # noqa: BLE001 - one study's failure never stops the loop
+                self.metrics.observe_error(exc)
+                level = logging.INFO if isinstance(exc, Conflict) else logging.ERROR
+                log.log(level, "reconcile %s/%s failed: %s", key[0], key[1], exc,
+                        exc_info=level == logging.ERROR)
+                self.enqueue(key, ERROR_REQUEUE)
+            finally:
+                self._busy.discard(key)
+                if key in self._again:
+                    self._again.discard(key)
+                    self.enqueue(key)
+
+    async def _call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # ---- one pass ----
+    def _desired(self, memory: StudyMemory, name: str, spec: dict[str, Any], uid: str, generation: int | None):
+        if memory.desired_for != (uid, generation):
+            try:
+                memory.desired = desired_runs(name, spec)
+                memory.desired_error = None
+            except Exception as exc:  # noqa: BLE001 - any expansion failure is a spec problem
+                memory.desired = None
+                memory.desired_error = f"cannot expand the grid: {type(exc).__name__}: {exc}"
+            memory.desired_for = (uid, generation)
+        return memory.desired, memory.desired_error
+
+    async def reconcile(self, key: Key) -> Plan | None:
+        memory = self.studies.get(key)
+        if memory is None or memory.body is None:
+            return None
+        started = time.perf_counter()
+        body = memory.body
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        ref = StudyRef(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""),
+                       generation=meta.get("generation"))
+        desired, error = await self._call(self._desired, memory, ref.name, spec, ref.uid, ref.generation)
+        jobs = list(self.jobs_of(key))
+        pods = list(self.pods_of(key))
+        mono = time.monotonic()
+        seen = {j.name for j in jobs}
+        memory.expected = {n: t for n, t in memory.expected.items()
+                           if n not in seen and mono - t < EXPECTATION_TTL}
+        now = time.time()
+        decided = plan(ref, spec, body.get("status"), desired, jobs, pods, now, self.settings,
+                       pending_creates=set(memory.expected), spec_error=error,
+                       deleting=bool(meta.get("deletionTimestamp")))
+        self.passes += 1
+        ns = ref.namespace
+
+        # 1. deletions and creations (parallel; each AlreadyExists is success)
+        if decided.delete_jobs:
+            await asyncio.gather(*(self._call(self.kube.delete_job, ns, n) for n in decided.delete_jobs))
+        if decided.create_jobs:
+            await asyncio.gather(*(self._call(self.kube.create_job, m) for m in decided.create_jobs))
+            for m in decided.create_jobs:
+                memory.expected[m["metadata"]["name"]] = time.monotonic()
+            log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
+
+        # 2. results ConfigMap (before status: status never names a result it lacks)
+        if decided.results_data:
+            await self._call(self.kube.put_configmap_data, results_configmap(ref, {}),
+                             decided.results_data, memory.configmap_exists)
+            memory.configmap_exists = True
+
+        # 3. status
+        status_durable = not decided.status_changed
+        if decided.status_changed:
+            urgent = bool(decided.harvested or decided.fit_finished or decided.create_jobs
+                          or _conditions_flipped(body.get("status"), decided.status)
+                          or (body.get("status") or {}).get("observedGeneration") != ref.generation)
+            wait = memory.last_status_write + STATUS_MIN_INTERVAL - time.monotonic()
+            if urgent or wait <= 0:
+                updated = await self._call(self.kube.patch_study_status, ns, ref.name, decided.status,
+                                           body.get("status"), meta.get("resourceVersion"))
+                memory.last_status_write = time.monotonic()
+                if updated and _rv(updated) >= _rv(memory.body):
+                    memory.body = updated
+                status_durable = True
+                written = time.time()
+                for h in decided.harvested:
+                    if h.finished_at is not None:
+                        self.metrics.observe_harvest_latency(written - h.finished_at)
+            else:
+                self.enqueue(key, wait)
+
+        # 4. TTLs, only once the results they would delete are in the written status
+        if status_durable and decided.ttl_patches:
+            await asyncio.gather(*(self._call(self.kube.set_job_ttl, ns, n, t) for n, t in decided.ttl_patches))
+
+        # 5. the fit
+        if status_durable and decided.fit_job is not None:
+            data = {names.FIT_INPUT_FILE: json.dumps(decided.fit_input, sort_keys=True, separators=(",", ":"))}
+            await self._call(self.kube.put_configmap_data, results_configmap(ref, {}), data,
+                             memory.configmap_exists)
+            memory.configmap_exists = True
+            await self._call(self.kube.create_job, decided.fit_job)
+            memory.expected[decided.fit_job["metadata"]["name"]] = time.monotonic()
+            log.info("study %s/%s: every run is terminal; fit Job %s created", ns, ref.name,
+                     decided.fit_job["metadata"]["name"])
+
+        # Events last: they are information, never state.
+        if status_durable and decided.events:
+            now_text = format_time(time.time())
+            for ev in decided.events:
+                try:
+                    await self._call(self.kube.post_event, memory.body, ev.type, ev.reason, ev.message, now_text)
+                except Exception as exc:  # noqa: BLE001 - an Event lost is not worth a retry
+                    log.warning("could not post event %s: %s", ev.reason, exc)
+            for ev in decided.events:
+                log.info("study %s/%s: %s: %s", ns, ref.name, ev.reason, ev.message)
+
+        self.metrics.observe_plan(ns, ref.name, decided, time.time())
+        if decided.waiting:
+            self.enqueue(key, SHORT_REQUEUE)
+        self.metrics.observe_reconcile(time.perf_counter() - started)
+        return decided
+
+
+def _conditions_flipped(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    before = {c.get("type"): (c.get("status"), c.get("reason")) for c in (old or {}).get("conditions") or ()}
+    after = {c.get("type"): (c.get("status"), c.get("reason")) for c in new.get("conditions") or ()}
+    return before != after
+

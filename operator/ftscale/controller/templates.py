@@ -1,0 +1,318 @@
+"""Manifests the operator creates: run Jobs, the fit Job, the results ConfigMap. Pure.
+
+Security posture of every pod (run and fit): non-root, read-only root filesystem, all
+capabilities dropped, RuntimeDefault seccomp, no service-account token (runs need no API
+access: they report through the termination message). Writable places are emptyDirs only:
+/tmp, /cache (HF/torch caches) and an in-memory /dev/shm; plus the results volume when the
+spec names one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ftscale.controller import names
+from ftscale.controller.settings import OperatorSettings
+from ftscale.identity import RunKey
+
+# Exit code with which the trainer (and the law job) say "invalid config: do not retry".
+INVALID_CONFIG_EXIT_CODE = 2
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """What children need to know about their owner."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None = None
+
+    def owner_reference(self) -> dict[str, Any]:
+        # controller=true: the garbage collector deletes children with the study, and
+        # `kubectl get jobs` shows who owns them. blockOwnerDeletion keeps foreground deletion
+        # honest (needs the ownerReferences permission the chart grants on the CRD's finalizers).
+        return {"apiVersion": names.API_VERSION, "kind": names.KIND, "name": self.name,
+                "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class DesiredRun:
+    """One run of the grid, as the operator needs it (built from ftscale.grid's PlannedRun)."""
+
+    key: RunKey
+    config: dict[str, Any]  # the exact JSON the trainer's --config takes
+    gpus: int = 0
+    resources: dict[str, Any] = field(default_factory=dict)  # {"requests": {...}, "limits": {...}}
+    x_values: dict[str, Any] = field(default_factory=dict)  # model_params / pretrain_tokens if known
+
+    @property
+    def run_id(self) -> str:
+        return self.key.run_id
+
+
+def common_labels(study: str, component: str) -> dict[str, str]:
+    return {names.LABEL_STUDY: study, names.LABEL_COMPONENT: component,
+            names.LABEL_MANAGED_BY: names.MANAGED_BY}
+
+
+def run_labels(study: str, key: RunKey) -> dict[str, str]:
+    return {
+        **common_labels(study, names.COMPONENT_RUN),
+        names.LABEL_RUN: key.run_id,
+        names.LABEL_MODEL: key.model,
+        names.LABEL_METHOD: key.method,
+        names.LABEL_PET_SIZE: names.label_value(key.pet_size),
+        names.LABEL_DATA_SIZE: str(key.data_size),
+        names.LABEL_SEED: str(key.seed),
+    }
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """Disruption (preemption, eviction, node drain) never counts against backoffLimit;
+    exit code 2 (invalid config) fails the Job at once — retrying cannot fix a config."""
+    return {"rules": [
+        {"action": "FailJob",
+         "onExitCodes": {"containerName": container, "operator": "In",
+                         "values": [INVALID_CONFIG_EXIT_CODE]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]}
+
+
+def _pod_security(settings: OperatorSettings) -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user, "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                      "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def _scratch_volumes(settings: OperatorSettings, shm: bool) -> tuple[list[dict], list[dict]]:
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size}},
+               {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size}}]
+    mounts = [{"name": "tmp", "mountPath": names.TMP_DIR},
+              {"name": "cache", "mountPath": names.CACHE_DIR}]
+    if shm:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}})
+        mounts.append({"name": "dshm", "mountPath": names.SHM_DIR})
+    return volumes, mounts
+
+
+# Environment of run and fit containers: caches on the writable emptyDir, nothing online.
+BASE_ENV = [
+    {"name": "HOME", "value": names.TMP_DIR},
+    {"name": "XDG_CACHE_HOME", "value": names.CACHE_DIR},
+    {"name": "HF_HOME", "value": f"{names.CACHE_DIR}/huggingface"},
+    {"name": "HF_HUB_OFFLINE", "value": "1"},
+    {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+    {"name": "MPLCONFIGDIR", "value": f"{names.TMP_DIR}/matplotlib"},
+    {"name": "PYTHONUNBUFFERED", "value": "1"},
+]
+
+
+def spec_volumes(execution: Mapping[str, Any], which: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """PVC volumes and mounts named in spec.execution.volumes (models/data read-only unless
+    the spec says otherwise; results always read-write)."""
+    volumes, mounts = [], []
+    for role in which:
+        vol = (execution.get("volumes") or {}).get(role)
+        if not vol:
+            continue
+        read_only = role != "results" and vol.get("readOnly", True)
+        volumes.append({"name": role, "persistentVolumeClaim": {"claimName": vol["claimName"],
+                                                                "readOnly": read_only}})
+        mount = {"name": role, "mountPath": vol.get("mountPath") or f"/{role}", "readOnly": read_only}
+        if vol.get("subPath"):
+            mount["subPath"] = vol["subPath"]
+        mounts.append(mount)
+    return volumes, mounts
+
+
+def merge_resources(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """execution.resources overridden by models[].resources, key by key."""
+    out: dict[str, Any] = {}
+    for part in ("requests", "limits"):
+        merged = {**((base or {}).get(part) or {}), **((override or {}).get(part) or {})}
+        if merged:
+            out[part] = merged
+    return out
+
+
+def _tolerations(execution: Mapping[str, Any], gpus: int, settings: OperatorSettings) -> list[dict]:
+    tolerations = [dict(t) for t in execution.get("tolerations") or ()]
+    if gpus > 0 and not any(t.get("key") == settings.gpu_toleration_key for t in tolerations):
+        # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule; GPU runs belong there.
+        tolerations.append({"key": settings.gpu_toleration_key, "operator": "Exists",
+                            "effect": "NoSchedule"})
+    return tolerations
+
+
+def trainer_image(execution: Mapping[str, Any], settings: OperatorSettings) -> str:
+    image = execution.get("image") or settings.trainer_image
+    if not image:
+        raise ValueError("no trainer image: set spec.execution.image, or install the operator "
+                         "with a default (FTSCALE_TRAINER_IMAGE / Helm value trainer.image)")
+    return image
+
+
+def _job_spec_common(execution: Mapping[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"completions": 1, "parallelism": 1,
+                            "backoffLimit": int(execution.get("backoffLimit", 2))}
+    if execution.get("activeDeadlineSeconds"):
+        spec["activeDeadlineSeconds"] = int(execution["activeDeadlineSeconds"])
+    # No ttlSecondsAfterFinished here: the operator sets it only after it has recorded the
+    # result in status, so a fast TTL can never delete a result before it is harvested.
+    # No `suspend` either: Kueue's webhook suspends queued Jobs itself, and the operator never
+    # writes `suspend` (it would fight Kueue's admission).
+    return spec
+
+
+def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
+            settings: OperatorSettings) -> dict[str, Any]:
+    """The batch/v1 Job of one run. Raises ValueError when no trainer image is known."""
+    execution = spec.get("execution") or {}
+    labels = {**(execution.get("labels") or {}), **run_labels(study.name, run.key)}
+    job_labels = dict(labels)
+    if execution.get("queueName"):
+        job_labels[names.LABEL_KUEUE_QUEUE] = execution["queueName"]
+    scratch_volumes, scratch_mounts = _scratch_volumes(settings, shm=True)
+    pvc_volumes, pvc_mounts = spec_volumes(execution, ("models", "data", "results"))
+    config_volume = {"name": "run-config", "downwardAPI": {"items": [{
+        "path": names.RUN_CONFIG_FILE,
+        "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_RUN_CONFIG}']"}}]}}
+    resources = merge_resources(execution.get("resources"), run.resources)
+    if run.gpus > 0:
+        # Extended resources: limits only (requests default to limits and must equal them).
+        resources.setdefault("limits", {})[settings.gpu_resource] = run.gpus
+        resources.get("requests", {}).pop(settings.gpu_resource, None)
+    command = ["python", "-m", "ftscale_trainer",
+               "--config", f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}"]
+    results = (execution.get("volumes") or {}).get("results")
+    if results:
+        command += ["--output", f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/{run.run_id}"]
+    container = {
+        "name": names.RUN_CONTAINER,
+        "image": trainer_image(execution, settings),
+        "command": command,
+        "env": BASE_ENV + [{"name": "FTSCALE_STUDY", "value": study.name},
+                           {"name": "FTSCALE_RUN_ID", "value": run.run_id}],
+        "resources": resources,
+        "securityContext": dict(CONTAINER_SECURITY),
+        "terminationMessagePath": "/dev/termination-log",
+        # The trainer writes its result JSON there; if it dies first, the log tail explains why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": scratch_mounts + pvc_mounts + [
+            {"name": "run-config", "mountPath": names.CONFIG_DIR, "readOnly": True}],
+    }
+    if execution.get("imagePullPolicy"):
+        container["imagePullPolicy"] = execution["imagePullPolicy"]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # required by podFailurePolicy; retries are new pods
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(settings),
+        "containers": [container],
+        "volumes": scratch_volumes + pvc_volumes + [config_volume],
+    }
+    tolerations = _tolerations(execution, run.gpus, settings)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if execution.get("nodeSelector"):
+        pod_spec["nodeSelector"] = dict(execution["nodeSelector"])
+    if execution.get("priorityClassName"):
+        pod_spec["priorityClassName"] = execution["priorityClassName"]
+    if execution.get("serviceAccountName"):
+        pod_spec["serviceAccountName"] = execution["serviceAccountName"]
+    job_spec = _job_spec_common(execution)
+    job_spec["podFailurePolicy"] = pod_failure_policy(names.RUN_CONTAINER)
+    job_spec["template"] = {
+        "metadata": {"labels": labels, "annotations": {
+            names.ANNOTATION_RUN_CONFIG: json.dumps(run.config, sort_keys=True, separators=(",", ":"))}},
+        "spec": pod_spec,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": names.run_job_name(study.name, run.key), "namespace": study.namespace,
+                     "labels": job_labels, "ownerReferences": [study.owner_reference()]},
+        "spec": job_spec,
+    }
+
+
+def results_configmap(study: StudyRef, data: Mapping[str, str]) -> dict[str, Any]:
+    """The study's results ConfigMap: one key `<run id>.json` per harvested run (its compact
+    result JSON), plus the fit input document once every run is terminal."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": names.results_configmap_name(study.name), "namespace": study.namespace,
+                         "labels": common_labels(study.name, names.COMPONENT_RUN),
+                         "ownerReferences": [study.owner_reference()]},
+            "data": dict(data)}
+
+
+def fit_job(study: StudyRef, spec: Mapping[str, Any], input_digest: str,
+            settings: OperatorSettings) -> dict[str, Any]:
+    """The fit Job: the trainer image runs `python -m ftscale.law.job` on the fit input from the
+    results ConfigMap; its termination message (the compact fit summary) becomes status.fit."""
+    execution = spec.get("execution") or {}
+    labels = {**(execution.get("labels") or {}), **common_labels(study.name, names.COMPONENT_FIT)}
+    scratch_volumes, scratch_mounts = _scratch_volumes(settings, shm=False)
+    pvc_volumes, pvc_mounts = spec_volumes(execution, ("results",))
+    results = (execution.get("volumes") or {}).get("results")
+    output = (f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/fit" if results
+              else f"{names.TMP_DIR}/fit")
+    input_volume = {"name": "fit-input", "configMap": {
+        "name": names.results_configmap_name(study.name),
+        "items": [{"key": names.FIT_INPUT_FILE, "path": names.FIT_INPUT_FILE}]}}
+    container = {
+        "name": names.FIT_CONTAINER,
+        "image": trainer_image(execution, settings),
+        "command": ["python", "-m", "ftscale.law.job",
+                    "--input", f"{names.CONFIG_DIR}/{names.FIT_INPUT_FILE}", "--output", output],
+        "env": BASE_ENV + [{"name": "FTSCALE_STUDY", "value": study.name}],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+        "securityContext": dict(CONTAINER_SECURITY),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": scratch_mounts + pvc_mounts + [
+            {"name": "fit-input", "mountPath": names.CONFIG_DIR, "readOnly": True}],
+    }
+    if execution.get("imagePullPolicy"):
+        container["imagePullPolicy"] = execution["imagePullPolicy"]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(settings),
+        "containers": [container],
+        "volumes": scratch_volumes + pvc_volumes + [input_volume],
+    }
+    if execution.get("nodeSelector"):
+        pod_spec["nodeSelector"] = dict(execution["nodeSelector"])
+    if execution.get("tolerations"):
+        pod_spec["tolerations"] = [dict(t) for t in execution["tolerations"]]
+    if execution.get("priorityClassName"):
+        pod_spec["priorityClassName"] = execution["priorityClassName"]
+    job_spec = _job_spec_common({"backoffLimit": 1})
+    job_spec["podFailurePolicy"] = pod_failure_policy(names.FIT_CONTAINER)
+    job_spec["template"] = {"metadata": {"labels": labels}, "spec": pod_spec}
+    job_labels = dict(labels)
+    if execution.get("queueName"):
+        job_labels[names.LABEL_KUEUE_QUEUE] = execution["queueName"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": names.fit_job_name(study.name, input_digest), "namespace": study.namespace,
+                     "labels": job_labels,
+                     "annotations": {names.ANNOTATION_FIT_DIGEST: input_digest},
+                     "ownerReferences": [study.owner_reference()]},
+        "spec": job_spec,
+    }
+
+
+def deep_copy(manifest: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(manifest)

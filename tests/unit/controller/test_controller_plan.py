@@ -1,0 +1,259 @@
+"""plan(): the reconcile decision, without a cluster."""
+
+from __future__ import annotations
+
+from ftscale import results as rc
+from ftscale.controller import conditions as cond
+from ftscale.controller import names
+from ftscale.controller.plan import Plan, plan, status_entry
+
+from controller_testkit import NOW, SETTINGS, STUDY, fit_summary, job, pod, result, runs, spec, succeeded
+
+
+def run_plan(s=None, status=None, jobs=(), pods=(), now=NOW, **kw) -> Plan:
+    s = s or spec()
+    return plan(STUDY, s, status, runs(s), jobs, pods, now, SETTINGS, **kw)
+
+
+def conditions_of(p: Plan) -> dict[str, dict]:
+    return {c["type"]: c for c in p.status["conditions"]}
+
+
+def test_fresh_study_creates_up_to_max_parallel_runs_with_deterministic_names():
+    grid = runs()
+    assert len(grid) == 8
+    p = run_plan()
+    created = [m["metadata"]["name"] for m in p.create_jobs]
+    assert created == [names.run_job_name(STUDY.name, r.key) for r in grid[:3]]
+    assert p.status["runsQueued"] == 3 and p.status["runsPending"] == 5 and p.status["runsTotal"] == 8
+    assert p.status["progress"] == "0/8" and p.status["phase"] == "Running"
+    c = conditions_of(p)
+    assert c["Progressing"]["status"] == "True" and c["Progressing"]["reason"] == cond.RUNS_IN_PROGRESS
+    assert c["Progressing"]["observedGeneration"] == 1
+    assert c["Fitted"]["status"] == "False" and c["Succeeded"]["status"] == "False"
+    # the same world gives the same plan: nothing random
+    assert [m["metadata"]["name"] for m in run_plan().create_jobs] == created
+
+
+def test_jobs_created_but_not_yet_cached_count_against_parallelism():
+    grid = runs()
+    lagging = {names.run_job_name(STUDY.name, r.key) for r in grid[:3]}
+    p = run_plan(pending_creates=lagging)
+    assert p.create_jobs == []
+    # one of them shows up in the cache, two still lagging: still no room
+    p = run_plan(jobs=[job(grid[0])], pending_creates=lagging - {names.run_job_name(STUDY.name, grid[0].key)})
+    assert p.create_jobs == []
+
+
+def test_running_and_suspended_jobs_are_reported_running_and_queued():
+    grid = runs()
+    running = job(grid[0])
+    queued = job(grid[1], suspended=True)
+    p = run_plan(jobs=[running, queued], pods=[pod(running.name, grid[0], phase="Running")])
+    assert p.run_phases[grid[0].run_id] == "Running"
+    assert p.run_phases[grid[1].run_id] == "Queued"
+    assert p.status["runsRunning"] == 1
+    assert len(p.create_jobs) == 1  # 3 slots - 2 active
+
+
+def test_finished_job_is_harvested_into_status_configmap_and_then_gets_its_ttl():
+    grid = runs()
+    j, pd = succeeded(grid[0], loss=2.25)
+    p = run_plan(spec(ttlSecondsAfterFinished=60), jobs=[j], pods=[pd])
+    assert [h.run_id for h in p.harvested] == [grid[0].run_id]
+    entry = p.status["results"][0]
+    assert entry["runId"] == grid[0].run_id and entry["phase"] == "Succeeded" and entry["testLoss"] == 2.25
+    assert "petSize" not in entry  # fmt: None fields are left out
+    assert rc.parse_result(p.results_data[f"{grid[0].run_id}.json"]).test_loss == 2.25
+    assert p.ttl_patches == [(j.name, 60)]
+    assert p.status["runsSucceeded"] == 1 and p.status["progress"] == "1/8"
+
+
+def test_no_ttl_patch_when_the_spec_keeps_jobs():
+    grid = runs()
+    j, pd = succeeded(grid[0])
+    assert run_plan(jobs=[j], pods=[pd]).ttl_patches == []
+
+
+def test_finished_job_without_cached_pod_waits_then_fails_with_result_missing():
+    grid = runs()
+    j = job(grid[0], finished="Complete", at=NOW - 5)
+    p = run_plan(jobs=[j])
+    assert p.waiting and p.harvested == [] and p.status["results"] == [] and p.ttl_patches == []
+    late = run_plan(jobs=[job(grid[0], finished="Complete", at=NOW - 60)])
+    assert late.status["results"][0]["reason"] == "ResultMissing"
+
+
+def test_result_recorded_in_status_survives_job_deletion_and_is_never_rerun():
+    grid = runs()
+    j, pd = succeeded(grid[0])
+    first = run_plan(jobs=[j], pods=[pd])
+    # operator restarts after TTL deleted the Job: only the status remembers the run
+    again = run_plan(status=first.status)
+    assert grid[0].run_id in {e["runId"] for e in again.status["results"]}
+    created = {m["metadata"]["labels"][names.LABEL_RUN] for m in again.create_jobs}
+    assert grid[0].run_id not in created
+    assert again.harvested == [] and again.results_data == {}
+
+
+def test_failure_reasons_from_job_and_pod_status():
+    grid = runs()
+    oom = job(grid[0], finished="Failed", reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
+    bad = job(grid[1], finished="Failed", reason="PodFailurePolicy", message="Container trainer for pod exited with 2")
+    late = job(grid[2], finished="Failed", reason="DeadlineExceeded", message="Job was active longer than specified deadline")
+    nan = job(grid[3], finished="Failed", reason="BackoffLimitExceeded")
+    pods = [
+        pod(oom.name, grid[0], phase="Failed", exit_code=137, reason="OOMKilled"),
+        pod(bad.name, grid[1], phase="Failed", exit_code=2, message="config: unknown key 'lr'"),
+        pod(nan.name, grid[3], phase="Failed", exit_code=1,
+            message=result(grid[3], outcome=rc.FAILED, reason=rc.NON_FINITE_LOSS, test_loss=None,
+                           message="loss is nan at step 12").to_compact_json()),
+    ]
+    p = run_plan(jobs=[oom, bad, late, nan], pods=pods)
+    reasons = {e["runId"]: e["reason"] for e in p.status["results"]}
+    assert reasons == {grid[0].run_id: rc.OOM_KILLED, grid[1].run_id: rc.INVALID_CONFIG,
+                       grid[2].run_id: rc.DEADLINE_EXCEEDED, grid[3].run_id: rc.NON_FINITE_LOSS}
+    assert "unknown key" in next(e["message"] for e in p.status["results"] if e["runId"] == grid[1].run_id)
+    warnings = [e for e in p.events if e.type == "Warning" and e.reason == "RunFailed"]
+    assert len(warnings) == 4 and any("OOMKilled" in e.message for e in warnings)
+    assert p.status["runsFailed"] == 4
+
+
+def test_backoff_limit_after_plain_crashes_keeps_the_log_tail():
+    grid = runs()
+    j = job(grid[0], finished="Failed", reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
+    pods = [pod(j.name, grid[0], phase="Failed", exit_code=1, message=f"Traceback ...\nRuntimeError: CUDA error {i}",
+                index=i, at=NOW - 10 + i) for i in range(3)]
+    entry = run_plan(jobs=[j], pods=pods).status["results"][0]
+    assert entry["reason"] == rc.BACKOFF_LIMIT_EXCEEDED and "CUDA error 2" in entry["message"]
+
+
+def test_a_result_of_another_run_is_rejected():
+    grid = runs()
+    j = job(grid[0], finished="Complete")
+    wrong = pod(j.name, grid[0], message=result(grid[1]).to_compact_json())
+    entry = run_plan(jobs=[j], pods=[wrong]).status["results"][0]
+    assert entry["phase"] == "Failed" and entry["reason"] == "BadResult"
+
+
+def _all_done(s, loss=2.0):
+    grid = runs(s)
+    jobs, pods = [], []
+    for i, r in enumerate(grid):
+        j, pd = succeeded(r, loss + i * 0.01)
+        jobs.append(j)
+        pods.append(pd)
+    return grid, jobs, pods
+
+
+def test_every_run_terminal_creates_the_fit_input_and_job_once():
+    s = spec()
+    grid, jobs, pods = _all_done(s)
+    p = run_plan(s, jobs=jobs, pods=pods)
+    assert p.status["runsSucceeded"] == 8 and p.fit_job is not None
+    fit_name = p.fit_job["metadata"]["name"]
+    assert p.fit_job["metadata"]["labels"][names.LABEL_COMPONENT] == "fit"
+    assert p.fit_input["schema"] == "ftscale.io/fit-input/v1"
+    assert {r["run_id"] for r in p.fit_input["results"]} == {r.run_id for r in grid}
+    assert p.status["phase"] == "Fitting"
+    # next pass: status has the results, Jobs may be gone; fit Job exists and runs
+    fit_running = job(None, component=names.COMPONENT_FIT, name=fit_name)
+    again = run_plan(s, status=p.status, jobs=[fit_running])
+    assert again.fit_job is None and again.create_jobs == []
+    assert conditions_of(again)["Fitted"]["reason"] == cond.FIT_IN_PROGRESS
+    # the fit Job finishes with its summary in the termination message
+    fit_done = job(None, component=names.COMPONENT_FIT, name=fit_name, finished="Complete",
+                   annotations={names.ANNOTATION_FIT_DIGEST: p.fit_input["inputDigest"]})
+    fit_pod = pod(fit_name, message=fit_summary())
+    done = run_plan(s, status=again.status, jobs=[fit_done], pods=[fit_pod])
+    c = conditions_of(done)
+    assert c["Fitted"]["status"] == "True" and c["Succeeded"]["status"] == "True"
+    assert c["Progressing"]["status"] == "False" and c["Failed"]["status"] == "False"
+    assert done.status["phase"] == "Fitted" and done.status["fit"]["phase"] == "Succeeded"
+    assert done.status["fit"]["fits"][0]["params"]["alpha"] == 0.3
+    assert any(e.reason == "Fitted" for e in done.events)
+    # and after that the study is at rest: no writes
+    rest = run_plan(s, status=done.status)
+    assert not rest.status_changed and rest.create_jobs == [] and rest.fit_job is None and rest.events == []
+
+
+def test_extending_the_grid_adds_runs_and_refits_with_a_new_fit_job():
+    s = spec()
+    grid, jobs, pods = _all_done(s)
+    p = run_plan(s, jobs=jobs, pods=pods)
+    old_fit = p.fit_job["metadata"]["name"]
+    status = dict(p.status, fit={"phase": "Succeeded", "inputDigest": p.fit_input["inputDigest"], "job": old_fit})
+    bigger = spec()
+    bigger["dataSizes"] = [100, 200, 400]
+    q = plan(STUDY, bigger, status, runs(bigger), [], [], NOW, SETTINGS)
+    assert q.status["runsTotal"] == 12 and q.status["runsSucceeded"] == 8
+    assert len(q.create_jobs) == 3 and all(m["metadata"]["labels"][names.LABEL_DATA_SIZE] == "400" for m in q.create_jobs)
+    assert conditions_of(q)["Fitted"]["status"] == "False" and q.status["fit"]["job"] == old_fit
+    grid2, jobs2, pods2 = _all_done(bigger)
+    r = plan(STUDY, bigger, q.status, runs(bigger), jobs2, pods2, NOW, SETTINGS)
+    assert r.fit_job is not None and r.fit_job["metadata"]["name"] != old_fit
+
+
+def test_failures_beyond_max_failed_runs_degrade_stop_new_runs_and_fail_the_study():
+    s = spec(maxFailedRuns=0)
+    grid = runs(s)
+    failed = job(grid[0], finished="Failed", reason="BackoffLimitExceeded")
+    still = job(grid[1])
+    p = run_plan(s, jobs=[failed, still], pods=[pod(failed.name, grid[0], phase="Failed", exit_code=1)])
+    c = conditions_of(p)
+    assert c["Degraded"]["status"] == "True" and c["Degraded"]["reason"] == cond.TOO_MANY_FAILED_RUNS
+    assert p.create_jobs == [] and c["Failed"]["status"] == "False"  # one run still going
+    q = run_plan(s, status=p.status, jobs=[failed, job(grid[1], finished="Complete")],
+                 pods=[pod(still.name, grid[1], message=result(grid[1]).to_compact_json())])
+    c = conditions_of(q)
+    assert c["Failed"]["status"] == "True" and c["Failed"]["reason"] == cond.TOO_MANY_FAILED_RUNS
+    assert q.fit_job is None and q.status["phase"] == "Failed" and c["Progressing"]["status"] == "False"
+
+
+def test_default_budget_never_degrades():
+    grid = runs()
+    failed = job(grid[0], finished="Failed", reason="BackoffLimitExceeded")
+    p = run_plan(jobs=[failed])
+    assert conditions_of(p)["Degraded"]["status"] == "False" and len(p.create_jobs) == 3
+
+
+def test_invalid_spec_fails_the_study_with_the_reason():
+    p = plan(STUDY, spec(), {}, None, [], [], NOW, SETTINGS, spec_error="cannot expand the grid: boom")
+    c = conditions_of(p)
+    assert c["Failed"]["status"] == "True" and c["Failed"]["reason"] == cond.INVALID_SPEC
+    assert "boom" in c["Failed"]["message"] and p.create_jobs == []
+
+
+def test_jobs_of_runs_dropped_from_the_grid_are_deleted_if_unfinished():
+    s = spec()
+    grid = runs(s)
+    smaller = spec()
+    smaller["dataSizes"] = [100]
+    dropped = [r for r in grid if r.key.data_size == 200]
+    jobs = [job(dropped[0]), job(dropped[1], finished="Complete")]
+    p = plan(STUDY, smaller, {}, runs(smaller), jobs, [], NOW, SETTINGS)
+    assert p.delete_jobs == [jobs[0].name]
+
+
+def test_conditions_keep_their_transition_time_while_unchanged():
+    p = run_plan(now=NOW)
+    q = run_plan(status=p.status, now=NOW + 100)
+    t1 = {c["type"]: c["lastTransitionTime"] for c in p.status["conditions"]}
+    t2 = {c["type"]: c["lastTransitionTime"] for c in q.status["conditions"]}
+    assert t1 == t2
+
+
+def test_deleting_study_creates_nothing():
+    p = run_plan(deleting=True)
+    assert p.create_jobs == [] and p.fit_job is None
+
+
+def test_status_entries_stay_small_at_two_thousand_runs():
+    grid = runs()
+    r = result(grid[1], outcome=rc.FAILED, reason=rc.RUNTIME_ERROR, test_loss=None, message="x" * 5000)
+    entry = status_entry(r)
+    import json
+    assert len(json.dumps(entry)) < 500
+    ok = status_entry(result(grid[1]))
+    # 2,000 entries stay far below etcd's 1.5 MB object limit
+    assert len(json.dumps(ok)) * 2000 < 600_000
