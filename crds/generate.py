@@ -165,7 +165,7 @@ TASK = obj(
     "trainer (`name`, e.g. toy-en-de from the offline tiny world) or your own data (`data`). "
     "Immutable: changing the task would mix incomparable results.",
     {
-        "name": string("A built-in task of the trainer (toy-en-de, toy-en-fr, toy-summarize) "
+        "name": string("A built-in task of the trainer (toy-en-de, toy-en-fr, toy-fr-de, toy-sum) "
                        "or a free name for custom `data`.", minLength=1,
                        pattern=DNS_LABEL, maxLength=63),
         "data": obj(

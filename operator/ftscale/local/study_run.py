@@ -1,0 +1,275 @@
+"""`ftscale run` as a function: validate, plan, execute, fit, report.
+
+`run_study(...)` is what the command calls; it returns an exit code and prints what happened.
+Steps:
+1. load the study against the CRD (same messages as the API server, as far as the schema goes);
+2. check the workdir: a study edited in a way that would mix incomparable results (the CRD's
+   immutability rules) is refused, with what to do instead;
+3. expand the grid, write every trainer config up front (a config error stops before any run);
+4. classify runs from disk and run what is missing (ftscale.local.executor);
+5. fit the laws and write report.md, fit.json and plots (ftscale.local.report).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from ftscale import grid
+from ftscale.local import devices as devmod
+from ftscale.local.executor import Executor, describe, plan_resume
+from ftscale.local.metrics import LocalMetrics
+from ftscale.local.workdir import CORRUPT, DONE, FAILED, INTERRUPTED, NEW, Workdir
+from ftscale.results import RunResult
+from ftscale.spec import Study, StudyValidationError, load_study, validate_manifest
+
+EXIT_OK = 0
+EXIT_RUNS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def default_workdir(study: Study) -> Path:
+    return Path("ftscale-work") / study.name
+
+
+def _local_source(source: str, base: Path, models_root: Path | None) -> str:
+    """Locally, a relative model source is a folder under --models-root (or next to the study
+    file) when one exists; otherwise it is passed on unchanged (a Hugging Face id in the local
+    cache, or toy:...)."""
+    if source.startswith("toy:") or source.startswith("/"):
+        return source
+    for root in ([models_root] if models_root else []) + [base]:
+        candidate = root / source
+        if candidate.exists():
+            return str(candidate.resolve())
+    return source
+
+
+def local_configs(study: Study, runs: list[grid.PlannedRun], study_dir: Path,
+                  data_root: Path | None, models_root: Path | None) -> dict[str, dict[str, Any]]:
+    """Trainer configs of every run, with local paths (raises grid.GridError)."""
+    data_root = (data_root or study_dir).resolve()
+    configs = {}
+    for run in runs:
+        cfg = grid.trainer_config(study.name, study.spec, run, data_root=str(data_root),
+                                  models_root=None)
+        cfg["model_source"] = _local_source(run.model["source"], study_dir, models_root)
+        configs[run.run_id] = cfg
+    return configs
+
+
+def check_resume(workdir: Workdir, study: Study) -> list[str]:
+    """Problems that forbid running `study` in `workdir` (empty list: go ahead)."""
+    old = workdir.recorded_manifest()
+    if old is None:
+        return []
+    problems = []
+    old_name = (old.get("metadata") or {}).get("name")
+    if old_name != study.name:
+        problems.append(f"{workdir.root} holds study {old_name!r}, not {study.name!r}: use "
+                        f"another --workdir")
+    _, errors = validate_manifest(study.manifest, old_spec=old.get("spec", {}))
+    problems += errors
+    return problems
+
+
+class _Progress:
+    """tqdm bar over the runs of this session, plus one line per finished run."""
+
+    def __init__(self, total: int, already: int, grid_size: int, study: str, stream: TextIO,
+                 metrics: LocalMetrics | None, counts: dict[str, int]):
+        self.bar = tqdm(total=total, desc=f"{study}", unit="run", file=stream,
+                        dynamic_ncols=True, smoothing=0.1,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| "
+                                   "[{elapsed}<{remaining}] {postfix}")
+        self.running = 0
+        self.failed = 0
+        self.already = already
+        self.grid_size = grid_size
+        self.metrics = metrics
+        self.counts = counts  # phase → runs (for metrics)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"running {self.running}, failed {self.failed}, "
+                                 f"done before {self.already}")
+        if self.metrics:
+            self.metrics.set_counts(self.counts, self.grid_size)
+
+    def __call__(self, kind: str, run: grid.PlannedRun, result: RunResult | None) -> None:
+        if kind == "start":
+            self.running += 1
+            self.counts["Pending"] -= 1
+            self.counts["Running"] += 1
+        elif kind == "retry":
+            self.running -= 1
+            self.counts["Running"] -= 1
+            self.counts["Pending"] += 1
+            self.bar.write(f"  retry  {describe(run)}: {result.reason}")
+        elif kind == "finish":
+            self.running -= 1
+            self.counts["Running"] -= 1
+            if result.ok:
+                self.counts["Succeeded"] += 1
+                extra = f"test loss {result.test_loss:.4f}"
+            else:
+                self.failed += 1
+                self.counts["Failed"] += 1
+                extra = f"FAILED {result.reason}: {(result.message or '')[:160]}"
+            secs = f" ({result.wall_seconds:.0f} s)" if result.wall_seconds else ""
+            self.bar.write(f"  {'done ' if result.ok else 'fail '} {describe(run)}: {extra}{secs}")
+            self.bar.update(1)
+            if self.metrics:
+                self.metrics.run_finished(result)
+        self._postfix()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_study(study_file: str, *, workdir: str | None = None, parallel: int | None = None,
+              retry_failed: bool = False, use_gpus: bool = True, dry_run: bool = False,
+              fit: bool = True, metrics_port: int | None = None,
+              data_root: str | None = None, models_root: str | None = None,
+              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    # 1. the study
+    try:
+        study = load_study(study_file)
+    except StudyValidationError as exc:
+        print(f"error: {exc}", file=err)
+        print("Fix the fields above (`kubectl explain scalingstudy.spec` or docs/study.md "
+              "describe each one) and run again.", file=err)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: cannot read {study_file}: {exc}", file=err)
+        return EXIT_USAGE
+    wd = Workdir(workdir or default_workdir(study))
+
+    # 2. the workdir
+    problems = check_resume(wd, study)
+    if problems:
+        print(f"error: {wd.root} was started with a different version of this study, and "
+              f"these edits would mix incomparable results:", file=err)
+        for p in problems:
+            print(f"  - {p}", file=err)
+        print(f"Undo the edits, or run the edited study in a new --workdir "
+              f"(the recorded version is {wd.study_file}).", file=err)
+        return EXIT_USAGE
+
+    # 3. the grid and its configs
+    runs = grid.expand(study.spec)
+    study_dir = Path(study_file).resolve().parent
+    try:
+        configs = local_configs(study, runs, study_dir, Path(data_root) if data_root else None,
+                                Path(models_root) if models_root else None)
+    except grid.GridError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    execution = study.spec["execution"]
+    devices = devmod.detect(use_gpus)
+    n_parallel, threads = devmod.plan_parallelism(devices, parallel, execution["maxParallelRuns"])
+
+    # 4. resume
+    states = {r.run_id: wd.run_state(r.key, r.run_id) for r in runs}
+    plan = plan_resume(runs, states, retry_failed)
+    c = plan.counts
+    print(f"study {study.name}: {len(runs)} runs — {c[DONE]} done, {c[FAILED]} failed, "
+          f"{c[CORRUPT]} corrupt, {c[INTERRUPTED]} interrupted, {c[NEW]} new; "
+          f"workdir {wd.root}", file=out)
+    print(f"devices: {len(devices.gpus)} GPU(s) {','.join(devices.gpus)}" if devices.gpus else
+          f"devices: CPU, {devices.cpus} core(s)", end="", file=out)
+    print(f"; {n_parallel} run(s) at once, {threads} thread(s) each", file=out)
+    for note in plan.notes:
+        print(f"note: {note}", file=out)
+    if dry_run:
+        for run in plan.todo:
+            print(f"  would run {run.run_id}  {describe(run)}", file=out)
+        return EXIT_OK
+    wd.record_manifest(study.manifest)
+    for run in plan.todo:
+        if states[run.run_id].state == CORRUPT:
+            moved = wd.quarantine(run.run_id)
+            print(f"note: kept the unusable result as {moved}", file=out)
+
+    metrics = LocalMetrics(study.name, metrics_port) if metrics_port is not None else None
+    if metrics:
+        print(f"metrics: http://127.0.0.1:{metrics_port}/metrics", file=out)
+        for result in plan.finished.values():
+            metrics.run_finished(result, new=False)
+    failed_before = sum(1 for r in plan.finished.values() if not r.ok)
+    counts = {"Pending": len(plan.todo), "Queued": 0, "Running": 0,
+              "Succeeded": sum(1 for r in plan.finished.values() if r.ok),
+              "Failed": failed_before}
+    progress = _Progress(len(plan.todo), len(plan.finished), len(runs), study.name, err,
+                         metrics, counts)
+    started = time.monotonic()
+    executor = Executor(wd, study.name, plan.todo, configs, parallel=n_parallel,
+                        threads=threads, gpus=devices.gpus,
+                        backoff_limit=execution["backoffLimit"],
+                        deadline_seconds=execution.get("activeDeadlineSeconds"),
+                        max_failed_runs=execution["maxFailedRuns"], failed_before=failed_before,
+                        on_event=progress)
+    try:
+        outcome = executor.run()
+    finally:
+        progress.close()
+    results = {**plan.finished, **outcome.results}
+    wd.write_results_table(list(results.values()))
+    if outcome.interrupted:
+        print(f"\ninterrupted: {len(results)} of {len(runs)} runs are finished and kept; "
+              f"run the same command again to resume:\n  ftscale run {study_file} "
+              f"--workdir {wd.root}", file=out)
+        if metrics:
+            metrics.close()
+        return EXIT_INTERRUPTED
+    if outcome.stopped_early:
+        print(f"stopped: {outcome.stopped_early}", file=out)
+    n_failed = sum(1 for r in results.values() if not r.ok)
+    print(f"runs finished in {time.monotonic() - started:.0f} s: "
+          f"{len(results) - n_failed} succeeded, {n_failed} failed", file=out)
+
+    # 5. fit and report
+    code = EXIT_OK if n_failed == 0 and len(results) == len(runs) else EXIT_RUNS_FAILED
+    if fit:
+        from ftscale.local.report import write_report  # matplotlib/scipy only when needed
+        report = write_report(wd, study, runs, results, metrics=metrics, out=out)
+        print(f"report: {report.resolve()}", file=out)
+    if metrics:
+        metrics.close()
+    return code
+
+
+def rerender(workdir: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`ftscale report DIR`: fit and report again from what DIR holds (nothing is trained)."""
+    wd = Workdir(workdir)
+    manifest = wd.recorded_manifest()
+    if manifest is None:
+        print(f"error: {wd.study_file} not found: {workdir} is not a workdir of `ftscale run` "
+              f"(run `ftscale run STUDY.yaml --workdir {workdir}` first)", file=err)
+        return EXIT_USAGE
+    try:
+        study = load_study(manifest)
+    except StudyValidationError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    runs = grid.expand(study.spec)
+    in_grid = {r.run_id for r in runs}
+    on_disk = wd.all_results()
+    results = {i: r for i, r in on_disk.items() if i in in_grid}
+    if len(on_disk) > len(results):
+        print(f"note: {len(on_disk) - len(results)} result(s) in {wd.runs_dir} are not in the "
+              f"study's grid any more and are left out", file=out)
+    if not results:
+        print(f"error: no finished runs in {wd.runs_dir} yet: nothing to report", file=err)
+        return EXIT_RUNS_FAILED
+    wd.write_results_table(list(results.values()))
+    from ftscale.local.report import write_report
+
+    report = write_report(wd, study, runs, results, out=out)
+    print(f"report: {report.resolve()}", file=out)
+    return EXIT_OK
