@@ -376,40 +376,59 @@ EVALUATION = obj(
     default={},
 )
 
+HOLDOUT_AXIS = (r"^(largest|none|[0-9]+(\.[0-9]*)?([eE][+]?[0-9]+)?"
+                r"(/[0-9]+(\.[0-9]*)?([eE][+]?[0-9]+)?)*)$")
+FACTOR_NAMES = ["modelSize", "pretrainingTokens", "petSize"]
+
+
+def holdout_axis(what: str, **extra):
+    return string(f"Held-out values of {what}: largest (the largest value, when there are at "
+                  "least two), none, or values separated by '/', e.g. 209e9/283e9.",
+                  pattern=HOLDOUT_AXIS, **extra)
+
+
+def holdout_pair(description):
+    return obj(description, {"x": holdout_axis("the factor's X"),
+                             "d": holdout_axis("the data size D_f")})
+
+
 HELD_OUT = obj(
-    "Which runs are held out of the fit to measure extrapolation (Δ_held-out). The paper "
-    "holds out the largest model, the largest PET size and the largest data size; a run is "
-    "held out when any of its values is.",
+    "Which runs are held out of the fit to measure extrapolation (Δ_held-out), by value, per "
+    "factor (paper §2.1 item 4): a run is held out when its X or its D_f is a held-out value "
+    "of its factor. The paper holds out the largest model, PET size and data size, and the "
+    "second-largest pretraining checkpoint (set factors.pretrainingTokens.x to its tokens).",
     {
-        "largest": boolean("Hold out the largest value of each scaling dimension (model size, "
-                           "PET size, data size) when it has at least 3 values.",
-                           default=True),
-        "dataSizes": array("Extra data sizes to hold out.", integer("A data size.", minimum=1),
-                           maxItems=MAX_DATA_SIZES),
-        "models": array("Extra models (names) to hold out.",
-                        string("A model name.", pattern=DNS_LABEL), maxItems=MAX_MODELS),
-        "petSizes": array("Extra PET sizes to hold out.", integer("A PET size.", minimum=1),
-                          maxItems=MAX_PET_SIZES),
+        "x": holdout_axis("X, for every factor", default="largest"),
+        "d": holdout_axis("D_f, for every factor", default="largest"),
+        "factors": obj("Per-factor overrides of x and d.", {
+            "modelSize": holdout_pair("Held-out values for the model-size factor."),
+            "pretrainingTokens": holdout_pair("Held-out values for the pretraining-data "
+                                              "factor."),
+            "petSize": holdout_pair("Held-out values for the PET-size factor."),
+        }),
     },
     default={},
 )
 
 LAW = obj(
-    "How the scaling law L = A·X^-α·D_f^-β + E is fitted (paper Eq. 1-2). Mutable: changing "
-    "it only re-runs the fit.",
+    "How the scaling law L = A·X^-α·D_f^-β + E is fitted (paper Eq. 1-2; the engine is "
+    "ftscale.law). Mutable: changing it only re-runs the fit.",
     {
-        "forms": array("Law forms to fit and compare: multiplicative (the paper's Eq. 1) and "
-                       "additive (A·X^-α + B·D_f^-β + E).",
-                       string("A law form.", enum=["multiplicative", "additive"]),
-                       minItems=1, maxItems=2, default=["multiplicative", "additive"]),
-        "factors": array("Which X factors to fit: modelSize (X = parameters), "
+        "forms": array("Law forms to fit and compare: multiplicative (the paper's Eq. 1), "
+                       "additive (A·X^-α + B·D_f^-β + E) and single (A·D_f^-β + E per X "
+                       "value, the paper's Fig. 1).",
+                       string("A law form.", enum=["multiplicative", "additive", "single"]),
+                       minItems=1, maxItems=3, default=["multiplicative", "additive"]),
+        "factors": array("Which X factors to fit: modelSize (X = non-embedding parameters), "
                          "pretrainingTokens (X = tokens; needs checkpointOf models) and "
-                         "petSize (X = LoRA rank / prompt length). Factors without enough "
-                         "distinct X values are skipped with a note.",
-                         string("A factor.", enum=["modelSize", "pretrainingTokens",
-                                                   "petSize"]),
-                         minItems=1, maxItems=3,
-                         default=["modelSize", "pretrainingTokens", "petSize"]),
+                         "petSize (X = LoRA rank / prompt length). Factors without two "
+                         "distinct X values are skipped.",
+                         string("A factor.", enum=FACTOR_NAMES),
+                         minItems=1, maxItems=3, default=list(FACTOR_NAMES)),
+        "stage1Factors": array("Factors pooled in stage 1, which fits the shared β and E "
+                               "(paper §2.1 item 3). Default: modelSize and pretrainingTokens, "
+                               "those present; PET size is fitted in stage 2 only.",
+                               string("A factor.", enum=FACTOR_NAMES), maxItems=3),
         "residual": string("Residual of the Huber objective: raw (L̂ - L, as the paper's Eq. 2) "
                            "or log (log L̂ - log L, as Chinchilla).", enum=["raw", "log"],
                            default="raw"),
@@ -419,10 +438,13 @@ LAW = obj(
         "bootstrap": integer("Bootstrap resamples (runs resampled with replacement) for "
                              "intervals; 0 disables intervals.", minimum=0, maximum=10000,
                              default=200),
-        "confidence": number("Central interval mass of the bootstrap intervals.",
-                             exclusiveMinimum=True, minimum=0, exclusiveMaximum=True,
-                             maximum=1, default=0.8),
+        "confidenceLevel": number("Central mass of the bootstrap intervals.",
+                                  exclusiveMinimum=True, minimum=0, exclusiveMaximum=True,
+                                  maximum=1, default=0.95),
         "seed": integer("Random seed of the bootstrap.", minimum=0, default=0),
+        "optimizer": string("How the fit finds its start: varpro (variable projection over a "
+                            "dense exponent grid) or grid (Chinchilla-style multi-start "
+                            "L-BFGS-B).", enum=["varpro", "grid"], default="varpro"),
     },
     default={},
 )
@@ -536,9 +558,6 @@ SPEC = obj(
         rule("self.training == oldSelf.training",
              "spec.training is immutable: finished runs were trained with the old settings; "
              "create a new ScalingStudy instead"),
-        rule("!has(self.law.heldOut.models) || self.law.heldOut.models.all(n, "
-             "self.models.exists(x, x.name == n))",
-             "spec.law.heldOut.models must name models of spec.models: fix the name"),
     ],
 )
 

@@ -14,7 +14,7 @@ The grid (design.md, paper §3.4):
 Also here, because both executors need them and they depend only on the spec:
 * `trainer_config(study, spec, run)`: the JSON document the trainer's `--config` takes;
 * `factor_membership(spec, runs)`: which runs form each (method, factor) sweep of the fit;
-* `held_out_run_ids(spec, runs)`: the runs the fit holds out to measure extrapolation.
+* `law_options_spec(spec)`: spec.law as ftscale.law.LawOptions.from_spec reads it.
 """
 
 from __future__ import annotations
@@ -328,40 +328,14 @@ def factor_membership(spec: dict[str, Any], runs: Iterable[Any]) -> dict[str, di
     return out
 
 
-def _largest(values: Iterable, rank=lambda v: v) -> set:
-    values = sorted(set(values), key=rank)
-    return {values[-1]} if len(values) >= 3 else set()
-
-
-def held_out_run_ids(spec: dict[str, Any], runs: Iterable[Any],
-                     x_of_model: dict[str, float] | None = None) -> set[str]:
-    """Runs the fit holds out (paper §2.1 item 4): with law.heldOut.largest, the largest
-    data size of each method, the largest model (by X_m, from `x_of_model` or
-    models[].parameters; by spec order when unknown) and the largest PET size of each method —
-    each only when its dimension has at least 3 values — plus the listed extras."""
-    spec = with_defaults(spec)
-    held = spec["law"]["heldOut"]
-    keys = _keys(runs)
-    models = [m for m in spec["models"] if "checkpointOf" not in m]
-    order = {m["name"]: i for i, m in enumerate(spec["models"])}
-    x_of_model = dict(x_of_model or {})
-    for m in spec["models"]:
-        if "parameters" in m:
-            x_of_model.setdefault(m["name"], m["parameters"])
-    out_models = set(held.get("models", []))
-    out_sizes: dict[str, set] = defaultdict(set)
-    out_data: dict[str, set] = defaultdict(set)
-    for method in spec["methods"]:
-        out_data[method["name"]] |= set(held.get("dataSizes", []))
-        out_sizes[method["name"]] |= set(held.get("petSizes", []))
-    if held.get("largest", True):
-        rank = (lambda n: x_of_model[n]) if all(m["name"] in x_of_model for m in models) \
-            else (lambda n: order[n])
-        out_models |= _largest((m["name"] for m in models), rank)
-        for method in spec["methods"]:
-            out_data[method["name"]] |= _largest(method.get("dataSizes", spec["dataSizes"]))
-            if method["name"] in PET_METHODS:
-                out_sizes[method["name"]] |= _largest(method["sizes"])
-    return {run_id(k) for k in keys
-            if k.model in out_models or k.data_size in out_data[k.method]
-            or (k.pet_size is not None and k.pet_size in out_sizes[k.method])}
+def law_options_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """spec.law in the form ftscale.law.LawOptions.from_spec reads (an adapter: the CRD speaks
+    camelCase factor names and has `factors`, which decides membership, not the fit)."""
+    law = copy.deepcopy(with_defaults(spec)["law"])
+    law.pop("factors", None)
+    if "stage1Factors" in law:
+        law["stage1Factors"] = [FACTOR_KEYS[f] for f in law["stage1Factors"]]
+    held = law.get("heldOut", {})
+    if "factors" in held:
+        held["factors"] = {FACTOR_KEYS[name]: sub for name, sub in held["factors"].items()}
+    return law

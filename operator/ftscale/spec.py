@@ -319,10 +319,6 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
     "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
     "m.sizes.size()))).sum() * self.seeds.size() <= 2000": lambda s, o: _grid_size(s) <= 2000,
-    "!has(self.law.heldOut.models) || self.law.heldOut.models.all(n, self.models.exists(x, "
-    "x.name == n))": lambda s, o: all(
-        n in {x["name"] for x in s["models"]}
-        for n in s["law"]["heldOut"].get("models", [])),
 }
 
 

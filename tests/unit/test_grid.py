@@ -188,16 +188,20 @@ def test_factor_membership_skips_sweeps_with_one_value_and_unwanted_factors():
     assert len(grid.factor_membership(s, rows)["lora"]["pet_size"]) == 2
 
 
-def test_held_out_runs_are_the_largest_values():
-    s = spec(models=[{"name": "a", "source": "toy:a", "parameters": 300},
-                     {"name": "b", "source": "toy:b", "parameters": 100},
-                     {"name": "c", "source": "toy:c", "parameters": 200}],
-             methods=[{"name": "fmt"}], seeds=[0])
-    runs = grid.expand(s)
-    held = grid.held_out_run_ids(s, runs)
-    keys = {r.key for r in runs if r.run_id in held}
-    # model a (largest X) and data size 400 (largest) are held out
-    assert keys == {k.key for k in runs if k.key.model == "a" or k.key.data_size == 400}
-    none = spec(law={"heldOut": {"largest": False, "dataSizes": [100]}}, seeds=[0])
-    held = grid.held_out_run_ids(none, grid.expand(none))
-    assert {r.key.data_size for r in grid.expand(none) if r.run_id in held} == {100}
+def test_law_options_spec_speaks_the_law_engines_keys():
+    s = spec(law={"stage1Factors": ["modelSize"], "heldOut": {
+        "d": "none", "factors": {"pretrainingTokens": {"x": "209e9"}}}})
+    law = grid.law_options_spec(s)
+    assert "factors" not in law and law["stage1Factors"] == ["model_size"]
+    assert law["heldOut"] == {"x": "largest", "d": "none",
+                              "factors": {"pretrain_tokens": {"x": "209e9"}}}
+    options = pytest.importorskip("ftscale.law.options")
+    parsed = options.LawOptions.from_spec(law)
+    assert parsed.holdout.for_factor("pretrain_tokens")[0].values == (209e9,)
+    assert parsed.holdout.d.mode == "none" and parsed.confidence == 0.95
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_law_engine_accepts_the_law_settings_of_every_example(path):
+    options = pytest.importorskip("ftscale.law.options")
+    options.LawOptions.from_spec(grid.law_options_spec(load_study(path).spec))

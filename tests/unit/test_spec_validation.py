@@ -51,7 +51,7 @@ def test_minimal_study_is_accepted_and_defaulted():
     assert spec["seeds"] == [0]
     assert spec["law"]["huberDelta"] == 0.001 and spec["law"]["residual"] == "raw"
     assert spec["law"]["forms"] == ["multiplicative", "additive"]
-    assert spec["law"]["heldOut"] == {"largest": True}
+    assert spec["law"]["heldOut"] == {"x": "largest", "d": "largest"}
     assert spec["execution"]["maxParallelRuns"] == 8 and spec["execution"]["gpusPerRun"] == 0
     assert spec["evaluation"]["generation"]["metrics"] == []
     assert spec["training"] == {}
@@ -109,6 +109,8 @@ def test_cel_messages_carry_the_field_path():
      '"string"'),
     (dict(spec__models__0__name="Tiny_1"),
      "spec.models[0].name: Invalid value: \"Tiny_1\": spec.models[0].name in body should match"),
+    (dict(spec__law={"heldOut": {"x": "biggest"}}),
+     "spec.law.heldOut.x: Invalid value: \"biggest\": spec.law.heldOut.x in body should match"),
     (dict(spec__law={"huberDelta": 0}),
      "spec.law.huberDelta: Invalid value: 0: spec.law.huberDelta in body should be greater "
      "than 0"),
