@@ -45,8 +45,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/*
+"<fullname>-<suffix>" as an object name of at most 63 characters. Longer names are cut and end
+in a hash of the whole name, so two suffixes never collapse into one name.
+Call with (list $ "suffix").
+*/}}
+{{- define "ftscale.componentName" -}}
+{{- $name := printf "%s-%s" (include "ftscale.fullname" (index . 0)) (index . 1) -}}
+{{- if le (len $name) 63 -}}
+{{- $name -}}
+{{- else -}}
+{{- printf "%s-%s" (trunc 54 $name | trimSuffix "-") (sha256sum $name | trunc 8) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "ftscale.operator.fullname" -}}
-{{- printf "%s-operator" (include "ftscale.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "ftscale.componentName" (list . "operator") -}}
 {{- end -}}
 
 {{- define "ftscale.operator.serviceAccountName" -}}
@@ -58,7 +72,7 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "ftscale.trainer.serviceAccountName" -}}
-{{- default (printf "%s-trainer" (include "ftscale.fullname" .) | trunc 63 | trimSuffix "-") .Values.trainer.serviceAccount.name -}}
+{{- default (include "ftscale.componentName" (list . "trainer")) .Values.trainer.serviceAccount.name -}}
 {{- end -}}
 
 {{/*
