@@ -111,6 +111,20 @@ def harvest_run(study: str, key: RunKey, job: JobView, pods: Iterable[PodView], 
     return Harvest(failed_result(study, key, reason, message, x_values), job.finished_at)
 
 
+def harvest_succeeded_pod(study: str, key: RunKey, job_name: str, pods: Iterable[PodView]) -> Harvest | None:
+    """Early harvest: a pod of an unfinished run Job that exited 0 with a valid result of this
+    run. With completions=1 that pod *is* the Job's success (the Job controller marks the Job
+    Complete a moment later — after its ~1 s batching), so the result can be recorded now.
+    None when there is no such pod (the Job's own verdict is awaited)."""
+    for pod in pods:
+        if pod.job != job_name or pod.phase != "Succeeded" or pod.exit_code != 0:
+            continue
+        result, _ = parse_termination_message(study, key, pod.message)
+        if result is not None and result.ok:
+            return Harvest(result, pod.finished_at)
+    return None
+
+
 def failure_reason(job: JobView, last: PodView | None) -> tuple[str, str]:
     """(reason, message) of a Failed Job from its condition and its last pod (see module doc)."""
     tail = _short(last.message) if last is not None else None

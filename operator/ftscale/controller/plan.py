@@ -19,7 +19,7 @@ from typing import Any, Collection, Iterable, Mapping
 from ftscale import results as rc
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
-from ftscale.controller.harvest import harvest_fit, harvest_run
+from ftscale.controller.harvest import harvest_fit, harvest_run, harvest_succeeded_pod
 from ftscale.controller.observe import JobView, PodView, format_time
 from ftscale.controller.settings import OperatorSettings
 from ftscale.controller.templates import DesiredRun, StudyRef, fit_job, run_job
@@ -212,6 +212,11 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                 out.run_phases[run.run_id] = QUEUED
             continue
         if not job.terminal:
+            early = harvest_succeeded_pod(study.name, run.key, name, pods_by_job.get(name, ()))
+            if early is not None:
+                _record(out, run, name, early, job, ttl)
+                entries[run.run_id] = status_entry(early.result)
+                continue
             if not job.deleting:
                 active += 1
             running = any(p.phase == "Running" for p in pods_by_job.get(name, ()))
@@ -223,16 +228,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             out.run_phases[run.run_id] = RUNNING
             out.waiting = True
             continue
-        result = got.result
-        entry = status_entry(result)
-        entries[run.run_id] = entry
-        out.run_phases[run.run_id] = result.outcome
-        out.results_data[f"{run.run_id}.json"] = result.to_compact_json()
-        out.harvested.append(Harvested(run.run_id, name, result, got.finished_at))
-        if ttl is not None and job.ttl is None and not job.deleting:
-            out.ttl_patches.append((name, int(ttl)))
-        if not result.ok:
-            out.events.append(Event("Warning", "RunFailed", _describe_failure(run, result)))
+        _record(out, run, name, got, job, ttl)
+        entries[run.run_id] = status_entry(got.result)
 
     # Jobs of runs no longer in the grid: stop the unfinished ones (their GPUs are wasted).
     wanted = {names.run_job_name(study.name, r.key) for r in desired}
@@ -374,6 +371,18 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     out.status = new_status
     out.status_changed = _differs(status, new_status)
     return out
+
+
+def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView, ttl: int | None) -> None:
+    """A newly harvested run: its ConfigMap entry, TTL (applied after the status write), Event."""
+    result = got.result
+    out.run_phases[run.run_id] = result.outcome
+    out.results_data[f"{run.run_id}.json"] = result.to_compact_json()
+    out.harvested.append(Harvested(run.run_id, name, result, got.finished_at))
+    if ttl is not None and job.ttl is None and not job.deleting:
+        out.ttl_patches.append((name, int(ttl)))
+    if not result.ok:
+        out.events.append(Event("Warning", "RunFailed", _describe_failure(run, result)))
 
 
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

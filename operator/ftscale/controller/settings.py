@@ -26,6 +26,9 @@ def _env(name: str) -> str:
 class OperatorSettings:
     # Trainer image for studies that do not set spec.execution.image (the chart's trainer.image).
     trainer_image: str = ""
+    # Port of a run pod's live /metrics (container port named "metrics", scraped by the
+    # chart's PodMonitor); passed to the trainer as --metrics-port. 0: no live metrics.
+    trainer_metrics_port: int = 9400
     # Namespaces to watch (comma-separated in FTSCALE_NAMESPACES); empty = the whole cluster.
     namespaces: tuple[str, ...] = ()
     # Port of the Prometheus /metrics endpoint (0 disables it).

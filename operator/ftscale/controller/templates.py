@@ -9,7 +9,6 @@ spec names one.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -195,6 +194,8 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     results = (execution.get("volumes") or {}).get("results")
     if results:
         command += ["--output", f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/{run.run_id}"]
+    if settings.trainer_metrics_port:
+        command += ["--metrics-port", str(settings.trainer_metrics_port)]
     container = {
         "name": names.RUN_CONTAINER,
         "image": trainer_image(execution, settings),
@@ -209,6 +210,9 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
         "volumeMounts": scratch_mounts + pvc_mounts + [
             {"name": "run-config", "mountPath": names.CONFIG_DIR, "readOnly": True}],
     }
+    if settings.trainer_metrics_port:
+        container["ports"] = [{"name": "metrics", "containerPort": settings.trainer_metrics_port,
+                               "protocol": "TCP"}]
     if execution.get("imagePullPolicy"):
         container["imagePullPolicy"] = execution["imagePullPolicy"]
     pod_spec: dict[str, Any] = {
@@ -313,6 +317,3 @@ def fit_job(study: StudyRef, spec: Mapping[str, Any], input_digest: str,
         "spec": job_spec,
     }
 
-
-def deep_copy(manifest: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(manifest)

@@ -257,3 +257,21 @@ def test_status_entries_stay_small_at_two_thousand_runs():
     ok = status_entry(result(grid[1]))
     # 2,000 entries stay far below etcd's 1.5 MB object limit
     assert len(json.dumps(ok)) * 2000 < 600_000
+
+
+def test_a_succeeded_pod_is_harvested_before_the_job_controller_marks_the_job_complete():
+    grid = runs()
+    j = job(grid[0])  # not finished yet
+    p = run_plan(spec(ttlSecondsAfterFinished=30), jobs=[j],
+                 pods=[pod(j.name, grid[0], message=result(grid[0], 2.0).to_compact_json())])
+    assert [h.run_id for h in p.harvested] == [grid[0].run_id]
+    assert p.status["runsSucceeded"] == 1 and p.ttl_patches == [(j.name, 30)]
+    # its parallelism slot is free at once: 3 new Jobs, not 2
+    assert len(p.create_jobs) == 3
+
+
+def test_a_failed_pod_of_an_unfinished_job_waits_for_the_jobs_verdict():
+    grid = runs()
+    j = job(grid[0])
+    p = run_plan(jobs=[j], pods=[pod(j.name, grid[0], phase="Failed", exit_code=1, message="boom")])
+    assert p.harvested == [] and p.run_phases[grid[0].run_id] in ("Queued", "Running")
