@@ -1,0 +1,156 @@
+"""Law forms, their parameter layout, predictions and the Huber objective with exact gradients.
+
+Everything here works in *normalised* units: u = log X − log X_ref (per factor) and
+v = log D − log D_ref (one D_ref for the whole problem, because β and E are shared across
+factors). Coefficients are log-parameterised (A = e^a, B = e^b, E = e^e) and predictions are
+computed as a log-sum-exp in float64, so no exponent can overflow and no coefficient can turn
+negative. `ftscale.law.fit` converts back to original units.
+
+Parameter vector layout for K factors (k = 0..K-1):
+
+    multiplicative: [β, e, a_0, α_0, a_1, α_1, ...]            log L̂ = LSE(a_k − α_k u − β v, e)
+    additive:       [β, e, a_0, α_0, b_0, a_1, α_1, b_1, ...]  log L̂ = LSE(a_k − α_k u, b_k − β v, e)
+
+The single-variable law A·D^−β + E is the multiplicative layout with K = 1, u ≡ 0 and α fixed
+at 0, so it shares every line of code below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MULTIPLICATIVE = "multiplicative"
+ADDITIVE = "additive"
+SINGLE = "single"
+FORMS = (MULTIPLICATIVE, ADDITIVE, SINGLE)
+JOINT_FORMS = (MULTIPLICATIVE, ADDITIVE)
+
+RAW = "raw"
+LOG = "log"
+RESIDUALS = (RAW, LOG)
+
+
+def layout_names(form: str, n_factors: int) -> list[str]:
+    """Names of the entries of the parameter vector (see the module docstring)."""
+    names = ["beta", "e"]
+    for k in range(n_factors):
+        names += [f"a{k}", f"alpha{k}"]
+        if form == ADDITIVE:
+            names.append(f"b{k}")
+    return names
+
+
+@dataclass(frozen=True)
+class Points:
+    """The data of one fit, already normalised. All arrays have one entry per point.
+
+    u: log X − log X_ref of the point's factor; v: log D − log D_ref; k: factor index;
+    y: observed loss (seed mean); w: weight of the point in the objective (1, or a bootstrap
+    multiplicity).
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    k: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    n_factors: int
+
+    def with_weights(self, w: np.ndarray, y: np.ndarray | None = None) -> "Points":
+        return Points(self.u, self.v, self.k, self.y if y is None else y, w, self.n_factors)
+
+
+def _stride(form: str) -> int:
+    return 3 if form == ADDITIVE else 2
+
+
+def log_predict(theta: np.ndarray, pts: Points, form: str) -> np.ndarray:
+    """log L̂ for every point (float64 LSE)."""
+    lp, _ = _log_predict_and_parts(theta, pts, form, want_parts=False)
+    return lp
+
+
+def _log_predict_and_parts(theta, pts: Points, form: str, want_parts: bool):
+    stride = _stride(form)
+    beta, e = theta[0], theta[1]
+    per = theta[2:].reshape(pts.n_factors, stride)
+    a = per[pts.k, 0]
+    alpha = per[pts.k, 1]
+    if form == ADDITIVE:
+        b = per[pts.k, 2]
+        s1 = a - alpha * pts.u
+        s2 = b - beta * pts.v
+        m = np.maximum(np.maximum(s1, s2), e)
+        t1, t2, te = np.exp(s1 - m), np.exp(s2 - m), np.exp(e - m)
+        tot = t1 + t2 + te
+        lp = m + np.log(tot)
+        if not want_parts:
+            return lp, None
+        return lp, (t1 / tot, t2 / tot, te / tot)
+    s1 = a - alpha * pts.u - beta * pts.v
+    m = np.maximum(s1, e)
+    t1, te = np.exp(s1 - m), np.exp(e - m)
+    tot = t1 + te
+    lp = m + np.log(tot)
+    if not want_parts:
+        return lp, None
+    return lp, (t1 / tot, None, te / tot)
+
+
+def huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """Huber function: r²/2 inside ±δ, δ(|r| − δ/2) outside (continuous with its slope)."""
+    ar = np.abs(r)
+    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+
+
+def residuals(theta: np.ndarray, pts: Points, form: str, residual: str) -> np.ndarray:
+    lp = log_predict(theta, pts, form)
+    if residual == LOG:
+        return lp - np.log(pts.y)
+    return np.exp(lp) - pts.y
+
+
+def objective_and_gradient(theta: np.ndarray, pts: Points, form: str, residual: str,
+                           delta: float, want_scale: bool = False):
+    """Σ_i w_i·Huber_δ(r_i) and its exact gradient with respect to every entry of theta.
+
+    r_i = L̂_i − L_i (raw, the paper's Eq. 2) or log L̂_i − log L_i (log, Chinchilla's Eq. 11).
+    With want_scale, also returns Σ_i w_i·δ·|∂r_i/∂θ_j|: the largest gradient the objective
+    could have, used to judge stationarity on a scale-free footing (ftscale.law.solver).
+    """
+    lp, (p1, p2, pe) = _log_predict_and_parts(theta, pts, form, want_parts=True)
+    if residual == LOG:
+        r = lp - np.log(pts.y)
+        chain = np.ones_like(lp)
+    else:
+        pred = np.exp(lp)
+        r = pred - pts.y
+        chain = pred  # ∂L̂/∂(log L̂)
+    value = float(np.dot(pts.w, huber(r, delta)))
+    psi = np.clip(r, -delta, delta)
+    g = pts.w * psi * chain  # ∂F/∂(log L̂_i)
+    # ∂(log L̂_i)/∂θ: the softmax weights of the LSE terms times the inner derivatives.
+    stride = _stride(form)
+    K = pts.n_factors
+    grad = np.zeros_like(theta)
+    scale = np.zeros_like(theta) if want_scale else None
+    beta_term = p2 if form == ADDITIVE else p1
+    parts = {  # column -> per-point derivative of log L̂ (factor-specific entries go via k)
+        0: -pts.v * beta_term,
+        1: pe,
+    }
+    for col, d in parts.items():
+        grad[col] = np.dot(g, d)
+        if want_scale:
+            scale[col] = delta * np.dot(pts.w, np.abs(chain * d))
+    per_point = [p1, -pts.u * p1] + ([p2] if form == ADDITIVE else [])
+    for j, d in enumerate(per_point):
+        grad[2 + j::stride] = np.bincount(pts.k, weights=g * d, minlength=K)
+        if want_scale:
+            scale[2 + j::stride] = delta * np.bincount(
+                pts.k, weights=pts.w * np.abs(chain * d), minlength=K)
+    if want_scale:
+        return value, grad, scale
+    return value, grad
