@@ -156,14 +156,15 @@ def progress_panels() -> list:
 
 
 # ------------------------------------------------------------------------------ live training
-def trainer_panel(title: str, name: str, unit: str, description: str) -> timeseries.Panel:
+def trainer_panel(title: str, name: str, unit: str, description: str,
+                  width: int = 12) -> timeseries.Panel:
     return (
         timeseries.Panel()
         .title(title)
         .description(description)
         .with_target(query(f"{metric(name)}{{{STUDY_FILTER}}}", RUN_LEGEND))
         .unit(unit)
-        .span(12).height(8)
+        .span(width).height(8)
     )
 
 
@@ -180,9 +181,11 @@ def training_panels() -> list:
         trainer_panel("GPU memory", "ftscale_trainer_gpu_memory_bytes", "bytes",
                       "Peak GPU memory torch allocated in each run's process."),
         trainer_panel("Optimizer steps", "ftscale_trainer_step", "short",
-                      "Optimizer steps each run has done."),
+                      "Optimizer steps each run has done.", width=8),
+        trainer_panel("Tokens seen", "ftscale_trainer_tokens_seen_total", "short",
+                      "Tokens each run has fed forward in training so far.", width=8),
         trainer_panel("Learning rate", "ftscale_trainer_learning_rate", "none",
-                      "Each run's current learning rate (warmup and decay schedules)."),
+                      "Each run's current learning rate (warmup and decay schedules).", width=8),
     ]
 
 
