@@ -88,6 +88,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Filter Jobs and pods on the server: the operator then never receives (nor holds in
+    # memory) the cluster's other pods, however many there are.
+    owned = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_STUDY}"
+    settings.watching.label_selectors["batch", "v1", "jobs"] = owned
+    settings.watching.label_selectors["", "v1", "pods"] = owned
 
     api = load_api_client(KUBECONFIG, pool_size=ours.api_threads)
     kube = Kube(api, identity=ours.identity)

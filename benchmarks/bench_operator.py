@@ -1,0 +1,368 @@
+"""`make bench-operator`: the operator at scale on the real control plane.
+
+A ScalingStudy of 1,000 runs (10 models × 25 data sizes × 4 seeds, 1 GPU each) on 32 KWOK
+GPU nodes (8 GPUs each: 256 runs fit at once), maxParallelRuns 300. The operator runs as its
+own process (`python -m ftscale operator`); this script plays the kubelet: every run pod that
+starts is finished at once with a valid result in its termination message. It measures:
+
+* time from `create` of the study to all 1,000 run Jobs created (parallelism respected: at no
+  sampled moment more than maxParallelRuns runs are created and not yet terminal);
+* operator writes per run, from the kube-apiserver's own `apiserver_request_total`
+  (mutating verbs on the resources only the operator writes: Jobs (not jobs/status),
+  ScalingStudies (incl. /status) and ConfigMaps), before vs after;
+* harvest latency: from the moment this script finished a run's pod to the moment the run's
+  result appeared in the study's status (watched), p50/p95/max;
+* the operator's peak resident memory (VmHWM).
+
+Last line: `writes_per_run=W harvest_p95_seconds=T operator_rss_mb=M` (goals: W ≤ 4, T ≤ 2,
+M ≤ 250). Environment: FTSCALE_BENCH_KUBECONFIG=path uses an existing cluster instead of
+starting one (it must have ≥ 32 KWOK GPU nodes); FTSCALE_BENCH_RUNS_SEEDS (default 4) scales
+the study (250 runs per seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "trainer_image"), str(REPO / "tests")]
+
+import yaml  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from cluster.control_plane import LocalControlPlane  # noqa: E402
+from cluster.kubelet import HOLD_KEY, STRATEGIC_MERGE_PATCH, terminated_status_patch  # noqa: E402
+from ftscale import results as rc  # noqa: E402
+from ftscale.controller import names  # noqa: E402
+
+NAMESPACE = "bench"
+STUDY = "scale"
+GPU_NODES = 32
+MAX_PARALLEL = 300
+MODELS = 10
+DATA_SIZES = [100 * (i + 1) for i in range(25)]
+SEEDS = int(os.environ.get("FTSCALE_BENCH_RUNS_SEEDS", "4"))
+WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+# (group, resource, subresource) written by the operator and by nothing else in this cluster.
+OPERATOR_RESOURCES = {("batch", "jobs", ""), (names.GROUP, names.PLURAL, ""),
+                      (names.GROUP, names.PLURAL, "status"), ("", "configmaps", "")}
+FIT_SUMMARY = json.dumps({"fits": [], "summary": "benchmark"})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def apiserver_requests(api: client.ApiClient) -> Counter:
+    """apiserver_request_total as {(verb, group, resource, subresource): count}."""
+    resp = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
+                        _return_http_data_only=True)
+    out: Counter = Counter()
+    for family in text_string_to_metric_families(resp.data.decode()):
+        if family.name != "apiserver_request":
+            continue
+        for s in family.samples:
+            if s.name != "apiserver_request_total":
+                continue
+            key = (s.labels.get("verb"), s.labels.get("group", ""), s.labels.get("resource"),
+                   s.labels.get("subresource", ""))
+            out[key] += s.value
+    return out
+
+
+def study_manifest() -> dict:
+    return {
+        "apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": STUDY},
+        "spec": {
+            "task": {"name": "toy-en-de"},
+            "models": [{"name": f"m{i}", "source": f"toy:m{i}", "parameters": 10_000 * 2 ** i, "gpus": 1}
+                       for i in range(MODELS)],
+            "methods": [{"name": "fmt"}],
+            "dataSizes": DATA_SIZES,
+            "seeds": list(range(SEEDS)),
+            "execution": {"image": "ftscale/trainer:bench", "maxParallelRuns": MAX_PARALLEL,
+                          "backoffLimit": 0, "ttlSecondsAfterFinished": 600,
+                          "labels": {HOLD_KEY: "true"}},
+        },
+    }
+
+
+def result_for(pod: dict) -> str:
+    labels = pod["metadata"]["labels"]
+    data_size = int(labels[names.LABEL_DATA_SIZE])
+    return rc.RunResult(study=STUDY, run_id=labels[names.LABEL_RUN], model=labels[names.LABEL_MODEL],
+                        method=labels[names.LABEL_METHOD], pet_size=None, data_size=data_size,
+                        seed=int(labels[names.LABEL_SEED]), test_loss=1.5 + 100.0 / data_size,
+                        best_dev_loss=1.4, model_params=1000, steps=10, wall_seconds=1.0).to_compact_json()
+
+
+class Kubelet:
+    """Finishes every run pod that is Running on a node, once, and remembers when."""
+
+    def __init__(self, api: client.ApiClient):
+        self.core = client.CoreV1Api(api)
+        self.api = api
+        self.done_at: dict[str, float] = {}
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def _finish(self, pod: dict, component: str) -> None:
+        message = result_for(pod) if component == names.COMPONENT_RUN else FIT_SUMMARY
+        patch = terminated_status_patch(pod, 0, message)
+        self.core.patch_namespaced_pod_status(pod["metadata"]["name"], NAMESPACE, patch,
+                                              _content_type=STRATEGIC_MERGE_PATCH)
+        key = pod["metadata"]["labels"].get(names.LABEL_RUN) or "fit"
+        with self.lock:
+            self.done_at[key] = time.time()
+
+    def run(self) -> None:
+        seen: set[str] = set()
+        w = watch.Watch()
+        while not self.stop.is_set():
+            try:
+                for ev in w.stream(self.core.list_namespaced_pod, NAMESPACE,
+                                   label_selector=names.LABEL_STUDY, timeout_seconds=30):
+                    if self.stop.is_set():
+                        break
+                    pod = self.api.sanitize_for_serialization(ev["object"])
+                    status = pod.get("status") or {}
+                    name = pod["metadata"]["name"]
+                    if name in seen or status.get("phase") != "Running" or not pod["spec"].get("nodeName"):
+                        continue
+                    seen.add(name)
+                    component = pod["metadata"]["labels"].get(names.LABEL_COMPONENT, "run")
+                    self.pool.submit(self._finish, pod, component)
+            except Exception as exc:  # noqa: BLE001 - reconnect the watch
+                if not self.stop.is_set():
+                    print(f"kubelet watch: {exc}", file=sys.stderr)
+                    time.sleep(0.5)
+
+
+class StudyWatcher:
+    """Records when each run's result first appears in status, and the parallelism seen."""
+
+    def __init__(self, api: client.ApiClient):
+        self.custom = client.CustomObjectsApi(api)
+        self.seen_at: dict[str, float] = {}
+        self.status: dict = {}
+        self.stop = threading.Event()
+        self.max_unfinished = 0
+        self.jobs_created = 0
+
+    def run(self) -> None:
+        w = watch.Watch()
+        while not self.stop.is_set():
+            try:
+                for ev in w.stream(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION,
+                                   NAMESPACE, names.PLURAL, timeout_seconds=30):
+                    now = time.time()
+                    obj = ev["object"]
+                    if obj["metadata"]["name"] != STUDY:
+                        continue
+                    status = obj.get("status") or {}
+                    self.status = status
+                    for entry in status.get("results") or ():
+                        self.seen_at.setdefault(entry["runId"], now)
+                    if self.stop.is_set():
+                        break
+            except Exception as exc:  # noqa: BLE001
+                if not self.stop.is_set():
+                    print(f"study watch: {exc}", file=sys.stderr)
+                    time.sleep(0.5)
+
+
+class JobWatcher:
+    """Counts the run Jobs that were ever created (a watch, not polling LISTs: the benchmark
+    should load the API server as little as it can)."""
+
+    def __init__(self, api: client.ApiClient):
+        self.batch = client.BatchV1Api(api)
+        self.names: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        w = watch.Watch()
+        while not self.stop.is_set():
+            try:
+                for ev in w.stream(self.batch.list_namespaced_job, NAMESPACE,
+                                   label_selector=f"{names.LABEL_COMPONENT}=run", timeout_seconds=30):
+                    self.names.add(ev["object"].metadata.name)
+                    if self.stop.is_set():
+                        break
+            except Exception as exc:  # noqa: BLE001
+                if not self.stop.is_set():
+                    print(f"job watch: {exc}", file=sys.stderr)
+                    time.sleep(0.5)
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def main() -> int:
+    runs_total = MODELS * len(DATA_SIZES) * SEEDS
+    external = os.environ.get("FTSCALE_BENCH_KUBECONFIG")
+    plane = None
+    if external:
+        kubeconfig = external
+    else:
+        cache = Path(os.environ.get("FTSCALE_CACHE", Path.home() / ".cache" / "ftscale"))
+        state = Path(tempfile.mkdtemp(prefix="bench-operator-", dir=cache))
+        plane = LocalControlPlane(state, gpu_nodes=GPU_NODES, cpu_nodes=0)
+        print(f"starting a control plane with {GPU_NODES} KWOK GPU nodes in {state} ...", flush=True)
+        kubeconfig = str(plane.start(owner_pid=os.getpid()))
+    operator = None
+    try:
+        api = config.new_client_from_config(config_file=kubeconfig)
+        api.configuration.connection_pool_maxsize = 16
+        core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        ext = client.ApiextensionsV1Api(api)
+        gpu_nodes = [n for n in core.list_node().items if (n.status.allocatable or {}).get("nvidia.com/gpu")]
+        assert len(gpu_nodes) >= 32, f"need at least 32 GPU nodes, the cluster has {len(gpu_nodes)}"
+        crd = yaml.safe_load((REPO / "crds" / "scalingstudy.yaml").read_text())
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        deadline = time.time() + 30
+        while not any(c.type == "Established" and c.status == "True"
+                      for c in ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or ()):
+            assert time.time() < deadline, "CRD not Established"
+            time.sleep(0.2)
+        try:
+            core.create_namespace({"metadata": {"name": NAMESPACE}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        deadline = time.time() + 30
+        while True:
+            try:
+                core.read_namespaced_service_account("default", NAMESPACE)
+                break
+            except ApiException:
+                assert time.time() < deadline, "no default ServiceAccount"
+                time.sleep(0.2)
+
+        metrics_port, health_port = free_port(), free_port()
+        log_path = Path(tempfile.mkstemp(prefix="bench-operator-", suffix=".log")[1])
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO / 'trainer_image'}",
+               "FTSCALE_LOG_FORMAT": "plain"}
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "ftscale", "operator", "--kubeconfig", kubeconfig, "--namespace", NAMESPACE,
+             "--metrics-port", str(metrics_port), "--health-port", str(health_port),
+             "--lease-namespace", NAMESPACE, "--identity", "bench"],
+            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2).read()
+                break
+            except OSError:
+                assert operator.poll() is None, f"operator exited: {log_path.read_text()[-2000:]}"
+                assert time.time() < deadline, "operator not healthy"
+                time.sleep(0.3)
+        # wait for leadership (the Lease) so that the clock starts with an acting operator
+        deadline = time.time() + 30
+        while b'"leader": true' not in urllib.request.urlopen(
+                f"http://127.0.0.1:{health_port}/healthz", timeout=2).read():
+            assert time.time() < deadline, "operator never became leader"
+            time.sleep(0.2)
+
+        kubelet, watcher, jobs = Kubelet(api), StudyWatcher(api), JobWatcher(api)
+        threads = [threading.Thread(target=x.run, daemon=True) for x in (kubelet, watcher, jobs)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        before = apiserver_requests(api)
+        t0 = time.time()
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            names.GROUP, names.VERSION, NAMESPACE, names.PLURAL, study_manifest())
+
+        all_created_at = None
+        max_unfinished = 0
+        bar = tqdm(total=runs_total, desc="runs harvested", unit="run")
+        while True:
+            time.sleep(0.5)
+            created = len(jobs.names)
+            harvested = len(watcher.seen_at)
+            max_unfinished = max(max_unfinished, created - harvested)
+            if all_created_at is None and created >= runs_total:
+                all_created_at = time.time()
+            bar.update(harvested - bar.n)
+            fitted = any(c.get("type") == "Fitted" and c.get("status") == "True"
+                         for c in watcher.status.get("conditions") or ())
+            if harvested >= runs_total and fitted:
+                break
+            assert operator.poll() is None, f"operator exited: {log_path.read_text()[-3000:]}"
+            assert time.time() - t0 < 1500, f"study did not finish: {watcher.status.get('progress')}"
+        t_end = time.time()
+        bar.close()
+        time.sleep(1.0)
+        after = apiserver_requests(api)
+        rss = vm_hwm_mb(operator.pid)
+        for x in (kubelet, watcher, jobs):
+            x.stop.set()
+
+        diff = after - before
+        writes = Counter()
+        reads = Counter()
+        for (verb, group, resource, sub), n in diff.items():
+            if (group, resource, sub) in OPERATOR_RESOURCES:
+                (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
+        total_writes = sum(writes.values())
+        latencies = sorted(watcher.seen_at[r] - kubelet.done_at[r] for r in watcher.seen_at if r in kubelet.done_at)
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        print()
+        print(f"runs: {runs_total} on {len(gpu_nodes)} KWOK GPU nodes, maxParallelRuns {MAX_PARALLEL}")
+        print(f"apply -> all {runs_total} run Jobs created: {all_created_at - t0:.1f} s "
+              f"(max created-not-terminal seen: {max_unfinished}, limit {MAX_PARALLEL})")
+        print(f"apply -> every result in status and the law fitted: {t_end - t0:.1f} s")
+        print("operator writes (from apiserver_request_total):")
+        for (verb, resource, sub), n in sorted(writes.items()):
+            print(f"  {verb:6} {resource}{'/' + sub if sub else ''}: {int(n)}")
+        print(f"  other requests on those resources (GET/LIST/WATCH): {int(sum(reads.values()))}")
+        print(f"harvest latency (pod finished -> result in status), {len(latencies)} runs: "
+              f"p50 {statistics.median(latencies):.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s")
+        print(f"operator peak RSS (VmHWM): {rss:.0f} MB; log: {log_path}")
+        ok = max_unfinished <= MAX_PARALLEL
+        if not ok:
+            print(f"PARALLELISM VIOLATED: {max_unfinished} > {MAX_PARALLEL}")
+        print(f"writes_per_run={total_writes / runs_total:.2f} harvest_p95_seconds={p95:.2f} "
+              f"operator_rss_mb={rss:.0f}")
+        return 0 if ok else 1
+    finally:
+        if operator is not None and operator.poll() is None:
+            operator.send_signal(signal.SIGTERM)
+            try:
+                operator.wait(20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        if plane is not None:
+            plane.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
