@@ -1,0 +1,95 @@
+"""Fixtures for the trainer tests: a miniature world built on the fly in a few seconds, so most
+tests need neither network nor the cached toy world (`ftscale toy build`).
+
+`mini_world` holds a generated language pair (ftscale_trainer.synthetic) as JSONL, a byte-level
+BPE tokenizer trained on it, and a randomly initialised 2-layer Llama in Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHONPATH = os.pathsep.join([os.path.join(REPO, "operator"), os.path.join(REPO, "trainer_image")])
+
+
+def _write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(scope="session")
+def mini_world(tmp_path_factory):
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from ftscale_trainer import synthetic
+    from ftscale_trainer.tiny_llama import LlamaLM, LlamaShape, save_pretrained
+
+    root = tmp_path_factory.mktemp("mini_world")
+    pairs = synthetic.generate_pairs(1200, seed=7)
+    en_de = pairs["en-de"]
+    _write_jsonl(root / "train.jsonl", en_de[:1000])
+    _write_jsonl(root / "dev.jsonl", en_de[1000:1100])
+    _write_jsonl(root / "test.jsonl", en_de[1100:1200])
+    _write_jsonl(root / "zs-fr-de.jsonl", pairs["fr-de"][1100:1200])
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    texts = [r["source"] for r in en_de] + [r["target"] for r in en_de] + [r["source"] for r in pairs["fr-de"]]
+    texts += ["English: German: French: Summarize the following document in Summary:"] * 20
+    tok.train_from_iterator(texts, trainer=trainer)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    tok.save(str(model_dir / "tokenizer.json"))
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+         "pad_token": "<pad>", "unk_token": "<unk>"}))
+    shape = LlamaShape(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=88,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+    model = LlamaLM(shape)
+    model.init_weights(torch.Generator().manual_seed(0))
+    save_pretrained(model, str(model_dir))
+    return root
+
+
+def base_config(world, **overrides):
+    """A small, fast run on the mini world; override any TrainConfig field."""
+    config = {
+        "study": "t", "model": "mini", "model_source": str(world / "model"),
+        "method": "lora", "data_size": 200, "seed": 0,
+        "train_path": str(world / "train.jsonl"), "dev_path": str(world / "dev.jsonl"),
+        "test_path": str(world / "test.jsonl"), "source_lang": "English", "target_lang": "German",
+        "max_steps": 12, "eval_interval": 4, "batch_size": 8, "threads": 1,
+        "dev_examples": 64, "test_examples": 64,
+    }
+    config.update(overrides)
+    return config
+
+
+def run_trainer(tmp_path, config, *extra, env=None, timeout=240):
+    """Run `python -m ftscale_trainer` as a subprocess (the real entry point). Returns
+    (CompletedProcess, full result dict or None, termination message dict or None)."""
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    term = tmp_path / "termination-log"
+    full_env = dict(os.environ, PYTHONPATH=PYTHONPATH, TERMINATION_MESSAGE_PATH=str(term),
+                    OMP_NUM_THREADS="1", FTSCALE_ACCELERATE="0")
+    full_env.update(env or {})
+    done = subprocess.run([sys.executable, "-m", "ftscale_trainer", "--config", str(cfg),
+                           "--output", str(out), *extra],
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    result = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else None
+    message = json.loads(term.read_text()) if term.exists() and term.read_text() else None
+    return done, result, message

@@ -1,0 +1,188 @@
+"""Finetuning data: load source/target examples, pick the D_f subset, apply the prompt template,
+tokenize, and cut the step-by-step batch stream.
+
+Sources: a built-in toy task (world.TASKS), a JSONL file, or a Hugging Face dataset saved with
+`save_to_disk` (loaded with `datasets.load_from_disk`, imported only then). Every example has a
+source and a target field; an optional "lang" field names the target language per example
+(multilingual summarization).
+
+The D_f subset is the first D_f examples of a seeded permutation of the training split, so for
+one seed a larger D_f contains every smaller one (nested), and different seeds draw different
+subsets (the paper averages over such random subsets, §2.1 item 6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+
+from ftscale_trainer.config import ConfigError, TrainConfig
+
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "zh": "Chinese",
+                  "es": "Spanish", "hi": "Hindi", "tr": "Turkish", "pt": "Portuguese"}
+# The paper's summarization prompt (§3.1), verbatim.
+SUMMARIZE_PROMPT = "Summarize the following document in {lang}:"
+
+
+@dataclass(frozen=True)
+class Example:
+    source: str
+    target: str
+    lang: str | None = None  # target language code, when the file gives one per example
+
+
+@dataclass(frozen=True)
+class Encoded:
+    source_ids: tuple[int, ...]  # BOS + templated source, cut to max_source_tokens
+    target_ids: tuple[int, ...]  # target + EOS, cut to max_target_tokens
+
+    @property
+    def length(self) -> int:
+        return len(self.source_ids) + len(self.target_ids)
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def load_examples(path: str, fmt: str, source_field: str, target_field: str,
+                  split: str | None = None) -> list[Example]:
+    """Read examples from a JSONL file or an HF dataset folder. Raises ConfigError when the
+    file is missing or lacks the fields (retrying cannot help)."""
+    if not os.path.exists(path):
+        raise ConfigError(f"data file {path} does not exist")
+    if fmt == "auto":
+        fmt = "hf_disk" if os.path.isdir(path) else "jsonl"
+    rows: list[dict]
+    if fmt == "jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        raise ConfigError(f"{path}:{number} is not a JSON object") from None
+    else:
+        import datasets  # heavy import: only for datasets saved to disk
+
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ConfigError(f"{path} is a DatasetDict without a {split!r} split "
+                                  f"(it has {', '.join(ds)})")
+            ds = ds[split]
+        rows = list(ds)
+    examples = []
+    for i, row in enumerate(rows):
+        if source_field not in row or target_field not in row:
+            raise ConfigError(f"{path}: example {i} lacks {source_field!r}/{target_field!r} "
+                              f"(set source_field/target_field; it has {sorted(row)})")
+        examples.append(Example(str(row[source_field]), str(row[target_field]), row.get("lang")))
+    return examples
+
+
+def subset(examples: list[Example], data_size: int, seed: int) -> list[Example]:
+    """The nested D_f subset for a seed. Raises ConfigError if D_f exceeds the split."""
+    if data_size > len(examples):
+        raise ConfigError(f"data_size {data_size} exceeds the {len(examples)} training examples")
+    order = list(range(len(examples)))
+    random.Random(f"ftscale-subset-{seed}").shuffle(order)
+    return [examples[i] for i in order[:data_size]]
+
+
+# ---- templates -------------------------------------------------------------------------------
+def render(example: Example, config: TrainConfig, source_lang: str | None = None) -> tuple[str, str]:
+    """(prompt text, target text) for one example under the config's template.
+
+    The target of translate-style templates starts with a space because the prompt ends with
+    "German:"; byte-level BPE then tokenizes the target as running text.
+    """
+    src_lang = source_lang or config.source_lang or "Source"
+    tgt_lang = (LANGUAGE_NAMES.get(example.lang, example.lang) if example.lang
+                else config.target_lang) or "Target"
+    if config.template == "translate":
+        return f"{src_lang}: {example.source}\n{tgt_lang}:", " " + example.target
+    if config.template == "summarize":
+        return f"{SUMMARIZE_PROMPT.format(lang=tgt_lang)}\n{example.source}\nSummary:", " " + example.target
+    if config.template == "plain":
+        return f"{example.source}\n", example.target
+    return (config.template.format(source=example.source, source_lang=src_lang,
+                                   target_lang=tgt_lang), example.target)
+
+
+def encode(examples: list[Example], config: TrainConfig, codec, source_lang: str | None = None) -> list[Encoded]:
+    """Tokenize examples (batched) into BOS+prompt and target+EOS, each side cut to its cap."""
+    rendered = [render(e, config, source_lang) for e in examples]
+    prompts = codec.encode_batch([p for p, _ in rendered])
+    targets = codec.encode_batch([t for _, t in rendered])
+    bos = [codec.bos_id] if codec.bos_id is not None else []
+    out = []
+    for p, t in zip(prompts, targets):
+        src = (bos + p)[: config.max_source_tokens]
+        tgt = t[: config.max_target_tokens - 1] + [codec.eos_id]
+        out.append(Encoded(tuple(src), tuple(tgt)))
+    return out
+
+
+# ---- batches ---------------------------------------------------------------------------------
+class BatchStream:
+    """The training example order: epoch after epoch, each a seeded permutation of the subset;
+    step s takes the next `batch_size` examples (batches may straddle an epoch boundary, so
+    every step is full and the step count does not depend on D_f). `indices(step)` is a pure
+    function of (seed, step), which is what makes resuming after preemption exact."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            order = list(range(self.size))
+            random.Random(f"ftscale-order-{self.seed}-{epoch}").shuffle(order)
+            self._perms = {epoch: order}  # only the current epoch is ever needed again
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> list[int]:
+        start = step * self.batch_size
+        out = []
+        for pos in range(start, start + self.batch_size):
+            epoch, offset = divmod(pos, self.size)
+            out.append(self._perm(epoch)[offset])
+        return out
+
+
+def collate(batch: list[Encoded], pad_id: int):
+    """Right-padded tensors for a causal LM with loss on the target only.
+
+    Returns (input_ids [B, T], target_mask [B, T] bool, labels [N]) where the input is
+    source+target minus its last token, target_mask marks the positions whose next token is a
+    target token, and labels are those next tokens in row-major order.
+    """
+    import torch
+
+    width = max(e.length for e in batch) - 1
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    target_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+    labels = []
+    for row, e in enumerate(batch):
+        seq = e.source_ids + e.target_ids
+        input_ids[row, : len(seq) - 1] = torch.tensor(seq[:-1])
+        first = len(e.source_ids) - 1
+        target_mask[row, first: first + len(e.target_ids)] = True
+        labels.extend(e.target_ids)
+    return input_ids, target_mask, torch.tensor(labels, dtype=torch.long)
+
+
+def eval_batches(encoded: list[Encoded], max_tokens: int = 8192):
+    """Evaluation batches: examples sorted by length, packed up to ~max_tokens each (less
+    padding, bigger matrices). Yields lists of Encoded."""
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
+    batch: list[Encoded] = []
+    for i in order:
+        e = encoded[i]
+        if batch and (len(batch) + 1) * e.length > max_tokens:
+            yield batch
+            batch = []
+        batch.append(e)
+    if batch:
+        yield batch

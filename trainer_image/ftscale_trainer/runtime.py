@@ -1,0 +1,119 @@
+"""Device placement, mixed precision and data parallelism.
+
+On GPUs and under `accelerate launch` (several processes in one pod) this is accelerate's
+`Accelerator`: it places the model, wraps it for DistributedDataParallel, runs autocast and
+(for fp16) loss scaling. A single CPU process — every toy run of the demo and the tests — gets
+a plain-torch stand-in with the same methods instead, because importing accelerate costs
+4–5 s of CPU there and does nothing a CPU process needs. FTSCALE_ACCELERATE=1/0 forces either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+
+def _want_accelerate() -> bool:
+    forced = os.environ.get("FTSCALE_ACCELERATE")
+    if forced is not None:
+        return forced == "1"
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or torch.cuda.is_available()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+class PlainRuntime:
+    """One process, one device, torch only."""
+
+    rank = 0
+    world_size = 1
+    is_main = True
+
+    def __init__(self, precision: str):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = resolve_precision(precision, self.device)
+        self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self._scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    def prepare(self, model, optimizer):
+        return model.to(self.device), optimizer
+
+    def autocast(self):
+        if self._dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._dtype)
+
+    def backward(self, loss):
+        (self._scaler.scale(loss) if self._scaler else loss).backward()
+
+    def clip_and_step(self, model, optimizer, max_norm: float) -> None:
+        if self._scaler:
+            self._scaler.unscale_(optimizer)
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm)
+        if self._scaler:
+            self._scaler.step(optimizer)
+            self._scaler.update()
+        else:
+            optimizer.step()
+
+    def sum_across(self, tensor):
+        return tensor
+
+    def unwrap(self, model):
+        return model
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            return f"cuda:{torch.cuda.get_device_name(self.device)} x1"
+        return f"cpu x{torch.get_num_threads()} threads"
+
+
+class AccelerateRuntime(PlainRuntime):
+    def __init__(self, precision: str):
+        from accelerate import Accelerator
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = resolve_precision(precision, device)
+        self.acc = Accelerator(mixed_precision={"fp32": "no"}.get(self.precision, self.precision))
+        self.device = self.acc.device
+        self.rank = self.acc.process_index
+        self.world_size = self.acc.num_processes
+        self.is_main = self.acc.is_main_process
+
+    def prepare(self, model, optimizer):
+        return self.acc.prepare(model, optimizer)
+
+    def autocast(self):
+        return self.acc.autocast()
+
+    def backward(self, loss):
+        self.acc.backward(loss)
+
+    def clip_and_step(self, model, optimizer, max_norm: float) -> None:
+        if max_norm > 0:
+            self.acc.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm)
+        optimizer.step()
+
+    def sum_across(self, tensor):
+        return self.acc.reduce(tensor, reduction="sum") if self.world_size > 1 else tensor
+
+    def unwrap(self, model):
+        return self.acc.unwrap_model(model)
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            return f"cuda:{torch.cuda.get_device_name(self.device)} x{self.world_size}"
+        return f"cpu x{self.world_size} processes"
+
+
+def make_runtime(precision: str):
+    return AccelerateRuntime(precision) if _want_accelerate() else PlainRuntime(precision)

@@ -1,0 +1,302 @@
+"""`ftscale toy build`: the offline tiny world — data, tokenizer, and a pretrained model family.
+
+Phases (each idempotent: a finished phase leaves a marker and is skipped next time):
+
+1. data       Debian package-description translations (ddtp.py) → JSONL splits for
+              toy-en-de, toy-en-fr, toy-fr-de (zero-shot into German) and toy-sum; a generated
+              language pair (synthetic.py) only when apt cannot provide the real text.
+2. corpus     monolingual en/de/fr text of *training-split* descriptions only (dev/test
+              descriptions never reach pretraining), shuffled by hash.
+3. tokenizer  byte-level BPE (vocabulary 2,048) trained on that corpus, saved in HF format.
+4. models     the family (FAMILY below), each pretrained from scratch with checkpoints at
+              1/8, 1/4, 1/2 and all of its token budget; family.json lists them (world.family()).
+
+Layout under world.world_dir(): manifest.json, family.json, data/<task>/{train,dev,test}.jsonl,
+tokenizer/, corpus/{train,dev}.npy, models/<name>/tokens-<n>/ (config.json, model.safetensors,
+tokenizer.json ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+from ftscale_trainer import world
+
+VOCAB_SIZE = 2048
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3: pad, bos, eos, unk
+CORPUS_DEV_TOKENS = 64 * 129 + 1
+
+# The family: Llama-style, tied embeddings, SwiGLU width ≈ 8/3·d. Non-embedding parameters
+# span 24K → 443K (18.7×). Learning rates shrink with width as in the design note's
+# measurement; every model sees the same token budget so that size is the only factor.
+FAMILY = (
+    # name, hidden, layers, heads, peak learning rate
+    ("tiny-1", 32, 2, 4, 4e-3),
+    ("tiny-2", 48, 2, 4, 3e-3),
+    ("tiny-3", 64, 3, 4, 2.5e-3),
+    ("tiny-4", 96, 4, 4, 2e-3),
+)
+PRETRAIN_TOKENS = 1_310_720  # 320 steps of 32 × 128 tokens
+
+
+def _log(msg: str) -> None:
+    print(f"toy: {msg}", file=sys.stderr, flush=True)
+
+
+def _mark(root: str, phase: str, info: dict | None = None) -> None:
+    with open(os.path.join(root, f".done-{phase}"), "w", encoding="utf-8") as handle:
+        json.dump(info or {}, handle)
+
+
+def _done(root: str, phase: str) -> bool:
+    return os.path.exists(os.path.join(root, f".done-{phase}"))
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _hash_order(rows: list[dict], key: str = "id") -> list[dict]:
+    """A stable pseudo-random order (by hash), so "the first N" of a file is a fair sample."""
+    return sorted(rows, key=lambda r: hashlib.sha256(r[key].encode()).hexdigest())
+
+
+# ---- phase 1: data -------------------------------------------------------------------------
+def build_data(root: str) -> dict:
+    from ftscale_trainer import ddtp
+
+    info: dict = {"source": "debian-ddtp", "suite": ddtp.SUITE}
+    raw = os.path.join(root, "raw")
+    try:
+        files = ddtp.fetch_indexes(raw)
+        descs = {lang: ddtp.parse_index(path) for lang, path in files.items()}
+        info["sha256"] = {lang: ddtp.sha256_file(path) for lang, path in files.items()}
+        for lang, digest in ddtp.PINNED_SHA256.items():
+            if info["sha256"].get(lang) != digest:
+                _log(f"warning: Translation-{lang} differs from the pinned digest; "
+                     f"results may differ from world {world.WORLD_VERSION} elsewhere")
+        tasks = {
+            "en-de": ddtp.aligned_pairs(descs["en"], descs["de"]),
+            "en-fr": ddtp.aligned_pairs(descs["en"], descs["fr"]),
+            "fr-de": ddtp.aligned_pairs(descs["fr"], descs["de"]),
+            "sum": sum((ddtp.summary_pairs(descs[lang], lang) for lang in ("en", "de", "fr")), []),
+        }
+        split_of = ddtp.split_of
+        corpus_docs = _monolingual_docs(descs, split_of)
+    except ddtp.DataUnavailable as exc:
+        from ftscale_trainer import synthetic
+
+        _log(f"real text unavailable ({exc}); falling back to a GENERATED language pair")
+        info = {"source": "synthetic", "reason": str(exc)}
+        tasks = synthetic.generate_pairs(30_000)
+
+        def split_of(doc: str) -> str:  # same 3 % dev / 4 % test shares as the real data
+            return ddtp.split_of(doc)
+        corpus_docs = {"train": [], "dev": []}
+        for rows in tasks.values():
+            for r in rows:
+                corpus_docs[("dev" if split_of(r["doc"]) != "train" else "train")] += [r["source"], r["target"]]
+    counts = {}
+    for task, rows in tasks.items():
+        splits: dict[str, list] = {"train": [], "dev": [], "test": []}
+        seen = set()
+        for row in rows:
+            if (row["source"], row["target"]) in seen:
+                continue
+            seen.add((row["source"], row["target"]))
+            splits[split_of(row["doc"])].append(row)
+        for split, split_rows in splits.items():
+            _write_jsonl(os.path.join(root, "data", task, f"{split}.jsonl"), _hash_order(split_rows))
+        counts[task] = {split: len(v) for split, v in splits.items()}
+    info["pairs"] = counts
+    with open(os.path.join(root, "corpus-text.json"), "w", encoding="utf-8") as handle:
+        json.dump(corpus_docs, handle, ensure_ascii=False)
+    shutil.rmtree(raw, ignore_errors=True)
+    return info
+
+
+def _monolingual_docs(descs: dict, split_of) -> dict[str, list[str]]:
+    """Pretraining text: German and French descriptions, and the English ones that have a
+    German or French translation (a balanced trilingual corpus), by split of description."""
+    bilingual = set(descs["de"]) | set(descs["fr"])
+    docs: dict[str, list[tuple[str, str]]] = {"train": [], "dev": []}
+    for lang, by_md5 in descs.items():
+        for md5, d in by_md5.items():
+            if lang == "en" and md5 not in bilingual:
+                continue
+            text = "\n".join([d.short, *d.paragraphs])
+            split = split_of(md5)
+            docs["train" if split == "train" else "dev"].append(
+                (hashlib.sha256(f"{lang}{md5}".encode()).hexdigest(), text))
+    return {split: [t for _, t in sorted(rows)] for split, rows in docs.items()}
+
+
+# ---- phases 2+3: tokenizer and packed corpus -------------------------------------------------
+def build_tokenizer(root: str) -> dict:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    with open(os.path.join(root, "corpus-text.json"), encoding="utf-8") as handle:
+        docs = json.load(handle)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(docs["train"][:40_000], trainer=trainer)
+    folder = os.path.join(root, "tokenizer")
+    os.makedirs(folder, exist_ok=True)
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    hf = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+          "pad_token": "<pad>", "unk_token": "<unk>", "model_max_length": 512,
+          "add_bos_token": False, "clean_up_tokenization_spaces": False}
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as handle:
+        json.dump(hf, handle, indent=2)
+    with open(os.path.join(folder, "special_tokens_map.json"), "w", encoding="utf-8") as handle:
+        json.dump({k: hf[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}, handle)
+    return {"vocab_size": tok.get_vocab_size()}
+
+
+def build_corpus(root: str) -> dict:
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(root, "tokenizer", "tokenizer.json"))
+    with open(os.path.join(root, "corpus-text.json"), encoding="utf-8") as handle:
+        docs = json.load(handle)
+    os.makedirs(os.path.join(root, "corpus"), exist_ok=True)
+    info = {}
+    eos = SPECIAL_TOKENS.index("</s>")
+    for split, texts in docs.items():
+        ids: list[int] = []
+        for enc in tok.encode_batch(texts):
+            ids += enc.ids
+            ids.append(eos)
+        arr = np.asarray(ids, dtype=np.uint16)
+        np.save(os.path.join(root, "corpus", f"{split}.npy"), arr)
+        info[f"{split}_tokens"] = int(arr.size)
+    return info
+
+
+# ---- phase 4: the model family ---------------------------------------------------------------
+def family_plans():
+    from ftscale_trainer.pretrain import PretrainPlan
+    from ftscale_trainer.tiny_llama import LlamaShape
+
+    plans = []
+    for name, d, layers, heads, lr in FAMILY:
+        shape = LlamaShape(vocab_size=VOCAB_SIZE, hidden_size=d,
+                           intermediate_size=(d * 8 // 3 + 7) // 8 * 8, num_hidden_layers=layers,
+                           num_attention_heads=heads, num_key_value_heads=heads,
+                           max_position_embeddings=512)
+        plans.append(PretrainPlan(name=name, shape=shape, tokens=PRETRAIN_TOKENS, learning_rate=lr))
+    return plans
+
+
+def build_models(root: str, progress) -> dict:
+    import numpy as np
+    import torch
+
+    from ftscale_trainer.pretrain import pretrain
+    from ftscale_trainer.tiny_llama import LlamaLM, count_params
+
+    train = np.load(os.path.join(root, "corpus", "train.npy"))
+    dev = np.load(os.path.join(root, "corpus", "dev.npy"))
+    entries = []
+    for plan in family_plans():
+        out = os.path.join(root, "models", plan.name)
+        marker = os.path.join(out, "checkpoints.json")
+        if os.path.exists(marker):
+            with open(marker, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            progress.update(plan.steps)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            progress.set_postfix_str(plan.name)
+            started = time.time()
+            saved = pretrain(plan, train, dev, out, os.path.join(root, "tokenizer"), progress.update)
+            _log(f"{plan.name}: {plan.shape.non_embedding_params():,} non-embedding params, "
+                 f"{plan.tokens:,} tokens, dev loss {saved[-1]['dev_loss']:.3f} "
+                 f"({time.time() - started:.0f} s)")
+            with open(marker, "w", encoding="utf-8") as handle:
+                json.dump(saved, handle)
+        with torch.device("meta"):
+            _, total = count_params(LlamaLM(plan.shape))
+        entries.append({"name": plan.name, "non_embedding_params": plan.shape.non_embedding_params(),
+                        "total_params": total, "hidden_size": plan.shape.hidden_size,
+                        "layers": plan.shape.num_hidden_layers, "learning_rate": plan.learning_rate,
+                        "checkpoints": saved})
+    return {"models": entries}
+
+
+# ---- orchestration -------------------------------------------------------------------------
+def build(root: str | None = None, force: bool = False, threads: int | None = None) -> str:
+    """Build (or finish building) the tiny world under `root` (default world.world_dir()).
+
+    Returns the root. Idempotent: finished phases are skipped; `force` rebuilds everything.
+    Raises RuntimeError if a phase fails (the message says which).
+    """
+    from tqdm import tqdm
+
+    root = root or world.world_dir()
+    if force and os.path.isdir(root):
+        shutil.rmtree(root)
+    os.makedirs(root, exist_ok=True)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    manifest_path = os.path.join(root, "manifest.json")
+    manifest = {}
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    manifest["version"] = world.WORLD_VERSION
+    steps = sum(p.steps for p in family_plans())
+    started = time.time()
+    with tqdm(total=3 + steps, desc="toy world", unit="step", file=sys.stderr) as bar:
+        for phase, fn in (("data", build_data), ("tokenizer", build_tokenizer), ("corpus", build_corpus)):
+            if not _done(root, phase):
+                bar.set_postfix_str(phase)
+                manifest[phase] = fn(root)
+                manifest.setdefault("seconds", {})[phase] = round(time.time() - started, 1)
+                _mark(root, phase)
+                with open(manifest_path, "w", encoding="utf-8") as handle:
+                    json.dump(manifest, handle, indent=2)
+            bar.update(1)
+        fam = build_models(root, bar)
+    with open(os.path.join(root, "family.json"), "w", encoding="utf-8") as handle:
+        json.dump({"version": world.WORLD_VERSION, **fam}, handle, indent=2)
+    manifest.setdefault("seconds", {})["total_last_build"] = round(time.time() - started, 1)
+    with open(manifest_path, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2)
+    return root
+
+
+def describe(root: str | None = None) -> str:
+    """A human summary of the built world: tasks with split sizes, models with X values."""
+    root = root or world.world_dir()
+    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    lines = [f"toy world {world.WORLD_VERSION} at {root}",
+             f"data source: {manifest['data'].get('source')}"]
+    for task, spec in world.TASKS.items():
+        counts = manifest["data"]["pairs"].get(spec["folder"])
+        if counts:
+            lines.append(f"  task {task:10s} train {counts['train']:6d}  dev {counts['dev']:5d}  "
+                         f"test {counts['test']:5d}")
+    for m in world.family(root):
+        tokens = ", ".join(f"{c.tokens}" for c in m.checkpoints)
+        lines.append(f"  model toy:{m.name:8s} non-embedding {m.non_embedding_params:8,d}  "
+                     f"dev loss {m.final.dev_loss:.3f}  checkpoints @ {tokens}")
+    return "\n".join(lines)

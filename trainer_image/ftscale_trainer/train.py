@@ -1,0 +1,412 @@
+"""One finetuning run, start to finish: load → prepare → train → evaluate → report.
+
+Read top to bottom; each phase is a function below `run()`. What the paper fixes (§3.3–3.6 of
+paper.md) and where it happens here:
+* loss on the target only (source and target concatenated, source masked) — data.collate +
+  `_train_step` (summed target NLL / target tokens in the global batch);
+* warm-up + cosine learning rate — `lr_at`;
+* dev evaluation every `eval_interval` steps, the checkpoint with the best dev loss kept and
+  restored before the test evaluation (token-level dev PPL selects the checkpoint) — `_train`;
+* test loss = per-token NLL in nats of the selected checkpoint; perplexity = exp(loss).
+
+Preemption: SIGTERM (or SIGINT) sets a flag; after the current step the run saves a resumable
+checkpoint to <output>/checkpoint/ (when an output folder is given) and stops with exit code
+143. Started again with the same output folder and config, it continues from that step and ends
+with the same result an uninterrupted run gives (the batch order is a pure function of
+(seed, step) and the optimizer, RNG and best-checkpoint states are saved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ftscale import results
+from ftscale.identity import RunKey
+from ftscale_trainer import data, evaluate, models, world
+from ftscale_trainer.config import ConfigError, TrainConfig
+from ftscale_trainer.pretrain import lr_at
+
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+@dataclass
+class Prepared:
+    """Everything the training loop needs, after loading and tokenizing."""
+
+    config: TrainConfig  # resolved: no None optimisation fields
+    loaded: models.LoadedModel
+    train: list[data.Encoded]
+    dev: list[data.Encoded]
+    test: list[data.Encoded]
+    test_examples: list[data.Example]
+    zero_shot: dict[str, tuple[list[data.Encoded], list[data.Example]]]
+    model_path: str
+
+
+@dataclass
+class Progress:
+    """The loop's state; saved in checkpoints (plus model/optimizer tensors)."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_dev_loss: float = math.inf
+    best_step: int = -1
+    evals_since_best: int = 0
+    wall_before: float = 0.0  # seconds spent in earlier (preempted) attempts
+    curves: dict[str, list[list[float]]] = field(
+        default_factory=lambda: {"train": [], "dev": [], "lr": []})
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; checked between steps."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = {}
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def uninstall(self):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+# ---- phase 0: identity -------------------------------------------------------------------------
+def resolve_identity(config: TrainConfig) -> tuple[TrainConfig, str]:
+    """Fill defaults, the X values of toy models and the run id. Returns (config, model folder).
+    Raises ConfigError when the model source does not resolve."""
+    config = config.resolved()
+    path = config.source
+    if world.is_toy_source(config.source):
+        try:
+            toy = world.resolve_model(config.source)
+        except world.WorldError as exc:
+            raise ConfigError(str(exc)) from None
+        path = toy.path
+        if config.model_params is None:
+            config.model_params = toy.model_params
+        if config.pretrain_tokens is None:
+            config.pretrain_tokens = toy.pretrain_tokens
+        # Defaults may depend on model size; re-resolve now that it is known.
+        config = config.resolved()
+    if config.run_id is None:
+        config.run_id = RunKey(config.model, config.method, config.pet_size, config.data_size,
+                               config.seed).run_id
+    return config, path
+
+
+def base_result(config: TrainConfig) -> results.RunResult:
+    run_id = config.run_id
+    if run_id is None:  # a failure before resolve_identity: derive it the same way
+        filled = config.resolved()
+        run_id = RunKey(config.model, config.method, filled.pet_size, config.data_size,
+                        config.seed).run_id
+    return results.RunResult(
+        study=config.study, run_id=run_id, model=config.model,
+        method=config.method, pet_size=config.pet_size if config.method != "fmt" else None,
+        data_size=config.data_size, seed=config.seed, model_params=config.model_params,
+        pretrain_tokens=config.pretrain_tokens, config=config.to_dict())
+
+
+# ---- phase 1+2: load and prepare -----------------------------------------------------------------
+def _splits(config: TrainConfig) -> tuple[dict[str, list[data.Example]], TrainConfig]:
+    if config.task:
+        try:
+            files = world.task_files(config.task)
+        except world.WorldError as exc:
+            raise ConfigError(str(exc)) from None
+        spec = world.TASKS[config.task]
+        config.template = config.template if config.template != "translate" else spec["template"]
+        config.source_lang = config.source_lang or spec["source_lang"]
+        config.target_lang = config.target_lang or spec["target_lang"]
+        fmt = "jsonl"
+        paths = files
+    else:
+        fmt = config.data_format
+        paths = {"train": config.train_path, "dev": config.dev_path, "test": config.test_path}
+    splits = {name: data.load_examples(p, fmt, config.source_field, config.target_field, name)
+              for name, p in paths.items()}
+    return splits, config
+
+
+def _first(items: list, n: int) -> list:
+    return items if n == 0 else items[:n]
+
+
+def prepare(config: TrainConfig, model_path: str) -> Prepared:
+    splits, config = _splits(config)
+    train_examples = data.subset(splits["train"], config.data_size, config.seed)
+    loaded = models.load(config, model_path, config.seed)
+    codec = loaded.codec
+    test_examples = _first(splits["test"], config.test_examples)
+    zero_shot = {}
+    for zs in config.zero_shot:
+        if zs.task:
+            try:
+                path, fmt = world.task_files(zs.task)["test"], "jsonl"
+            except world.WorldError as exc:
+                raise ConfigError(str(exc)) from None
+            lang = zs.source_lang or world.TASKS[zs.task]["source_lang"]
+        else:
+            path, fmt, lang = zs.path, config.data_format, zs.source_lang
+        examples = _first(data.load_examples(path, fmt, config.source_field, config.target_field, "test"),
+                          zs.examples)
+        zero_shot[zs.name] = (data.encode(examples, config, codec, source_lang=lang), examples)
+    return Prepared(
+        config=config, loaded=loaded,
+        train=data.encode(train_examples, config, codec),
+        dev=data.encode(_first(splits["dev"], config.dev_examples), config, codec),
+        test=data.encode(test_examples, config, codec),
+        test_examples=test_examples, zero_shot=zero_shot, model_path=model_path)
+
+
+# ---- phase 3: train ------------------------------------------------------------------------------
+def total_steps(config: TrainConfig) -> int:
+    """min(max_steps, ceil(max_epochs · D_f / batch)) — whichever limit comes first (paper §3.5)."""
+    by_epochs = math.ceil(config.max_epochs * config.data_size / config.batch_size)
+    return max(1, min(config.max_steps, by_epochs))
+
+
+def make_optimizer(model, config: TrainConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate,
+                             betas=(0.9, 0.999), eps=1e-8)
+
+
+def _config_digest(config: TrainConfig) -> str:
+    doc = config.to_dict()
+    for volatile in ("output_dir", "metrics_port", "threads", "log_interval"):
+        doc.pop(volatile, None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(folder: str, model, optimizer, progress: Progress, best_state, config) -> None:
+    """Atomically write what a resume needs to <folder>/state.pt."""
+    os.makedirs(folder, exist_ok=True)
+    state = {
+        "config_digest": _config_digest(config),
+        "progress": progress.__dict__,
+        "trainable": models.trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "best": best_state,
+        "rng": torch.get_rng_state(),
+    }
+    tmp = os.path.join(folder, "state.pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, os.path.join(folder, "state.pt"))
+
+
+def load_checkpoint(folder: str, model, optimizer, config, log) -> tuple[Progress, dict | None]:
+    path = os.path.join(folder, "state.pt")
+    if not os.path.exists(path):
+        return Progress(), None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config_digest"] != _config_digest(config):
+        log(f"checkpoint {path} belongs to a different config; starting afresh")
+        return Progress(), None
+    models.load_trainable_state(model, state["trainable"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    progress = Progress(**state["progress"])
+    log(f"resuming from step {progress.step} ({path})")
+    return progress, state["best"]
+
+
+def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | None, log,
+           started: float) -> tuple[Progress, int]:
+    """The loop. `started` is when this process began (for the wall time a checkpoint keeps)."""
+    config = prep.config
+    model = prep.loaded.model
+    optimizer = make_optimizer(model, config)
+    ckpt_dir = os.path.join(output_dir, "checkpoint") if output_dir else None
+    progress, best_state = (load_checkpoint(ckpt_dir, model, optimizer, config, log)
+                            if ckpt_dir else (Progress(), None))
+    model, optimizer = runtime.prepare(model, optimizer)
+    model.train()
+    pad = prep.loaded.codec.pad_id
+    steps = total_steps(config)
+    stream = data.BatchStream(len(prep.train), config.batch_size, config.seed)
+    window_tokens, window_start = 0, time.time()
+
+    def evaluate_dev():
+        loss = evaluate.target_nll(model, prep.dev, pad, runtime)
+        progress.curves["dev"].append([progress.step, loss])
+        metrics.set("ftscale_trainer_eval_loss", loss)
+        return loss
+
+    while progress.step < steps:
+        if stop.raised:
+            progress.wall_before += time.time() - started
+            if ckpt_dir:
+                save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
+                log(f"signal: checkpoint saved at step {progress.step} to {ckpt_dir}")
+            raise Interrupted(f"stopped by a signal at step {progress.step} of {steps}"
+                              + ("; checkpoint saved" if ckpt_dir else "; no output folder, nothing saved"))
+        lr = lr_at(progress.step, steps, config.learning_rate, config.warmup_steps, config.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = [prep.train[i] for i in stream.indices(progress.step)]
+        global_targets = sum(len(e.target_ids) for e in batch)
+        local = batch[runtime.rank::runtime.world_size]
+        input_ids, target_mask, labels = data.collate(local, pad)
+        with runtime.autocast():
+            logits = model(input_ids.to(runtime.device), target_mask.to(runtime.device))
+        nll = F.cross_entropy(logits.float(), labels.to(runtime.device), reduction="sum")
+        # Per-token mean over the GLOBAL batch; DDP averages gradients over ranks, hence × world.
+        loss = nll * runtime.world_size / global_targets
+        loss_value = float(loss.detach()) / runtime.world_size if runtime.world_size > 1 else float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(f"training loss is {loss_value} at step {progress.step} "
+                                f"(learning rate {lr:.3g}); lower learning_rate or use fp32")
+        runtime.backward(loss)
+        runtime.clip_and_step(model, optimizer, config.grad_clip)
+        optimizer.zero_grad(set_to_none=True)
+        batch_tokens = sum(e.length for e in batch)
+        progress.tokens_seen += batch_tokens
+        progress.step += 1
+        window_tokens += batch_tokens
+        metrics.set("ftscale_trainer_step", progress.step)
+        metrics.add("ftscale_trainer_tokens_seen_total", batch_tokens)
+        if progress.step % config.log_interval == 0 or progress.step == steps:
+            now = time.time()
+            rate = window_tokens / max(1e-9, now - window_start)
+            window_tokens, window_start = 0, now
+            progress.curves["train"].append([progress.step, loss_value])
+            progress.curves["lr"].append([progress.step, lr])
+            metrics.set("ftscale_trainer_train_loss", loss_value)
+            metrics.set("ftscale_trainer_learning_rate", lr)
+            metrics.set("ftscale_trainer_tokens_per_second", rate)
+            if runtime.device.type == "cuda":
+                metrics.set("ftscale_trainer_gpu_memory_bytes", torch.cuda.max_memory_allocated(runtime.device))
+        if progress.step % config.eval_interval == 0 or progress.step == steps:
+            dev_loss = evaluate_dev()
+            if dev_loss < progress.best_dev_loss:
+                progress.best_dev_loss, progress.best_step = dev_loss, progress.step
+                progress.evals_since_best = 0
+                best_state = models.trainable_state(runtime.unwrap(model))
+                metrics.set("ftscale_trainer_best_eval_loss", dev_loss)
+            else:
+                progress.evals_since_best += 1
+            log(f"step {progress.step}/{steps} train {loss_value:.4f} dev {dev_loss:.4f} "
+                f"best {progress.best_dev_loss:.4f}@{progress.best_step} lr {lr:.2e}")
+            if config.early_stopping_patience and progress.evals_since_best >= config.early_stopping_patience:
+                log(f"early stop: no better dev loss in {progress.evals_since_best} evaluations")
+                break
+        if ckpt_dir and config.checkpoint_interval and progress.step % config.checkpoint_interval == 0:
+            save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
+    # Checkpoint selection: the weights with the best dev loss (paper §3.6).
+    if best_state is not None:
+        models.load_trainable_state(runtime.unwrap(model), best_state)
+    return progress, steps
+
+
+# ---- phase 4: evaluate ---------------------------------------------------------------------------
+def _evaluate(prep: Prepared, runtime, result: results.RunResult, log) -> None:
+    model, codec, config = prep.loaded.model, prep.loaded.codec, prep.config
+    result.test_loss = evaluate.target_nll(model, prep.test, codec.pad_id, runtime)
+    if not math.isfinite(result.test_loss):
+        raise NonFiniteLoss(f"test loss is {result.test_loss}")
+    result.test_ppl = math.exp(min(result.test_loss, 700.0))
+    if config.generation:
+        n = config.generation_examples
+        hyps = evaluate.greedy_decode(model, prep.test[:n], codec, runtime, config.max_new_tokens)
+        refs = [e.target for e in prep.test_examples[:n]]
+        result.generation = evaluate.generation_scores(hyps, refs, config.generation)
+    for name, (encoded, examples) in prep.zero_shot.items():
+        scores = {"loss": evaluate.target_nll(model, encoded, codec.pad_id, runtime)}
+        scores["ppl"] = math.exp(min(scores["loss"], 700.0))
+        if config.generation:
+            n = config.generation_examples
+            hyps = evaluate.greedy_decode(model, encoded[:n], codec, runtime, config.max_new_tokens)
+            scores.update(evaluate.generation_scores(hyps, [e.target for e in examples[:n]],
+                                                     config.generation))
+        result.zero_shot[name] = {k: round(v, 6) for k, v in scores.items()}
+    log(f"test loss {result.test_loss:.4f} (ppl {result.test_ppl:.2f}) {result.generation or ''}"
+        f" {result.zero_shot or ''}")
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, log) -> results.RunResult:
+    """Run one finetuning condition and return its Succeeded result.
+
+    Raises ConfigError (bad config or missing model/data: exit 2), NonFiniteLoss, Interrupted,
+    or any runtime error; __main__ turns each into a Failed result and an exit code.
+    """
+    from ftscale_trainer.metrics import TrainerMetrics
+    from ftscale_trainer.runtime import make_runtime
+
+    wall_start = time.time()
+    config, model_path = resolve_identity(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    runtime = make_runtime(config.precision)
+    prep = prepare(config, model_path)  # phase 1+2: model, method, data subset, tokens
+    config = prep.config
+    labels = {"study": config.study, "run": config.run_id, "model": config.model,
+              "method": config.method, "data_size": config.data_size}
+    metrics = TrainerMetrics(labels, metrics_port if runtime.is_main else None)
+    stop = StopFlag()
+    stop.install()
+    try:
+        progress, steps = _train(prep, runtime, metrics, stop, output_dir, log, wall_start)  # 3
+        result = base_result(config)
+        _evaluate(prep, runtime, result, log)  # phase 4
+    finally:
+        stop.uninstall()
+        metrics.close()
+    # phase 5: report
+    result.best_dev_loss = progress.best_dev_loss
+    result.best_step = progress.best_step
+    result.trainable_params = prep.loaded.trainable_params
+    result.total_params = prep.loaded.total_params
+    result.tokens_seen = progress.tokens_seen
+    result.steps = progress.step
+    result.curves = progress.curves
+    result.device = runtime.describe()
+    # Earlier, preempted attempts count too: the cost of a run is all the time it took.
+    result.wall_seconds = round(progress.wall_before + (time.time() - wall_start), 3)
+    if output_dir and config.save_model and runtime.is_main:
+        _save_model(prep, runtime, os.path.join(output_dir, "model"))
+    return result
+
+
+def _save_model(prep: Prepared, runtime, folder: str) -> None:
+    """The selected (best-dev) weights: the whole model for fmt, the trainable tensors else."""
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    model = runtime.unwrap(prep.loaded.model)
+    if prep.config.method == "fmt" and isinstance(model, models.NativeTuned):
+        from ftscale_trainer.tiny_llama import save_pretrained
+
+        save_pretrained(model.base, folder)
+    else:
+        save_file({k: v.contiguous() for k, v in models.trainable_state(model).items()},
+                  os.path.join(folder, "trainable.safetensors"))
