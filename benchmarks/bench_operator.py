@@ -73,10 +73,13 @@ def free_port() -> int:
 
 def apiserver_requests(api: client.ApiClient) -> Counter:
     """apiserver_request_total as {(verb, group, resource, subresource): count}."""
-    resp = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
-                        _return_http_data_only=True)
+    request = api.param_serialize(method="GET", resource_path="/metrics", auth_settings=["BearerToken"],
+                                  header_params={"Accept": "text/plain"})
+    resp = api.call_api(*request)
+    text = resp.read().decode()
+    assert resp.status == 200, f"GET /metrics: {resp.status} {text[:200]}"
     out: Counter = Counter()
-    for family in text_string_to_metric_families(resp.data.decode()):
+    for family in text_string_to_metric_families(text):
         if family.name != "apiserver_request":
             continue
         for s in family.samples:

@@ -87,6 +87,10 @@ def main(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger().setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":
+        # kopf logs every handled watch event ("Handler ... succeeded") at INFO: thousands of
+        # lines per study. Keep its warnings and errors; our own logs say what happened.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     handlers.configure(settings, args.kubeconfig)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     asyncio.run(kopf.operator(

@@ -11,7 +11,7 @@ in DIR/study.yaml, or while a study is still running elsewhere (the report cover
 finished so far). Nothing is trained.
 
 Example:
-  ftscale report ftscale-work/demo
+  ftscale report runs/demo
 """
 
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", metavar="STUDY.yaml", help="a ScalingStudy manifest")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where runs, results and the report go "
-                             "(default: ./ftscale-work/<study name>)")
+                             "(default: ./runs/<study name>)")
     parser.add_argument("--parallel", type=int, metavar="N",
                         help="runs at once (default: one per GPU, or one per CPU core, "
                              "capped by spec.execution.maxParallelRuns)")

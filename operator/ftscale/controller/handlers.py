@@ -75,6 +75,22 @@ def pod_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any)
         reconciler.enqueue(_study_key(namespace, labels))
 
 
+# ---- credentials ----------------------------------------------------------------------------
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own watches use the same credentials as our API client: in-cluster, else the
+    --kubeconfig path (kopf's default login would read only $KUBECONFIG as it was at import)."""
+    cfg = load_api_client(KUBECONFIG).configuration
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+        username=cfg.username or None, password=cfg.password or None, scheme=scheme, token=token,
+        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+        trust_env=settings.networking.trust_env)
+
+
 # ---- lifecycle -------------------------------------------------------------------------------
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs: kopf.Index,

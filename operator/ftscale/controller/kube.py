@@ -55,20 +55,20 @@ class Kube:
 
     # ---- transport ----
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-                query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-        try:
-            response = self.api.call_api(
-                path, method, query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body, auth_settings=["BearerToken"], _preload_content=False,
-                _return_http_data_only=True)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"{method} {path}: not found") from None
-            if exc.status == 409:
-                raise Conflict(f"{method} {path}: {_reason(exc)}") from None
-            raise
-        data = response.data
+                query: list[tuple[str, str]] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        request = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body, auth_settings=["BearerToken"])
+        response = self.api.call_api(*request, _request_timeout=timeout)
+        data = response.read()
+        if response.status == 404:
+            raise NotFound(f"{method} {path}: not found")
+        if response.status == 409:
+            raise Conflict(f"{method} {path}: {_message(data, response.reason)}")
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status,
+                               reason=f"{method} {path}: {_message(data, response.reason)}")
         return json.loads(data) if data else {}
 
     # ---- Jobs (batch/v1) ----
@@ -169,8 +169,9 @@ class Kube:
             lease)
 
 
-def _reason(exc: ApiException) -> str:
+def _message(data: bytes | None, fallback: str | None) -> str:
+    """The API's Status message, else the HTTP reason."""
     try:
-        return json.loads(exc.body).get("message", exc.reason)
-    except (TypeError, ValueError):
-        return str(exc.reason)
+        return json.loads(data or b"").get("message") or str(fallback)
+    except (TypeError, ValueError, AttributeError):
+        return str(fallback)

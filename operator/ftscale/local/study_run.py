@@ -34,7 +34,7 @@ EXIT_INTERRUPTED = 130
 
 
 def default_workdir(study: Study) -> Path:
-    return Path("ftscale-work") / study.name
+    return Path("runs") / study.name
 
 
 def _local_source(source: str, base: Path, models_root: Path | None) -> str:

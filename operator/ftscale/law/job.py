@@ -1,0 +1,139 @@
+"""Fit-Job entry point: `python -m ftscale.law.job --input results.json --output DIR`.
+
+Input document (JSON; the operator puts it in a ConfigMap, `ftscale run` in its workdir):
+
+    {
+      "study":   "my-study",                       # name, for messages only
+      "law":     {...},                            # spec.law (LawOptions.from_spec keys)
+      "factors": {"fmt": [{"factor": "model_size", "x_column": "model_params",
+                           "run_ids": ["abc...", ...]}, ...], "lora": [...]},
+      "results": [<run-result documents, compact or full>]
+    }
+
+A run may be listed under several factors. Failed results and run ids without a result are
+skipped and counted. Output: DIR/fit.json (the full fit result), DIR/fit.md (report sections),
+DIR/*.png (plots); the compact summary (< 3 KB) goes to $TERMINATION_MESSAGE_PATH, else to
+/dev/termination-log when that exists, and to stdout. Exit 0 = fitted, 2 = bad input (message
+says what to fix), 1 = the fit itself failed. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ftscale.law.errors import FitError, LawInputError
+from ftscale.law.markdown import render_markdown
+from ftscale.law.options import LawOptions
+from ftscale.law.plots import plot_study
+from ftscale.law.study import FactorRows, fit_study
+from ftscale.results import ResultError, result_from_dict
+
+
+def build_factors(doc: dict) -> tuple[dict[str, list[FactorRows]], dict]:
+    """Factor tables from an input document; returns (factors_by_method, counts)."""
+    if not isinstance(doc, dict):
+        raise LawInputError("the input must be a JSON object with law, factors and results")
+    results = doc.get("results")
+    factors = doc.get("factors")
+    if not isinstance(results, list):
+        raise LawInputError("input has no 'results' list; put the run-result documents there")
+    if not isinstance(factors, dict) or not factors:
+        raise LawInputError("input has no 'factors' object; map each method to its factor "
+                            "tables: {method: [{factor, x_column, run_ids}]}")
+    rows_by_id, failed = {}, 0
+    for i, item in enumerate(results, 1):
+        try:
+            result = result_from_dict(item)
+        except ResultError as exc:
+            raise LawInputError(f"results[{i}] is not a valid run result ({exc}); fix or drop "
+                                "it") from None
+        if not result.ok:
+            failed += 1
+            continue
+        rows_by_id[result.run_id] = result.row()
+    out, missing = {}, 0
+    for method, tables in factors.items():
+        out[method] = []
+        for t in tables:
+            try:
+                ids = t["run_ids"]
+                rows = [rows_by_id[r] for r in ids if r in rows_by_id]
+                missing += sum(r not in rows_by_id for r in ids)
+                out[method].append(FactorRows(t["factor"], t["x_column"], rows))
+            except (KeyError, TypeError):
+                raise LawInputError(f"factors.{method}: each entry needs factor, x_column and "
+                                    "run_ids") from None
+    return out, {"failed_runs_skipped": failed, "runs_without_result": missing}
+
+
+def termination_path() -> Path | None:
+    env = os.environ.get("TERMINATION_MESSAGE_PATH")
+    if env:
+        return Path(env)
+    default = Path("/dev/termination-log")
+    return default if default.exists() else None
+
+
+def write_termination(text: str) -> None:
+    path = termination_path()
+    if path is None:
+        return
+    try:
+        path.write_text(text)
+    except OSError:
+        pass  # a read-only path must not turn a good fit into a failed Job
+
+
+def run(input_path: Path, output: Path) -> int:
+    try:
+        doc = json.loads(input_path.read_text())
+    except (OSError, ValueError) as exc:
+        return _fail(2, f"cannot read {input_path} as JSON ({exc}); give the fit input document")
+    try:
+        options = LawOptions.from_spec(doc.get("law") if isinstance(doc, dict) else None)
+        factors, counts = build_factors(doc)
+        sf = fit_study(factors, options)
+    except LawInputError as exc:
+        return _fail(2, str(exc))
+    except FitError as exc:
+        return _fail(1, str(exc))
+    output.mkdir(parents=True, exist_ok=True)
+    full = sf.to_dict()
+    full["study"] = doc.get("study")
+    full["input_counts"] = counts
+    (output / "fit.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=_none))
+    (output / "fit.md").write_text(render_markdown(sf))
+    plot_study(sf, output / "plots")
+    summary = sf.summary_json()
+    write_termination(summary)
+    print(summary)
+    return 0
+
+
+def _none(_):
+    return None
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"ftscale fit job: {message}", file=sys.stderr)
+    write_termination(json.dumps({"error": message[:2500]}))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftscale.law.job",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, type=Path, help="fit input document (JSON)")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="folder for fit.json, fit.md and plots/")
+    args = parser.parse_args(argv)
+    return run(args.input, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

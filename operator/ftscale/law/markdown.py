@@ -1,0 +1,145 @@
+"""Markdown sections of a study's fit, for the report (`ftscale report` embeds them)."""
+
+from __future__ import annotations
+
+from ftscale.law.model import ADDITIVE, MULTIPLICATIVE
+
+
+def _num(v, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.{digits}g}"
+
+
+def _with_ci(law, key: str) -> str:
+    value = law.params.values().get(key)
+    iv = law.intervals.get(key)
+    if iv:
+        return f"{_num(value)} [{_num(iv[0], 3)}, {_num(iv[1], 3)}]"
+    return _num(value)
+
+
+def render_markdown(study_fit) -> str:
+    """Sections: fitted laws with intervals, Δ_fit/Δ_held-out, multiplicative vs additive,
+    critical data sizes (with Eq. 3 coefficients), findings in plain words."""
+    sf = study_fit
+    opts = sf.options
+    level = int(round(opts.confidence * 100))
+    out = ["## Fitted scaling laws", ""]
+    out.append(f"Law: L̂(X, D_f) = A·X^−α·D_f^−β + E (multiplicative) and A·X^−α + B·D_f^−β + E "
+               f"(additive); Huber δ = {opts.delta:g} on {opts.residual} residuals, two-stage "
+               f"fit (β and E shared per method). Brackets: {level}% bootstrap percentile "
+               f"intervals over {opts.bootstrap} resamples of runs" if opts.bootstrap else
+               "Brackets: none (bootstrap off)")
+    out.append("")
+    out.append("| method | factor | form | A | α | β | E | B | Δ_fit | Δ_held-out | converged |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for law in sf.laws:
+        method = dict(law.group).get("method")
+        conv = "yes" if law.convergence.converged else \
+            f"**no** ({law.convergence.message[:40]})"
+        out.append(f"| {method} | {law.factor} | {law.form} | {_with_ci(law, 'A')} | "
+                   f"{_with_ci(law, 'alpha')} | {_with_ci(law, 'beta')} | {_with_ci(law, 'E')} | "
+                   f"{_with_ci(law, 'B') if law.form == ADDITIVE else '–'} | "
+                   f"{_num(law.delta_fit)} | {_num(law.delta_heldout)} | {conv} |")
+    out.append("")
+    if sf.single_laws:
+        out += ["### Single-variable laws (A·D_f^−β + E per X)", "",
+                "| method | factor | X | A | β | E | Δ_fit | Δ_held-out |", "|---|---|---|---|---|---|---|---|"]
+        for law in sf.single_laws:
+            out.append(f"| {dict(law.group).get('method')} | {law.factor} | {_num(law.x_value)} "
+                       f"| {_with_ci(law, 'A')} | {_with_ci(law, 'beta')} | {_with_ci(law, 'E')}"
+                       f" | {_num(law.delta_fit)} | {_num(law.delta_heldout)} |")
+        out.append("")
+    cmp_ = sf.comparison
+    out += ["## Multiplicative vs additive (mean absolute deviation on held-out runs)", ""]
+    if cmp_.get("per_factor"):
+        out += ["| method | factor | multiplicative | additive | better |", "|---|---|---|---|---|"]
+        for row in cmp_["per_factor"]:
+            out.append(f"| {row['method']} | {row['factor']} | {_num(row['multiplicative'])} | "
+                       f"{_num(row['additive'])} | {row['better'] or 'tie'} |")
+        out.append(f"| **mean** | | {_num(cmp_['mean_heldout_multiplicative'])} | "
+                   f"{_num(cmp_['mean_heldout_additive'])} | {cmp_['better_form'] or 'tie'} |")
+    else:
+        out.append("Not available: it needs both forms and held-out points.")
+    out.append("")
+    out += ["## Critical data sizes", "",
+            "Finetuning data size at which two methods' fitted laws predict equal loss "
+            "(multiplicative law; first crossing; interval over the bootstrap replicates that "
+            "cross the same number of times).", ""]
+    crit = [c for c in sf.critical if c["form"] == MULTIPLICATIVE]
+    if crit:
+        out += ["| methods | factor | X | critical D_f | interval | below → above |",
+                "|---|---|---|---|---|---|"]
+        for c in crit:
+            pair = " vs ".join(c["methods"])
+            if c["no_crossing"]:
+                out.append(f"| {pair} | {c['factor']} | {_num(c['x'])} | no crossing | – | "
+                           f"{c['better_everywhere']} better everywhere |")
+                continue
+            for r in c["crossings"]:
+                iv = r.get("interval")
+                ivs = f"[{_num(iv[0], 3)}, {_num(iv[1], 3)}]" if iv else "–"
+                out.append(f"| {pair} | {c['factor']} | {_num(c['x'])} | "
+                           f"{_num(r['data_size'])} | {ivs} | "
+                           f"{r['better_below']} → {r['better_above']} |")
+        out.append("")
+    else:
+        out += ["No method pair to compare.", ""]
+    if sf.eq3:
+        out += ["Eq. 3 coefficients (D_c = H·X^γ when the loss gap equals E1 − E2):", "",
+                "| methods | factor | log10 H | γ |", "|---|---|---|---|"]
+        for e in sf.eq3:
+            iv = e.get("intervals", {})
+            lh = _num(e["log10_H"]) + (f" [{_num(iv['log10_H'][0], 3)}, "
+                                       f"{_num(iv['log10_H'][1], 3)}]" if "log10_H" in iv else "")
+            g = _num(e["gamma"]) + (f" [{_num(iv['gamma'][0], 3)}, {_num(iv['gamma'][1], 3)}]"
+                                    if "gamma" in iv else "")
+            out.append(f"| {' vs '.join(e['methods'])} | {e['factor']} | {lh} | {g} |")
+        out.append("")
+    out += ["## Findings", ""] + [f"- {line}" for line in findings(sf)] + [""]
+    if sf.notes:
+        out += ["Notes:", ""] + [f"- {n}" for n in sf.notes] + [""]
+    return "\n".join(out)
+
+
+def findings(sf) -> list[str]:
+    """Plain-word statements derived from the numbers (no claim without its number)."""
+    lines = []
+    mult = [l for l in sf.laws if l.form == MULTIPLICATIVE]
+    bad = [l for l in sf.laws if not l.convergence.converged]
+    if bad:
+        lines.append(f"{len(bad)} fit(s) did not converge: " + ", ".join(
+            f"{dict(l.group).get('method')}/{l.factor}/{l.form}" for l in bad)
+            + " — treat their parameters with suspicion.")
+    for method in sf.methods:
+        m = {l.factor: l for l in mult if dict(l.group).get("method") == method}
+        if "model_size" in m and "pretrain_tokens" in m:
+            am, ap = m["model_size"].params.alpha, m["pretrain_tokens"].params.alpha
+            word = "more" if am > ap else "less"
+            lines.append(f"{method}: model size matters {word} than pretraining data "
+                         f"(α_m = {am:.3g} vs α_p = {ap:.3g}).")
+        if "pet_size" in m:
+            at = m["pet_size"].params.alpha
+            iv = m["pet_size"].intervals.get("alpha")
+            ivs = f" [{iv[0]:.2g}, {iv[1]:.2g}]" if iv else ""
+            lines.append(f"{method}: PET-size exponent α_t = {at:.3g}{ivs} — "
+                         + ("scaling PET parameters is ineffective." if abs(at) < 0.01
+                            else "PET size has a measurable effect."))
+    betas = {dict(l.group).get("method"): l.params.beta for l in mult}
+    if len(betas) > 1:
+        order = sorted(betas.items(), key=lambda kv: -kv[1])
+        lines.append("finetuning data helps most for " + ", then ".join(
+            f"{k} (β = {v:.3g})" for k, v in order) + ".")
+    cmp_ = sf.comparison
+    if cmp_.get("better_form"):
+        lines.append(f"the {cmp_['better_form']} law extrapolates better on average (held-out "
+                     f"MAD {cmp_['mean_heldout_multiplicative']:.4g} multiplicative vs "
+                     f"{cmp_['mean_heldout_additive']:.4g} additive; wins "
+                     f"{cmp_['multiplicative_wins']} vs {cmp_['additive_wins']}).")
+    for c in sf.critical:
+        if c["form"] == MULTIPLICATIVE and c["crossings"]:
+            r = c["crossings"][0]
+            lines.append(f"at {c['factor']} X = {c['x']:.3g}: {r['better_below']} is better "
+                         f"below ≈ {r['data_size']:.3g} examples, {r['better_above']} above.")
+    return lines
