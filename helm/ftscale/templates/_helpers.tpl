@@ -129,6 +129,8 @@ The operator's settings (ftscale.controller.settings.OperatorSettings reads FTSC
 {{- define "ftscale.operator.env" -}}
 - name: FTSCALE_TRAINER_IMAGE
   value: {{ include "ftscale.image" (dict "image" .Values.trainer.image "root" .) | quote }}
+- name: FTSCALE_TRAINER_METRICS_PORT
+  value: {{ .Values.trainer.metricsPort | quote }}
 - name: FTSCALE_NAMESPACES
   value: {{ join "," (.Values.operator.watchNamespaces | uniq) | quote }}
 - name: FTSCALE_METRICS_PORT
