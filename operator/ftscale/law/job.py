@@ -29,7 +29,7 @@ from ftscale.law.errors import FitError, LawInputError
 from ftscale.law.markdown import render_markdown
 from ftscale.law.options import LawOptions
 from ftscale.law.plots import plot_study
-from ftscale.law.study import FactorRows, fit_study
+from ftscale.law.study import FactorRows, fit_study, json_safe
 from ftscale.results import ResultError, result_from_dict
 
 
@@ -105,17 +105,14 @@ def run(input_path: Path, output: Path) -> int:
     full = sf.to_dict()
     full["study"] = doc.get("study")
     full["input_counts"] = counts
-    (output / "fit.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=_none))
+    (output / "fit.json").write_text(json.dumps(json_safe(full), indent=2, sort_keys=True,
+                                               allow_nan=False))
     (output / "fit.md").write_text(render_markdown(sf))
     plot_study(sf, output / "plots")
     summary = sf.summary_json()
     write_termination(summary)
     print(summary)
     return 0
-
-
-def _none(_):
-    return None
 
 
 def _fail(code: int, message: str) -> int:

@@ -82,7 +82,7 @@ class StudyFit:
         }
 
     def to_json(self) -> str:
-        return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False)
+        return json.dumps(json_safe(self.to_dict()), indent=2, sort_keys=True, allow_nan=False)
 
     def to_summary(self, limit: int = SUMMARY_LIMIT) -> dict:
         """Compact summary for a termination message (under `limit` bytes as JSON).
@@ -140,16 +140,17 @@ def _sig(value, digits: int = 8):
 
 
 def _compact(doc) -> str:
-    return json.dumps(_finite(doc), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return json.dumps(json_safe(doc), separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
-def _finite(obj):
+def json_safe(obj):
+    """Replace non-finite floats (not valid JSON) by None, recursively."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
