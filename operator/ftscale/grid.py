@@ -20,6 +20,7 @@ Also here, because both executors need them and they depend only on the spec:
 from __future__ import annotations
 
 import copy
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -339,3 +340,33 @@ def law_options_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if "factors" in held:
         held["factors"] = {FACTOR_KEYS[name]: sub for name, sub in held["factors"].items()}
     return law
+
+
+# The X column of each factor in result rows (ftscale.results.RunResult.row()).
+X_COLUMNS = {MODEL_SIZE: "model_params", PRETRAIN_TOKENS: "pretrain_tokens",
+             PET_SIZE: "pet_size"}
+
+
+def fit_job_input(study_name: str, spec: dict[str, Any], results: Iterable[Any]) -> dict[str, Any]:
+    """The input document of the fit (`python -m ftscale.law.job --input`, and `ftscale run`):
+    {"study", "law", "factors": {method: [{factor, x_column, run_ids}]}, "results"}.
+
+    `results` are RunResults (or result dicts of the contract); only succeeded runs of the
+    current grid decide factor membership, so a study that is still running, or one with
+    failed runs, gets the factors its finished runs can support.
+    """
+    from ftscale.results import RunResult, result_from_dict  # local: keep grid import-light
+
+    parsed = [r if isinstance(r, RunResult) else result_from_dict(r) for r in results]
+    in_grid = {p.run_id for p in expand(spec)}
+    usable = [r for r in parsed if r.ok and r.run_id in in_grid]
+    membership = factor_membership(spec, usable)
+    factors = {method: [{"factor": factor, "x_column": X_COLUMNS[factor], "run_ids": ids}
+                        for factor, ids in groups.items()]
+               for method, groups in membership.items()}
+    return {
+        "study": study_name,
+        "law": law_options_spec(spec),
+        "factors": factors,
+        "results": [json.loads(r.to_compact_json()) for r in parsed if r.run_id in in_grid],
+    }

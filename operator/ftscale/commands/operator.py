@@ -91,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
         # kopf logs every handled watch event ("Handler ... succeeded") at INFO: thousands of
         # lines per study. Keep its warnings and errors; our own logs say what happened.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # Each liveness probe would log twice (the probe activity and the HTTP access line).
+        logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     handlers.configure(settings, args.kubeconfig)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     asyncio.run(kopf.operator(

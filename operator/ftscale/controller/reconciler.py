@@ -190,6 +190,11 @@ class Reconciler:
         memory = self.studies.get(key)
         if memory is None or memory.body is None:
             return None
+        wait = memory.last_status_write + self.settings.write_interval_seconds - time.monotonic()
+        if wait > 0:
+            # Too soon after the last status write: gather what happens meanwhile into one pass.
+            self.enqueue(key, wait)
+            return None
         started = time.perf_counter()
         body = memory.body
         meta = body.get("metadata") or {}

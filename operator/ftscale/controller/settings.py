@@ -50,6 +50,10 @@ class OperatorSettings:
     # Collect triggers for this long before a reconcile pass, so that a burst of Job events
     # (many runs finishing together) costs one status write, not one per run.
     batch_seconds: float = 0.25
+    # At most one status write per study in this interval: under a stream of finishing runs
+    # a pass then records all of them at once (fewer API writes per run); it bounds the added
+    # harvest latency too.
+    write_interval_seconds: float = 1.0
     # Full re-reconcile of every study at this interval, even without events (a safety net).
     resync_seconds: float = 60.0
     # Studies reconciled concurrently.

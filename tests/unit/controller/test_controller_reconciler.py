@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from dataclasses import replace
 
 from ftscale.controller.kube import Conflict
 from ftscale.controller.metrics import OperatorMetrics
@@ -53,9 +54,9 @@ def body(s, status=None, rv="5"):
                          "resourceVersion": rv}, "spec": s, "status": status or {}}
 
 
-def make(kube, jobs=(), pods=()):
-    r = Reconciler(SETTINGS, kube, OperatorMetrics(), lambda key: list(jobs), lambda key: list(pods))
-    return r
+def make(kube, jobs=(), pods=(), interval=0.0):
+    settings = replace(SETTINGS, write_interval_seconds=interval)
+    return Reconciler(settings, kube, OperatorMetrics(), lambda key: list(jobs), lambda key: list(pods))
 
 
 def test_harvest_writes_configmap_then_status_then_ttl():
@@ -106,3 +107,15 @@ def test_an_older_watch_event_never_replaces_a_newer_own_write():
     r.observe_study("ADDED", body(s, rv="20", status={"results": [{"runId": "x", "phase": "Succeeded"}]}))
     r.observe_study("MODIFIED", body(s, rv="19"))
     assert r.studies[KEY].body["metadata"]["resourceVersion"] == "20"
+
+
+def test_status_writes_are_spaced_by_the_write_interval():
+    s = spec()
+    kube = FakeKube()
+    r = make(kube, interval=30.0)
+    r.observe_study("ADDED", body(s))
+    asyncio.run(r.reconcile(KEY))
+    assert [c[0] for c in kube.calls].count("status") == 1
+    kube.calls.clear()
+    assert asyncio.run(r.reconcile(KEY)) is None  # deferred, not dropped: requeued
+    assert kube.calls == [] and KEY in r._due

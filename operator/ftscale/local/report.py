@@ -1,0 +1,306 @@
+"""Fit a workdir's results and write its report: report.md, fit.json, plots/*.png.
+
+The fit is the law engine's study protocol (ftscale.law.fit_study) on the same input document
+the cluster's fit Job reads (ftscale.grid.fit_job_input), so a laptop study and a cluster study
+with the same results get the same fit. The report wraps the engine's sections (fitted laws
+with intervals, Δ_fit/Δ_held-out, multiplicative vs additive, critical data sizes, findings)
+with what only the executor knows: the grid, the results table, failed runs, timings, and a
+plot comparing the methods on each model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from ftscale import grid
+from ftscale.local.workdir import Workdir, write_atomic
+from ftscale.results import RunResult
+from ftscale.spec import Study
+
+# A fit that the data cannot support raises LawInputError naming "<method>/<factor>"; the
+# report drops that factor and fits the rest, at most this many times.
+MAX_DROPPED_FACTORS = 12
+
+
+# ---- the fit ---------------------------------------------------------------------------------
+def fit_results(study: Study, results: list[RunResult], progress: TextIO | None = None):
+    """(StudyFit or None, notes). Factors the finished runs cannot support are dropped with a
+    note instead of failing the whole fit (a study still running, failed runs)."""
+    from ftscale.law import LawInputError, LawOptions, fit_study
+    from ftscale.law.job import build_factors
+
+    doc = grid.fit_job_input(study.name, study.spec, results)
+    notes: list[str] = []
+    if not doc["factors"]:
+        return None, ["no factor has runs at two or more X values yet: nothing to fit"]
+    options = LawOptions.from_spec(doc["law"])
+    factors, counts = build_factors(doc)
+    bar = None
+    if progress is not None and options.bootstrap:
+        from tqdm import tqdm
+        n_forms = len([f for f in options.forms if f != "single"])
+        bar = tqdm(total=options.bootstrap * len(factors), desc="fit (bootstrap)",
+                   unit="resample", file=progress, leave=False) if n_forms else None
+    try:
+        for _ in range(MAX_DROPPED_FACTORS + 1):
+            if not any(factors.values()):
+                return None, notes + ["no factor could be fitted"]
+            try:
+                if bar is not None:
+                    bar.reset()
+                return fit_study(factors, options, progress=bar.update if bar else None), notes
+            except LawInputError as exc:
+                dropped = _drop_named_factor(factors, str(exc))
+                if dropped is None:
+                    raise
+                notes.append(f"{dropped} left out of the fit: {exc}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return None, notes
+
+
+def _drop_named_factor(factors: dict, message: str) -> str | None:
+    for method, tables in factors.items():
+        for table in tables:
+            if re.search(rf"\b{re.escape(method)}/{re.escape(table.factor)}\b", message):
+                tables.remove(table)
+                if not tables:
+                    del factors[method]
+                return f"{method}/{table.factor}"
+    return None
+
+
+# ---- tables ----------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+def _size_label(method: str, size: int | None) -> str:
+    if size is None:
+        return method
+    return f"{method} r={size}" if method == "lora" else f"{method} |P|={size}"
+
+
+def results_table(runs: list[grid.PlannedRun], results: dict[str, RunResult],
+                  metric: str = "test_loss") -> list[str]:
+    """Markdown pivot: one row per (model, method, PET size), one column per data size; cells
+    are seed means (± sd when there are several seeds; '·' for runs without a result)."""
+    data_sizes = sorted({r.key.data_size for r in runs})
+    cells: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    xs: dict[str, int | None] = {}
+    row_keys: list[tuple] = []
+    for run in runs:
+        k = run.key
+        row = (k.model, k.method, k.pet_size)
+        if row not in cells:
+            row_keys.append(row)
+        cells[row]  # noqa: B018 - creates the row so runs without results still show
+        result = results.get(run.run_id)
+        if result is None or not result.ok:
+            continue
+        xs.setdefault(k.model, result.model_params)
+        value = result.test_loss if metric == "test_loss" else result.generation.get(metric)
+        if value is not None:
+            cells[row][k.data_size].append(value)
+    header = "| model | X_m | method | " + " | ".join(f"D={d}" for d in data_sizes) + " |"
+    lines = [header, "|---|---|---|" + "---|" * len(data_sizes)]
+    for row in row_keys:
+        model, method, size = row
+        out = []
+        for d in data_sizes:
+            values = cells[row].get(d)
+            if not values:
+                out.append("·" if any(r.key.data_size == d and (r.key.model, r.key.method,
+                                                                  r.key.pet_size) == row
+                                      for r in runs) else "")
+            elif len(values) == 1:
+                out.append(_fmt(values[0]))
+            else:
+                out.append(f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values), 2)}")
+        lines.append(f"| {model} | {_fmt(xs.get(model), 3)} | {_size_label(method, size)} | "
+                     + " | ".join(out) + " |")
+    return lines
+
+
+def failed_table(runs: list[grid.PlannedRun], results: dict[str, RunResult]) -> list[str]:
+    failed = [(r, results[r.run_id]) for r in runs
+              if r.run_id in results and not results[r.run_id].ok]
+    if not failed:
+        return []
+    lines = ["| run | model | method | D | seed | reason | message |", "|---|---|---|---|---|---|---|"]
+    for run, res in failed:
+        msg = (res.message or "").replace("|", "/").replace("\n", " ")[:200]
+        lines.append(f"| {run.run_id} | {run.key.model} | {_size_label(run.key.method, run.key.pet_size)}"
+                     f" | {run.key.data_size} | {run.key.seed} | {res.reason} | {msg} |")
+    return lines
+
+
+# ---- the methods-per-model plot ----------------------------------------------------------------
+def plot_methods(runs: list[grid.PlannedRun], results: dict[str, RunResult], study_fit,
+                 path: Path) -> Path | None:
+    """One panel per model: each method's seed-mean test loss against D, with its fitted
+    multiplicative model-size law when there is one — where the curves cross is the critical
+    data size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    defaults = {}
+    for run in runs:
+        defaults.setdefault(run.key.method, grid.default_size(run.method))
+    points: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    x_of: dict[str, float] = {}
+    for run in runs:
+        res = results.get(run.run_id)
+        if res is None or not res.ok or run.key.pet_size != defaults[run.key.method]:
+            continue
+        points[run.key.model][run.key.method][run.key.data_size].append(res.test_loss)
+        if res.model_params:
+            x_of[run.key.model] = res.model_params
+    models = [m for m in dict.fromkeys(r.key.model for r in runs) if m in points]
+    if not models:
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False,
+                             sharey=True)
+    colors = {"fmt": "tab:blue", "lora": "tab:orange", "prompt": "tab:green"}
+    all_d = [d for m in points.values() for per in m.values() for d in per]
+    d_grid = np.geomspace(min(all_d) / 1.3, max(all_d) * 1.3, 100)
+    for ax, model in zip(axes[0], models):
+        for method, per in points[model].items():
+            ds = sorted(per)
+            ax.plot(ds, [statistics.mean(per[d]) for d in ds], "o", color=colors.get(method),
+                    label=_size_label(method, defaults[method]))
+            law = study_fit.law(method, grid.MODEL_SIZE) if study_fit is not None else None
+            if law is not None and model in x_of:
+                ax.plot(d_grid, law.params.predict(x_of[model], d_grid), "-",
+                        color=colors.get(method), alpha=0.7)
+        ax.set_xscale("log")
+        title = model + (f"  (X_m = {x_of[model]:.3g})" if model in x_of else "")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("finetuning examples D_f")
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0][0].set_ylabel("test loss (nats/token)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("methods compared on each model (points: runs; lines: fitted "
+                 "multiplicative law)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- the report --------------------------------------------------------------------------------
+def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
+                 results: dict[str, RunResult], *, metrics=None,
+                 out: TextIO = sys.stdout) -> Path:
+    """Fit, then write fit.json, plots/ and report.md into the workdir; returns report.md."""
+    from ftscale.law import plot_study, render_markdown
+
+    results = {r.run_id: results[r.run_id] for r in runs if r.run_id in results}
+    ok = [r for r in results.values() if r.ok]
+    started = time.monotonic()
+    study_fit, notes = (None, ["no succeeded runs yet"]) if not ok else \
+        fit_results(study, list(results.values()), progress=sys.stderr)
+    fit_seconds = time.monotonic() - started
+    if wd.plots_dir.exists():
+        for old in wd.plots_dir.glob("*.png"):
+            old.unlink()
+    plots: list[Path] = []
+    if study_fit is not None:
+        write_atomic(wd.fit_file, study_fit.to_json())
+        plots = plot_study(study_fit, wd.plots_dir)
+        if metrics is not None:
+            metrics.fit_done(_fit_parameters(study_fit))
+    elif metrics is not None:
+        metrics.fit_done(None, failed=True)
+    overview = plot_methods(runs, results, study_fit, wd.plots_dir / "methods_per_model.png")
+    if overview:
+        plots.insert(0, overview)
+
+    spec = study.spec
+    n_failed = len(results) - len(ok)
+    wall = sum(r.wall_seconds or 0 for r in results.values())
+    devices = sorted({r.device for r in ok if r.device})
+    methods = ", ".join(
+        _size_label(m["name"], None) + (f" (sizes {', '.join(map(str, m['sizes']))})"
+                                        if m.get("sizes") else "") for m in spec["methods"])
+    lines = [
+        f"# Scaling study `{study.name}`",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by ftscale from "
+        f"`{wd.study_file}`.",
+        "",
+        f"- **task**: {spec['task']['name']}; **models**: "
+        + ", ".join(m["name"] for m in spec["models"])
+        + f"; **methods**: {methods}",
+        f"- **data sizes** D_f: {', '.join(map(str, sorted({r.key.data_size for r in runs})))};"
+        f" **seeds**: {', '.join(map(str, spec['seeds']))}",
+        f"- **runs**: {len(runs)} in the grid, {len(ok)} succeeded, {n_failed} failed, "
+        f"{len(runs) - len(results)} not finished",
+        f"- **compute**: {wall / 60:.1f} min of run time in all"
+        + (f" on {', '.join(devices)}" if devices else "") + f"; fit {fit_seconds:.0f} s",
+        "",
+        "The fitted quantity is the test loss: per-token negative log-likelihood (nats) of the "
+        "target, at the checkpoint with the best dev loss (the paper's protocol), averaged "
+        "over seeds.",
+        "",
+        "## Results: test loss (nats/token)",
+        "",
+        *results_table(runs, results),
+        "",
+    ]
+    for metric in spec.get("evaluation", {}).get("generation", {}).get("metrics", []):
+        lines += [f"### {metric} (greedy decoding, sample of the test set)", "",
+                  *results_table(runs, results, metric), ""]
+    failed = failed_table(runs, results)
+    if failed:
+        lines += ["### Failed runs", "", *failed, ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for p in plots:
+            lines += [f"![{p.stem}](plots/{p.name})", ""]
+    if study_fit is not None:
+        lines += [render_markdown(study_fit), ""]
+    else:
+        lines += ["## Fitted scaling laws", "", "No law was fitted.", ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    lines += [
+        "## Files",
+        "",
+        "- `fit.json`: the full fit (unrounded parameters, bootstrap intervals, convergence, "
+        "critical data sizes)",
+        "- `results.jsonl`: one result per run — `ftscale fit results.jsonl` fits it again",
+        "- `runs/<run id>/`: each run's trainer config, log and full result (with loss curves)",
+        f"- re-render after editing `law` in study.yaml: `ftscale report {wd.root}`",
+        "",
+    ]
+    write_atomic(wd.report_file, "\n".join(lines))
+    for n in notes:
+        print(f"note: {n}", file=out)
+    return wd.report_file
+
+
+def _fit_parameters(study_fit) -> list[dict[str, Any]]:
+    out = []
+    for law in study_fit.laws:
+        method = dict(law.group).get("method")
+        for name, value in law.params.values().items():
+            if value is not None and math.isfinite(value):
+                out.append({"method": method, "factor": law.factor, "form": law.form,
+                            "parameter": name, "value": value})
+    return out
