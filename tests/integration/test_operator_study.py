@@ -55,9 +55,10 @@ def test_happy_path_runs_harvests_fits_and_lets_ttl_delete_jobs(
     # the fit Job: created once every run is terminal, reading the results ConfigMap
     fit_pod = wait_until(lambda: running_pods(core_api, namespace, "happy", "fit"), 60, "fit pod")[0]
     cm = core_api.read_namespaced_config_map("happy-results", namespace)
-    assert {f"{r['runId']}.json" for r in results} <= set(cm.data)
-    fit_input = json.loads(cm.data[names.FIT_INPUT_FILE])
-    assert len(fit_input["results"]) == 4 and fit_input["spec"]["dataSizes"] == [100, 200]
+    assert {f"{r['runId']}.json" for r in results} == set(cm.data)
+    fit_input = json.loads(core_api.read_namespaced_config_map("happy-fit-input", namespace).data[names.FIT_INPUT_FILE])
+    assert len(fit_input["results"]) == 4
+    assert [t["factor"] for t in fit_input["factors"]["fmt"]] == ["model_size"]
     assert fit_pod.spec.automount_service_account_token is False
     finish(core_api, fit_pod, "happy", message=FIT_SUMMARY)
     study = wait_until(lambda: (s := get_study(custom_objects_api, namespace, "happy"))

@@ -65,6 +65,12 @@ def results_configmap_name(study: str) -> str:
     return f"{study}-results"
 
 
+def fit_input_configmap_name(study: str) -> str:
+    """The ConfigMap the fit Job reads its input from (apart from the results ConfigMap: each
+    has its own 1 MiB budget, and 2,000 results must fit in each)."""
+    return f"{study}-fit-input"
+
+
 def fit_job_name(study: str, input_digest: str) -> str:
     """`<study>-<10 chars>`: the same shape as run Job names (fits 63 characters), derived from
     the fit input digest so that a re-fit after a grid extension is a new, deterministic Job."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping
 
 from ftscale import results as rc
+from ftscale.grid import fit_job_input
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
 from ftscale.controller.harvest import harvest_fit, harvest_run, harvest_succeeded_pod
@@ -35,7 +36,6 @@ STUDY_PENDING, STUDY_RUNNING, STUDY_FITTING, STUDY_FITTED, STUDY_FAILED = (
 # 2,000 runs; the full message is in the results ConfigMap and the Event).
 STATUS_MESSAGE_LIMIT = 200
 
-FIT_INPUT_SCHEMA = "ftscale.io/fit-input/v1"
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,29 @@ def fit_input_digest(spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def slim_result(result: rc.RunResult) -> dict[str, Any]:
+    """The compact result without None/empty fields (the contract's parser fills them back):
+    2,000 of them stay inside one ConfigMap's 1 MiB."""
+    return _slim(json.loads(result.to_compact_json()))
+
+
+# RunResult fields without a default: kept even when None (pet_size of fmt runs).
+_KEEP = {"study", "run_id", "model", "method", "pet_size", "data_size", "seed"}
+
+
+def _slim(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k in _KEEP or (v is not None and v != {})}
+
+
 def fit_input_document(study: str, spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any]],
                        digest: str) -> dict[str, Any]:
-    """The document the fit Job reads (`python -m ftscale.law.job --input`): the study spec
-    (law options, models, methods: what decides factor membership) and one compact result per
-    terminal run. Built from status.results, the durable record, so that it is complete even
-    when run Jobs are long gone."""
-    return {
-        "schema": FIT_INPUT_SCHEMA,
-        "study": study,
-        "inputDigest": digest,
-        "spec": dict(spec),
-        "results": [json.loads(result_from_entry(study, e).to_compact_json()) for e in entries],
-    }
+    """The document the fit Job reads (`python -m ftscale.law.job --input`), made by
+    ftscale.grid.fit_job_input — the same builder `ftscale run` uses — from status.results, the
+    durable record, so it is complete even when run Jobs are long gone."""
+    doc = fit_job_input(study, dict(spec), [result_from_entry(study, e) for e in entries])
+    doc["results"] = [_slim(r) for r in doc["results"]]
+    doc["inputDigest"] = digest
+    return doc
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -377,7 +387,8 @@ def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView, ttl: int |
     """A newly harvested run: its ConfigMap entry, TTL (applied after the status write), Event."""
     result = got.result
     out.run_phases[run.run_id] = result.outcome
-    out.results_data[f"{run.run_id}.json"] = result.to_compact_json()
+    out.results_data[f"{run.run_id}.json"] = json.dumps(slim_result(result), sort_keys=True,
+                                                        separators=(",", ":"))
     out.harvested.append(Harvested(run.run_id, name, result, got.finished_at))
     if ttl is not None and job.ttl is None and not job.deleting:
         out.ttl_patches.append((name, int(ttl)))

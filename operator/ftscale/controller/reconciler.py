@@ -258,9 +258,8 @@ class Reconciler:
         # 5. the fit
         if status_durable and decided.fit_job is not None:
             data = {names.FIT_INPUT_FILE: json.dumps(decided.fit_input, sort_keys=True, separators=(",", ":"))}
-            await self._call(self.kube.put_configmap_data, results_configmap(ref, {}), data,
-                             memory.configmap_exists)
-            memory.configmap_exists = True
+            await self._call(self.kube.put_configmap_data,
+                             results_configmap(ref, {}, names.fit_input_configmap_name(ref.name)), data, False)
             await self._call(self.kube.create_job, decided.fit_job)
             memory.expected[decided.fit_job["metadata"]["name"]] = time.monotonic()
             log.info("study %s/%s: every run is terminal; fit Job %s created", ns, ref.name,

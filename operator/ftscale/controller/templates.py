@@ -248,11 +248,12 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     }
 
 
-def results_configmap(study: StudyRef, data: Mapping[str, str]) -> dict[str, Any]:
+def results_configmap(study: StudyRef, data: Mapping[str, str], name: str | None = None) -> dict[str, Any]:
     """The study's results ConfigMap: one key `<run id>.json` per harvested run (its compact
-    result JSON), plus the fit input document once every run is terminal."""
+    result JSON, None fields left out). With `name`: another ConfigMap of the study (the fit
+    input)."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": names.results_configmap_name(study.name), "namespace": study.namespace,
+            "metadata": {"name": name or names.results_configmap_name(study.name), "namespace": study.namespace,
                          "labels": common_labels(study.name, names.COMPONENT_RUN),
                          "ownerReferences": [study.owner_reference()]},
             "data": dict(data)}
@@ -270,7 +271,7 @@ def fit_job(study: StudyRef, spec: Mapping[str, Any], input_digest: str,
     output = (f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/fit" if results
               else f"{names.TMP_DIR}/fit")
     input_volume = {"name": "fit-input", "configMap": {
-        "name": names.results_configmap_name(study.name),
+        "name": names.fit_input_configmap_name(study.name),
         "items": [{"key": names.FIT_INPUT_FILE, "path": names.FIT_INPUT_FILE}]}}
     container = {
         "name": names.FIT_CONTAINER,

@@ -208,7 +208,7 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
                  results: dict[str, RunResult], *, metrics=None,
                  out: TextIO = sys.stdout) -> Path:
     """Fit, then write fit.json, plots/ and report.md into the workdir; returns report.md."""
-    from ftscale.law import plot_study, render_markdown
+    from ftscale.law import render_markdown
 
     results = {r.run_id: results[r.run_id] for r in runs if r.run_id in results}
     ok = [r for r in results.values() if r.ok]
@@ -222,7 +222,7 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
     plots: list[Path] = []
     if study_fit is not None:
         write_atomic(wd.fit_file, study_fit.to_json())
-        plots = plot_study(study_fit, wd.plots_dir)
+        plots = _plot_fit(study_fit, wd.plots_dir, notes)
         if metrics is not None:
             metrics.fit_done(_fit_parameters(study_fit))
     elif metrics is not None:
@@ -293,6 +293,23 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
     for n in notes:
         print(f"note: {n}", file=out)
     return wd.report_file
+
+
+def _plot_fit(study_fit, outdir: Path, notes: list[str]) -> list[Path]:
+    """The law engine's charts (as ftscale.law.plot_study draws them), each family guarded: a
+    chart that cannot be drawn costs a note in the report, never the report itself."""
+    from ftscale.law.plots import plot_critical_sets, plot_laws
+
+    paths: list[Path] = []
+    for what, draw in (("law charts", lambda: plot_laws(
+            list(study_fit.laws) + list(study_fit.single_laws), outdir)),
+                       ("critical-data-size charts", lambda: plot_critical_sets(
+                           study_fit.critical, outdir))):
+        try:
+            paths += draw()
+        except Exception as exc:  # noqa: BLE001 - a plotting bug must not lose the report
+            notes.append(f"the {what} could not be drawn ({type(exc).__name__}: {exc})")
+    return paths
 
 
 def _fit_parameters(study_fit) -> list[dict[str, Any]]:

@@ -153,8 +153,13 @@ def test_every_run_terminal_creates_the_fit_input_and_job_once():
     assert p.status["runsSucceeded"] == 8 and p.fit_job is not None
     fit_name = p.fit_job["metadata"]["name"]
     assert p.fit_job["metadata"]["labels"][names.LABEL_COMPONENT] == "fit"
-    assert p.fit_input["schema"] == "ftscale.io/fit-input/v1"
+    # the law job's input (ftscale.grid.fit_job_input): model-size factor of fmt and lora
     assert {r["run_id"] for r in p.fit_input["results"]} == {r.run_id for r in grid}
+    assert {t["factor"] for t in p.fit_input["factors"]["fmt"]} == {"model_size"}
+    assert p.fit_input["factors"]["fmt"][0]["x_column"] == "model_params"
+    from ftscale.law.job import build_factors
+    tables, counts = build_factors(p.fit_input)
+    assert len(tables["fmt"][0].rows) == 4 and counts["failed_runs_skipped"] == 0
     assert p.status["phase"] == "Fitting"
     # next pass: status has the results, Jobs may be gone; fit Job exists and runs
     fit_running = job(None, component=names.COMPONENT_FIT, name=fit_name)
@@ -275,3 +280,14 @@ def test_a_failed_pod_of_an_unfinished_job_waits_for_the_jobs_verdict():
     j = job(grid[0])
     p = run_plan(jobs=[j], pods=[pod(j.name, grid[0], phase="Failed", exit_code=1, message="boom")])
     assert p.harvested == [] and p.run_phases[grid[0].run_id] in ("Queued", "Running")
+
+
+def test_two_thousand_results_fit_in_one_configmap():
+    grid = runs()
+    full = result(grid[0], generation={"bleu": 12.3456}, tokens_seen=123456789, steps=20000,
+                  total_params=1234567890, trainable_params=1234567, device="cuda:NVIDIA H100 80GB HBM3 x8")
+    p = run_plan(jobs=[job(grid[0], finished="Complete")],
+                 pods=[pod(names.run_job_name("demo", grid[0].key), grid[0], message=full.to_compact_json())])
+    value = p.results_data[f"{grid[0].run_id}.json"]
+    assert rc.parse_result(value).generation == {"bleu": 12.3456}  # slim, but still the contract
+    assert 2000 * (len(value) + 20) < 1024 * 1024

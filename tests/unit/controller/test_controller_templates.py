@@ -119,5 +119,5 @@ def test_fit_job_reads_the_configmap_and_needs_no_api():
     command = ps["containers"][0]["command"]
     assert command[:3] == ["python", "-m", "ftscale.law.job"]
     cm = next(v for v in ps["volumes"] if v["name"] == "fit-input")
-    assert cm["configMap"]["name"] == "demo-results"
+    assert cm["configMap"]["name"] == "demo-fit-input"
     assert names.fit_job_name("demo", "abc123") != names.fit_job_name("demo", "abc124")
