@@ -38,3 +38,10 @@ def default_objects(helm: Helm) -> list[dict]:
     return helm.template()
 
 
+
+
+@pytest.fixture(scope="session")
+def apps_api(k8s_api_client):
+    from kubernetes import client
+
+    return client.AppsV1Api(k8s_api_client)
