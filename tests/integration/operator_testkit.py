@@ -25,7 +25,10 @@ from ftscale import results as rc
 from ftscale.controller import names
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "crds" / "scalingstudy.yaml"
+# ftscale.spec.crd_path(): crds/scalingstudy.yaml, or $FTSCALE_CRD when set (one source of truth).
+from ftscale.spec import crd_path  # noqa: E402
+
+CRD_PATH = crd_path()
 CRD_NAME = f"{names.PLURAL}.{names.GROUP}"
 
 # Fast timers for tests (production defaults are in ftscale.controller.settings).
