@@ -311,3 +311,13 @@ def test_helm_test_hook_checks_the_metrics_service(default_objects):
     assert f"http://{OPERATOR}-metrics.{NAMESPACE}.svc:" in script
     service = one(default_objects, "Service", f"{OPERATOR}-metrics")
     assert f":{service['spec']['ports'][0]['port']}/metrics" in script
+
+
+def test_trainer_metrics_off(helm):
+    objects = helm.template(sets=["trainer.metricsPort=0", "networkPolicy.enabled=true"])
+    policy = one(objects, "NetworkPolicy", "ftscale-trainer")
+    assert policy["spec"]["ingress"] == []  # nothing to scrape: nothing may connect
+    (container,) = one(objects, "Deployment", OPERATOR)["spec"]["template"]["spec"]["containers"]
+    assert OperatorSettings.from_env(_env(container)).trainer_metrics_port == 0
+    with pytest.raises(HelmError, match="needs trainer.metricsPort"):
+        helm.template(sets=["trainer.metricsPort=0", "metrics.podMonitor.enabled=true"])
