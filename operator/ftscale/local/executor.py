@@ -17,7 +17,6 @@ and a deadline are not.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -32,10 +31,12 @@ from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
                                    check_identity)
 from ftscale.results import (DEADLINE_EXCEEDED, FAILED as OUTCOME_FAILED, INVALID_CONFIG,
-                             OOM_KILLED, RUNTIME_ERROR, ResultError, RunResult, parse_result)
+                             NON_FINITE_LOSS, OOM_KILLED, RUNTIME_ERROR, ResultError, RunResult,
+                             parse_result)
 
 # The trainer's exit code for "this config can never run" (ftscale_trainer: ConfigError).
 EXIT_INVALID_CONFIG = 2
+EXIT_NON_FINITE_LOSS = 3
 # How long a stopped trainer gets to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.2
@@ -86,6 +87,9 @@ def failure_of(exit_code: int, timed_out: bool) -> tuple[str, bool, str]:
         return DEADLINE_EXCEEDED, False, "killed after execution.activeDeadlineSeconds"
     if exit_code == EXIT_INVALID_CONFIG:
         return INVALID_CONFIG, False, "the trainer rejected its config (exit code 2)"
+    if exit_code == EXIT_NON_FINITE_LOSS:
+        return NON_FINITE_LOSS, False, ("the loss became NaN/inf (exit code 3); lower the "
+                                        "learning rate for this method or model")
     if exit_code in (-signal.SIGKILL, 128 + signal.SIGKILL):
         return OOM_KILLED, True, ("killed by SIGKILL, most likely the out-of-memory killer; "
                                   "lower batchSize or run fewer runs at once (--parallel)")
@@ -293,7 +297,3 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def save_json(path: Path, doc: Any) -> None:
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True))

@@ -88,7 +88,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def _size_label(method: str, size: int | None) -> str:
     if size is None:
         return method
-    return f"{method} r={size}" if method == "lora" else f"{method} |P|={size}"
+    # no '|' here: these labels go into markdown tables
+    return f"{method} (r={size})" if method == "lora" else f"{method} (len={size})"
 
 
 def results_table(runs: list[grid.PlannedRun], results: dict[str, RunResult],
@@ -173,12 +174,17 @@ def plot_methods(runs: list[grid.PlannedRun], results: dict[str, RunResult], stu
     models = [m for m in dict.fromkeys(r.key.model for r in runs) if m in points]
     if not models:
         return None
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False,
-                             sharey=True)
+    ncols = min(4, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows + 0.4),
+                             squeeze=False, sharey=True)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(models):]:
+        ax.set_visible(False)
     colors = {"fmt": "tab:blue", "lora": "tab:orange", "prompt": "tab:green"}
     all_d = [d for m in points.values() for per in m.values() for d in per]
     d_grid = np.geomspace(min(all_d) / 1.3, max(all_d) * 1.3, 100)
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(flat, models):
         for method, per in points[model].items():
             ds = sorted(per)
             ax.plot(ds, [statistics.mean(per[d]) for d in ds], "o", color=colors.get(method),
@@ -192,7 +198,8 @@ def plot_methods(runs: list[grid.PlannedRun], results: dict[str, RunResult], stu
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("finetuning examples D_f")
         ax.grid(True, which="both", alpha=0.25)
-    axes[0][0].set_ylabel("test loss (nats/token)")
+    for row in axes:
+        row[0].set_ylabel("test loss (nats/token)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("methods compared on each model (points: runs; lines: fitted "
                  "multiplicative law)", fontsize=9)

@@ -84,6 +84,7 @@ class _Progress:
     def __init__(self, total: int, already: int, grid_size: int, study: str, stream: TextIO,
                  metrics: LocalMetrics | None, counts: dict[str, int]):
         self.bar = tqdm(total=total, desc=f"{study}", unit="run", file=stream,
+                        disable=total == 0,
                         dynamic_ncols=True, smoothing=0.1,
                         bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| "
                                    "[{elapsed}<{remaining}] {postfix}")

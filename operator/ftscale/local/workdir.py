@@ -7,7 +7,8 @@ Layout (docs/study.md):
       study.yaml               the study as first run here (defaults applied); resume checks it
       runs/<run id>/
         config.json            the trainer config of the run
-        attempt/               the trainer's --output while it runs (removed after harvest)
+        attempt/               the trainer's --output while it runs (removed after harvest;
+                               a checkpoint/ saved on Ctrl-C is kept so the run resumes)
         train.log              the trainer's stdout and stderr (appended per attempt)
         result.json            the full result; written atomically only once a run is over,
                                so its presence means "terminal" and a partial file cannot occur
@@ -39,6 +40,9 @@ FAILED = "failed"  # a Failed result: skipped on resume unless --retry-failed
 CORRUPT = "corrupt"  # result.json unreadable or not this run's: quarantined and re-run
 INTERRUPTED = "interrupted"  # started but never finished (Ctrl-C, crash, power loss): re-run
 NEW = "new"  # never started
+
+# The folder ftscale_trainer saves on SIGTERM and resumes from (`--output DIR/checkpoint`).
+RESUME_CHECKPOINT = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -152,13 +156,21 @@ class Workdir:
         return dst
 
     def prepare_attempt(self, run_id: str, config: dict[str, Any]) -> Path:
-        """A clean attempt folder and the run's config; returns the attempt folder."""
+        """The attempt folder and the run's config; returns the attempt folder. Whatever an
+        earlier attempt left is removed, except a checkpoint/ the trainer saved when it was
+        stopped (SIGTERM): the trainer resumes from it instead of starting over."""
         run_dir = self.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         attempt = self.attempt_dir(run_id)
         if attempt.exists():
-            shutil.rmtree(attempt)
-        attempt.mkdir()
+            for child in attempt.iterdir():
+                if child.name == RESUME_CHECKPOINT and child.is_dir():
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        attempt.mkdir(exist_ok=True)
         write_atomic(self.config_file(run_id), json.dumps(config, indent=2, sort_keys=True))
         return attempt
 
