@@ -90,8 +90,9 @@ def plot_critical(entries: Sequence[dict], title: str, path: Path) -> Path | Non
             xs.append(e["x"])
             ds.append(c["data_size"])
             iv = c.get("interval") or [c["data_size"], c["data_size"]]
-            lo.append(c["data_size"] - iv[0])
-            hi.append(iv[1] - c["data_size"])
+            # a percentile interval need not contain the point estimate: clip the bar at it
+            lo.append(max(0.0, c["data_size"] - iv[0]))
+            hi.append(max(0.0, iv[1] - c["data_size"]))
         if xs:
             ax.errorbar(xs, ds, yerr=[lo, hi], marker="o", capsize=3, label=pair)
     ax.set_xscale("log")
