@@ -228,11 +228,12 @@ MODEL = obj(
                          "its mount path, or absolute), or toy:<name>[@<tokens>] for the "
                          "offline tiny world (an intermediate checkpoint at <tokens> "
                          "pretraining tokens).", minLength=1),
-        "parameters": integer("X_m: non-embedding parameters. Omit to have the trainer count "
-                              "them from the checkpoint (reported in each result).", minimum=1),
-        "pretrainingTokens": integer("X_p: tokens the checkpoint was pretrained on. Omit "
-                                     "for toy models (known) or when the pretraining factor "
-                                     "is not studied.", minimum=1),
+        "parameters": integer("X_m: non-embedding parameters (the paper's model size). Known "
+                              "for toy: models; set it for other checkpoints, or their runs "
+                              "cannot join the model-size fit.", minimum=1),
+        "pretrainingTokens": integer("X_p: tokens the checkpoint was pretrained on. Known for "
+                                     "toy: models; set it for other checkpoints when the "
+                                     "pretraining-data factor is studied.", minimum=1),
         "checkpointOf": string("Marks this model as an intermediate checkpoint of another "
                                "model of this study (by name): it joins the pretraining-data "
                                "factor of that model, not the model-size factor.",
