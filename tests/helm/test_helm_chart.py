@@ -321,3 +321,17 @@ def test_trainer_metrics_off(helm):
     assert OperatorSettings.from_env(_env(container)).trainer_metrics_port == 0
     with pytest.raises(HelmError, match="needs trainer.metricsPort"):
         helm.template(sets=["trainer.metricsPort=0", "metrics.podMonitor.enabled=true"])
+
+
+def test_packaged_chart_carries_its_files_and_not_the_repo_tooling(helm, tmp_path):
+    import tarfile
+
+    helm.run("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("ftscale-*.tgz")
+    with tarfile.open(archive) as tar:
+        members = set(tar.getnames())
+    for wanted in ("files/crds/scalingstudy.yaml", "files/rules/ftscale-alerts.yaml",
+                   "files/dashboards/ftscale-studies.json", "values.schema.json", "templates/NOTES.txt",
+                   "templates/tests/test-operator-endpoints.yaml"):
+        assert f"ftscale/{wanted}" in members
+    assert not [m for m in members if "/ci/" in m or m.endswith("sync-files.sh")]
