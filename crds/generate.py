@@ -540,6 +540,11 @@ SPEC = obj(
              "m.checkpointOf && !has(b.checkpointOf)))",
              "spec.models[].checkpointOf must name another model of spec.models that is not "
              "itself a checkpoint: add that model or fix the name"),
+        rule("self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
+             "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && "
+             "c.checkpointOf == m.name)))",
+             "spec.models[].pretrainingTokens is required for every model of a checkpointOf "
+             "chain that is not a toy: model: it is the X of the pretraining-data factor"),
         rule("self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
              "self.models.exists(x, x.name == n)))",
              "spec.methods[].sizeSweepModels must name models of spec.models: fix the name or "

@@ -308,6 +308,13 @@ CEL_RECHECKS: dict[str, Recheck] = {
         not _has(m, "checkpointOf") or any(b["name"] == m["checkpointOf"]
                                            and not _has(b, "checkpointOf") for b in s["models"])
         for m in s["models"]),
+    "self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
+    "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && c.checkpointOf == "
+    "m.name)))": lambda s, o: all(
+        m["source"].startswith("toy:") or _has(m, "pretrainingTokens")
+        or not (_has(m, "checkpointOf")
+                or any(c.get("checkpointOf") == m["name"] for c in s["models"]))
+        for m in s["models"]),
     "self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
     "self.models.exists(x, x.name == n)))": lambda s, o: all(
         n in {x["name"] for x in s["models"]}
