@@ -30,7 +30,7 @@ def mini_world(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from ftscale_trainer import synthetic
-    from ftscale_trainer.tiny_llama import LlamaLM, LlamaShape, save_pretrained
+    from ftscale_trainer.tiny_llama import LlamaShape
 
     root = tmp_path_factory.mktemp("mini_world")
     pairs = synthetic.generate_pairs(1200, seed=7)
@@ -57,9 +57,25 @@ def mini_world(tmp_path_factory):
          "pad_token": "<pad>", "unk_token": "<unk>"}))
     shape = LlamaShape(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=88,
                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
-    model = LlamaLM(shape)
-    model.init_weights(torch.Generator().manual_seed(0))
-    save_pretrained(model, str(model_dir))
+    # A few pretraining steps on both languages so that finetuning starts from a model that
+    # knows something (prompt tuning on a random model barely moves).
+    import numpy as np
+
+    from ftscale_trainer.pretrain import PretrainPlan, pretrain
+
+    ids = []
+    for enc in tok.encode_batch(texts):
+        ids += enc.ids + [2]
+    corpus = np.asarray(ids, dtype=np.uint16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    plan = PretrainPlan(name="mini", shape=shape, tokens=30 * 16 * 64, learning_rate=1e-2,
+                        batch_size=16, warmup_steps=5, checkpoint_fractions=(1.0,))
+    saved = pretrain(plan, corpus, corpus[-5000:], str(root / "pre"), str(model_dir))
+    torch.set_num_threads(threads)
+    final = root / "pre" / f"tokens-{saved[-1]['tokens']}"
+    for name in ("config.json", "model.safetensors"):
+        (model_dir / name).write_bytes((final / name).read_bytes())
     return root
 
 

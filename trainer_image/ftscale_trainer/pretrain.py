@@ -26,7 +26,7 @@ class PretrainPlan:
     shape: LlamaShape
     tokens: int  # pretraining token budget
     learning_rate: float
-    seq_len: int = 128
+    seq_len: int = 64  # the finetuning sequences are shorter still; attention cost ∝ length
     batch_size: int = 32
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
@@ -46,7 +46,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def dev_loss(model: LlamaLM, dev: np.ndarray, seq_len: int, max_rows: int = 64) -> float:
+def dev_loss(model: LlamaLM, dev: np.ndarray, seq_len: int, max_rows: int = 256) -> float:
     rows = min(max_rows, (len(dev) - 1) // seq_len)
     data = torch.from_numpy(dev[: rows * seq_len + 1].astype(np.int64))
     x = data[:-1].view(rows, seq_len)

@@ -29,7 +29,6 @@ from ftscale_trainer import world
 
 VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3: pad, bos, eos, unk
-CORPUS_DEV_TOKENS = 64 * 129 + 1
 
 # The family: Llama-style, tied embeddings, SwiGLU width ≈ 8/3·d. Non-embedding parameters
 # span 24K → 443K (18.7×). Learning rates shrink with width as in the design note's
@@ -41,7 +40,7 @@ FAMILY = (
     ("tiny-3", 64, 3, 4, 2.5e-3),
     ("tiny-4", 96, 4, 4, 2e-3),
 )
-PRETRAIN_TOKENS = 1_310_720  # 320 steps of 32 × 128 tokens
+PRETRAIN_TOKENS = 1_310_720  # 640 steps of 32 × 64 tokens
 
 
 def _log(msg: str) -> None:
@@ -203,33 +202,81 @@ def family_plans():
     return plans
 
 
-def build_models(root: str, progress) -> dict:
+_COUNTER = None  # shared step counter of a pretraining worker (set by _init_worker)
+
+
+def _init_worker(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+
+
+def _pretrain_one(root: str, index: int, threads: int) -> list[dict]:
+    """Worker: pretrain family member `index` with `threads` torch threads (spawned process)."""
     import numpy as np
     import torch
 
     from ftscale_trainer.pretrain import pretrain
-    from ftscale_trainer.tiny_llama import LlamaLM, count_params
 
+    torch.set_num_threads(threads)
+    plan = family_plans()[index]
     train = np.load(os.path.join(root, "corpus", "train.npy"))
     dev = np.load(os.path.join(root, "corpus", "dev.npy"))
+    out = os.path.join(root, "models", plan.name)
+    shutil.rmtree(out, ignore_errors=True)
+
+    def tick(n):
+        with _COUNTER.get_lock():
+            _COUNTER.value += n
+    started = time.time()
+    saved = pretrain(plan, train, dev, out, os.path.join(root, "tokenizer"), tick)
+    _log(f"{plan.name}: {plan.shape.non_embedding_params():,} non-embedding params, "
+         f"{plan.tokens:,} tokens, dev loss {saved[-1]['dev_loss']:.3f} "
+         f"({time.time() - started:.0f} s, {threads} thread(s))")
+    with open(os.path.join(out, "checkpoints.json"), "w", encoding="utf-8") as handle:
+        json.dump(saved, handle)
+    return saved
+
+
+def build_models(root: str, progress, workers: int) -> dict:
+    """Pretrain the missing family members, `workers` processes at a time.
+
+    Why processes: these models are too small for torch's intra-op threads to pay off, and two
+    threads on a busy 2-core machine oversubscribe it badly (measured: 4× slower); one
+    single-threaded process per core keeps both cores busy without contention.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from ftscale_trainer.tiny_llama import LlamaLM, count_params
+
+    plans = family_plans()
+    todo = [i for i, p in enumerate(plans)
+            if not os.path.exists(os.path.join(root, "models", p.name, "checkpoints.json"))]
+    progress.update(sum(p.steps for i, p in enumerate(plans) if i not in todo))
+    if todo:
+        ctx = mp.get_context("spawn")
+        counter = ctx.Value("l", 0)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # Largest first, so the long job starts at once and the small ones fill the other core.
+        order = sorted(todo, key=lambda i: -plans[i].shape.non_embedding_params())
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(counter,)) as pool:
+            futures = [pool.submit(_pretrain_one, root, i, threads) for i in order]
+            progress.set_postfix_str(f"pretraining {len(todo)} models")
+            shown = 0
+            while not all(f.done() for f in futures):
+                time.sleep(0.5)
+                progress.update(counter.value - shown)
+                shown = counter.value
+            progress.update(counter.value - shown)
+            for f in futures:
+                f.result()  # re-raises a worker's error
     entries = []
-    for plan in family_plans():
-        out = os.path.join(root, "models", plan.name)
-        marker = os.path.join(out, "checkpoints.json")
-        if os.path.exists(marker):
-            with open(marker, encoding="utf-8") as handle:
-                saved = json.load(handle)
-            progress.update(plan.steps)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-            progress.set_postfix_str(plan.name)
-            started = time.time()
-            saved = pretrain(plan, train, dev, out, os.path.join(root, "tokenizer"), progress.update)
-            _log(f"{plan.name}: {plan.shape.non_embedding_params():,} non-embedding params, "
-                 f"{plan.tokens:,} tokens, dev loss {saved[-1]['dev_loss']:.3f} "
-                 f"({time.time() - started:.0f} s)")
-            with open(marker, "w", encoding="utf-8") as handle:
-                json.dump(saved, handle)
+    for plan in plans:
+        with open(os.path.join(root, "models", plan.name, "checkpoints.json"), encoding="utf-8") as handle:
+            saved = json.load(handle)
         with torch.device("meta"):
             _, total = count_params(LlamaLM(plan.shape))
         entries.append({"name": plan.name, "non_embedding_params": plan.shape.non_embedding_params(),
@@ -240,11 +287,12 @@ def build_models(root: str, progress) -> dict:
 
 
 # ---- orchestration -------------------------------------------------------------------------
-def build(root: str | None = None, force: bool = False, threads: int | None = None) -> str:
+def build(root: str | None = None, force: bool = False, workers: int | None = None) -> str:
     """Build (or finish building) the tiny world under `root` (default world.world_dir()).
 
-    Returns the root. Idempotent: finished phases are skipped; `force` rebuilds everything.
-    Raises RuntimeError if a phase fails (the message says which).
+    `workers`: pretraining processes (default: one per CPU core, at most 4). Returns the root.
+    Idempotent: finished phases are skipped; `force` rebuilds everything. Raises
+    ddtp/pretrain errors with a message naming the phase's problem.
     """
     from tqdm import tqdm
 
@@ -252,10 +300,7 @@ def build(root: str | None = None, force: bool = False, threads: int | None = No
     if force and os.path.isdir(root):
         shutil.rmtree(root)
     os.makedirs(root, exist_ok=True)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
     manifest_path = os.path.join(root, "manifest.json")
     manifest = {}
     if os.path.exists(manifest_path):
@@ -274,7 +319,7 @@ def build(root: str | None = None, force: bool = False, threads: int | None = No
                 with open(manifest_path, "w", encoding="utf-8") as handle:
                     json.dump(manifest, handle, indent=2)
             bar.update(1)
-        fam = build_models(root, bar)
+        fam = build_models(root, bar, workers)
     with open(os.path.join(root, "family.json"), "w", encoding="utf-8") as handle:
         json.dump({"version": world.WORLD_VERSION, **fam}, handle, indent=2)
     manifest.setdefault("seconds", {})["total_last_build"] = round(time.time() - started, 1)

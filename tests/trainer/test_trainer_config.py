@@ -1,0 +1,80 @@
+"""TrainConfig parsing and defaults (torch-free, fast)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ftscale_trainer.config import ConfigError, TrainConfig, defaults_for
+
+GOOD = {"model": "tiny-1", "model_source": "toy:tiny-1", "method": "lora", "data_size": 100,
+        "task": "toy-en-de"}
+
+
+def test_minimal_config_parses_and_resolves_defaults():
+    config = TrainConfig.from_dict(GOOD)
+    assert config.learning_rate is None
+    resolved = config.resolved()
+    assert resolved.pet_size == defaults_for("lora")["pet_size"]
+    assert resolved.lora_alpha == 2 * resolved.pet_size
+    assert resolved.learning_rate == defaults_for("lora")["learning_rate"]
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"learnig_rate": 0.1}, "did you mean 'learning_rate'"),
+    ({"method": "adapter"}, "method must be one of"),
+    ({"data_size": 0}, "data_size must be > 0"),
+    ({"data_size": "10"}, "data_size must be an integer"),
+    ({"data_size": True}, "data_size must be an integer"),
+    ({"learning_rate": -1.0}, "learning_rate must be > 0"),
+    ({"precision": "fp8"}, "precision must be one of"),
+    ({"task": None}, "no data"),
+    ({"train_path": "x.jsonl"}, "either `task` or `train_path`"),
+    ({"method": "fmt", "pet_size": 4}, "leave it unset for fmt"),
+    ({"zero_shot": [{"name": "fr-de"}]}, "exactly one of task or path"),
+    ({"zero_shot": [{"name": "a", "task": "toy-fr-de", "lang": "fr"}]}, "unknown zero_shot key"),
+    ({"template": "no placeholder"}, "template must be one of"),
+    ({"generation": ["bleurt"]}, "generation must be one of"),
+])
+def test_bad_values_are_rejected_with_a_clear_message(change, needle):
+    doc = dict(GOOD, **change)
+    with pytest.raises(ConfigError, match=None) as info:
+        TrainConfig.from_dict(doc)
+    assert needle in str(info.value)
+
+
+def test_missing_required_key_is_named():
+    doc = dict(GOOD)
+    del doc["method"]
+    with pytest.raises(ConfigError, match="missing required config key.*method"):
+        TrainConfig.from_dict(doc)
+
+
+def test_ints_are_accepted_for_floats():
+    assert TrainConfig.from_dict(dict(GOOD, learning_rate=1)).learning_rate == 1.0
+
+
+def test_defaults_follow_the_paper_for_large_models_and_scale_down_for_tiny_ones():
+    big = {m: defaults_for(m, 1_000_000_000) for m in ("fmt", "lora", "prompt")}
+    assert (big["prompt"]["learning_rate"], big["prompt"]["batch_size"], big["prompt"]["pet_size"]) == (0.3, 16, 100)
+    assert (big["lora"]["learning_rate"], big["lora"]["batch_size"], big["lora"]["pet_size"]) == (1e-2, 16, 4)
+    assert (big["fmt"]["learning_rate"], big["fmt"]["batch_size"], big["fmt"]["pet_size"]) == (1e-3, 128, None)
+    tiny = defaults_for("prompt", 50_000)
+    assert tiny["pet_size"] < 100 and tiny["max_steps"] < 1000
+    with pytest.raises(ConfigError):
+        defaults_for("bogus")
+
+
+def test_config_and_world_modules_import_without_torch():
+    code = ("import sys, ftscale_trainer.config, ftscale_trainer.world;"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_round_trip_through_json():
+    config = TrainConfig.from_dict(dict(GOOD, zero_shot=[{"name": "fr-de", "task": "toy-fr-de"}]))
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
