@@ -10,8 +10,9 @@ would `kubectl apply`), run every run of its grid as a trainer subprocess (in pa
 GPUs or CPU cores available), then fit the scaling laws and write the report.
 
 Resumable: finished runs are kept in the workdir and skipped when you run the same command
-again; runs that were interrupted (Ctrl-C, crash) start over; an unreadable result file is
-reported, moved aside and its run redone. Editing the study between runs is fine as long as it
+again; runs that were interrupted (Ctrl-C, crash) start over, or resume from the checkpoint
+the trainer saved when it was stopped; an unreadable result file is reported, moved aside and
+its run redone, never used. Editing the study between runs is fine as long as it
 only grows the grid (more models, sizes, data sizes, seeds) or changes execution/law settings;
 edits that would mix incomparable results (task, training, evaluation, a model's source) are
 refused.
@@ -20,7 +21,8 @@ The workdir holds:
   report.md          results table, fitted laws with intervals, Δ_fit/Δ_held-out,
                      multiplicative vs additive, critical data sizes, findings in plain words
   fit.json           the full fit (unrounded parameters, bootstrap intervals, convergence)
-  plots/*.png        loss vs data size with the fitted laws, observed vs predicted, ...
+  plots/*.png        the methods compared on each model; each fitted law against its runs;
+                     critical data sizes
   results.jsonl      one result per run (input for `ftscale fit`)
   runs/<id>/         each run's config.json, train.log and result.json
 
