@@ -135,10 +135,12 @@ def run_fit(args) -> tuple[dict, list, str]:
             for l2 in of_form[i + 1:]:
                 names = (_group_name(l1.group), _group_name(l2.group))
                 xs = sorted({p["x"] for p in l1.points} | {p["x"] for p in l2.points})
+                ds = [p["d"] for p in l1.points] + [p["d"] for p in l2.points]
                 for x in xs:
                     critical.append({"form": form, "factor": args.x,
                                      **critical_entry(l1.params, l2.params, x, names,
-                                                      l1.samples, l2.samples, opts.confidence)})
+                                                      l1.samples, l2.samples, opts.confidence,
+                                                      (min(ds), max(ds)))})
                 if form == "multiplicative":
                     e = eq3_entry(l1.params, l2.params, names, l1.samples, l2.samples,
                                   opts.confidence)
@@ -237,7 +239,8 @@ def render_text(doc, laws, skipped) -> str:
                               f"{c['better_everywhere']} better everywhere"])
             for r in c["crossings"]:
                 iv = r.get("interval")
-                crows.append([c["form"], pair, _fmt(c["x"]), _fmt(r["data_size"]),
+                mark = "" if r.get("within_observed_range", True) else " (extrapolated)"
+                crows.append([c["form"], pair, _fmt(c["x"]), _fmt(r["data_size"]) + mark,
                               f"[{_fmt(iv[0], 3)}, {_fmt(iv[1], 3)}]" if iv else "–",
                               f"{r['better_below']} below, {r['better_above']} above"])
         lines += _table(["form", "groups", "X", "D_crit", "interval", "which is better"], crows)

@@ -71,11 +71,13 @@ def eq3(law1: LawParams, law2: LawParams) -> dict | None:
 
 
 def critical_entry(law1: LawParams, law2: LawParams, x: float, names: tuple[str, str],
-                   samples1=(), samples2=(), level: float = 0.95) -> dict:
+                   samples1=(), samples2=(), level: float = 0.95,
+                   d_range: tuple[float, float] | None = None) -> dict:
     """One (method pair, X) critical-size record with bootstrap intervals.
 
     Intervals per crossing come from the replicates that show the same number of crossings
     (matched in order); `bootstrap_crossing_fraction` says how often a replicate crossed at all.
+    d_range: the span of data sizes observed for both methods, to flag extrapolated crossings.
     """
     roots = crossings(law1, law2, x)
     entry = {"x": x, "methods": list(names), "crossings": [], "no_crossing": not roots,
@@ -92,6 +94,9 @@ def critical_entry(law1: LawParams, law2: LawParams, x: float, names: tuple[str,
         below, above = better_below_above(law1, law2, x, root, names)
         item = {"data_size": root, "log10_data_size": math.log10(root),
                 "better_below": below, "better_above": above}
+        if d_range is not None:
+            # outside the data sizes both methods were run at, the crossing is an extrapolation
+            item["within_observed_range"] = bool(d_range[0] <= root <= d_range[1])
         same = [r[i] for r in rep_roots if len(r) == len(roots)]
         iv = percentile_interval(np.log10(same), level) if len(same) >= 2 else None
         if iv:

@@ -65,8 +65,9 @@ def render_markdown(study_fit) -> str:
     out.append("")
     out += ["## Critical data sizes", "",
             "Finetuning data size at which two methods' fitted laws predict equal loss "
-            "(multiplicative law; first crossing; interval over the bootstrap replicates that "
-            "cross the same number of times).", ""]
+            "(multiplicative law; interval over the bootstrap replicates that cross the same "
+            "number of times; \"extrapolated\": outside the data sizes both methods ran at).",
+            ""]
     crit = [c for c in sf.critical if c["form"] == MULTIPLICATIVE]
     if crit:
         out += ["| methods | factor | X | critical D_f | interval | below → above |",
@@ -80,8 +81,9 @@ def render_markdown(study_fit) -> str:
             for r in c["crossings"]:
                 iv = r.get("interval")
                 ivs = f"[{_num(iv[0], 3)}, {_num(iv[1], 3)}]" if iv else "–"
+                mark = "" if r.get("within_observed_range", True) else " (extrapolated)"
                 out.append(f"| {pair} | {c['factor']} | {_num(c['x'])} | "
-                           f"{_num(r['data_size'])} | {ivs} | "
+                           f"{_num(r['data_size'])}{mark} | {ivs} | "
                            f"{r['better_below']} → {r['better_above']} |")
         out.append("")
     else:
@@ -137,9 +139,20 @@ def findings(sf) -> list[str]:
                      f"MAD {cmp_['mean_heldout_multiplicative']:.4g} multiplicative vs "
                      f"{cmp_['mean_heldout_additive']:.4g} additive; wins "
                      f"{cmp_['multiplicative_wins']} vs {cmp_['additive_wins']}).")
+    pairs: dict[tuple, list[str]] = {}
     for c in sf.critical:
-        if c["form"] == MULTIPLICATIVE and c["crossings"]:
+        if c["form"] != MULTIPLICATIVE:
+            continue
+        key = (" vs ".join(c["methods"]), c["factor"])
+        if c["crossings"]:
             r = c["crossings"][0]
-            lines.append(f"at {c['factor']} X = {c['x']:.3g}: {r['better_below']} is better "
-                         f"below ≈ {r['data_size']:.3g} examples, {r['better_above']} above.")
+            mark = "" if r.get("within_observed_range", True) else " (extrapolated)"
+            pairs.setdefault(key, []).append(
+                f"X = {c['x']:.3g}: {r['better_below']} below ≈ {r['data_size']:.3g} examples"
+                f"{mark}, {r['better_above']} above")
+        else:
+            pairs.setdefault(key, []).append(
+                f"X = {c['x']:.3g}: {c['better_everywhere']} at every data size")
+    for (pair, factor), items in pairs.items():
+        lines.append(f"{pair} ({factor}): " + "; ".join(items) + ".")
     return lines

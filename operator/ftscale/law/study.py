@@ -28,6 +28,7 @@ from ftscale.law.model import ADDITIVE, JOINT_FORMS, MULTIPLICATIVE, SINGLE
 from ftscale.law.options import DEFAULT_STAGE1, FACTORS, LawOptions
 from ftscale.law.solver import polish
 from ftscale.law.threads import single_threaded_blas
+from ftscale.results import SUCCEEDED
 
 FIT_SCHEMA = "ftscale.io/fit-result/v1"
 SUMMARY_SCHEMA = "ftscale.io/fit-summary/v1"
@@ -188,17 +189,22 @@ def fit_study(factors_by_method: Mapping[str, Sequence[FactorRows]],
         return _fit_study(factors_by_method, options, progress)
 
 
-def _prepare(method: str, frs: Sequence[FactorRows], options: LawOptions) -> _MethodFit:
+def _prepare(method: str, frs: Sequence[FactorRows], options: LawOptions,
+             notes: list[str]) -> _MethodFit:
     run_ids: dict[str, int] = {}
     factors = {}
     for fr in frs:
+        rows = [r for r in fr.rows if r.get("outcome", SUCCEEDED) in (None, SUCCEEDED)]
+        if len(rows) < len(fr.rows):
+            notes.append(f"{method}/{fr.factor}: {len(fr.rows) - len(rows)} failed run(s) "
+                         "left out")
         if fr.factor not in FACTORS:
             raise LawInputError(f"{method}: unknown factor {fr.factor!r}; use "
                                 f"{', '.join(FACTORS)}")
         if fr.factor in factors:
             raise LawInputError(f"{method}: factor {fr.factor} given twice; merge its rows")
         x_axis, d_axis = options.holdout.for_factor(fr.factor)
-        factors[fr.factor] = make_factor(fr.factor, fr.x_column, list(fr.rows), D_COLUMN,
+        factors[fr.factor] = make_factor(fr.factor, fr.x_column, rows, D_COLUMN,
                                          LOSS_COLUMN, x_axis, d_axis, run_ids,
                                          f"{method}/{fr.factor}")
     if not factors:
@@ -209,9 +215,9 @@ def _prepare(method: str, frs: Sequence[FactorRows], options: LawOptions) -> _Me
 
 
 def _fit_study(factors_by_method, options: LawOptions, progress) -> StudyFit:
-    methods = [_prepare(m, frs, options) for m, frs in factors_by_method.items()]
+    notes: list[str] = []
+    methods = [_prepare(m, frs, options, notes) for m, frs in factors_by_method.items()]
     joint_forms = [f for f in options.forms if f in JOINT_FORMS]
-    notes = []
     laws: list[FittedLaw] = []
     for mf in methods:
         if not any(f in mf.factors for f in (options.stage1_factors or DEFAULT_STAGE1)):
@@ -250,8 +256,9 @@ def _fit_study(factors_by_method, options: LawOptions, progress) -> StudyFit:
         for mf, (method, frs) in zip(methods, factors_by_method.items()):
             for fr in frs:
                 x_axis, d_axis = options.holdout.for_factor(fr.factor)
+                rows = [r for r in fr.rows if r.get("outcome", SUCCEEDED) in (None, SUCCEEDED)]
                 try:
-                    single += fit_law(list(fr.rows), form=SINGLE, x=fr.x_column, d=D_COLUMN,
+                    single += fit_law(rows, form=SINGLE, x=fr.x_column, d=D_COLUMN,
                                       loss=LOSS_COLUMN, residual=options.residual,
                                       delta=options.delta, holdout=options.holdout,
                                       bootstrap=options.bootstrap, seed=options.seed,
@@ -309,9 +316,11 @@ def _critical(methods, laws, forms, options):
                     xs = sorted(set(m1.factors[factor].points.x.tolist())
                                 | set(m2.factors[factor].points.x.tolist()))
                     names = (m1.name, m2.name)
+                    d1, d2 = m1.factors[factor].points.d, m2.factors[factor].points.d
+                    d_range = (min(d1.min(), d2.min()), max(d1.max(), d2.max()))
                     for x in xs:
                         entry = critical_entry(l1.params, l2.params, x, names, l1.samples,
-                                               l2.samples, options.confidence)
+                                               l2.samples, options.confidence, d_range)
                         critical.append({"form": form, "factor": factor, **entry})
                     if form == MULTIPLICATIVE:
                         e = eq3_entry(l1.params, l2.params, names, l1.samples, l2.samples,

@@ -51,3 +51,11 @@ def test_sides_and_bootstrap_interval():
     lo, hi = c["interval"]
     assert lo < c["data_size"] < hi
     assert entry["bootstrap_crossing_fraction"] == 1.0
+
+
+def test_extrapolated_crossings_are_flagged():
+    fmt, prompt = mult(1.2e5, 0.52, 0.15, 0.75), mult(3.9e3, 0.40, 0.051, 0.75)
+    inside = critical_entry(fmt, prompt, 1e9, ("f", "p"), d_range=(1e4, 1e6))
+    outside = critical_entry(fmt, prompt, 1e9, ("f", "p"), d_range=(1e5, 4.5e6))
+    assert inside["crossings"][0]["within_observed_range"] is True  # root ≈ 1.3e4
+    assert outside["crossings"][0]["within_observed_range"] is False

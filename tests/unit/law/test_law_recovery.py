@@ -162,3 +162,18 @@ def test_single_variable_law_per_x():
         ds = np.array([p["d"] for p in law.points])
         assert np.abs(law.params.predict(law.x_value, ds)
                       - truth.predict(law.x_value, ds)).max() < 0.006
+
+
+def test_study_single_form_log_residual_and_failed_rows():
+    rng = np.random.default_rng(17)
+    rows = factor_rows("lora", "model_size", rng=rng, seeds=1)
+    rows[0] = dict(rows[0], outcome="Failed", test_loss=None)
+    fbm = {"lora": [FactorRows("model_size", "model_params", rows)]}
+    sf = fit_study(fbm, LawOptions.from_spec({"forms": ["multiplicative", "single"],
+                                              "residual": "log", "bootstrap": 0}))
+    assert [l.form for l in sf.laws] == ["multiplicative"]
+    assert len(sf.single_laws) == 5 and all(l.convergence.converged for l in sf.single_laws)
+    assert any("1 failed run" in n for n in sf.notes)
+    assert not any("stage 1" in n for n in sf.notes)  # model_size is a stage-1 factor
+    law = sf.laws[0]
+    assert law.params.alpha == pytest.approx(0.36, abs=TOL["alpha_model_size"])
