@@ -177,3 +177,15 @@ def test_study_single_form_log_residual_and_failed_rows():
     assert not any("stage 1" in n for n in sf.notes)  # model_size is a stage-1 factor
     law = sf.laws[0]
     assert law.params.alpha == pytest.approx(0.36, abs=TOL["alpha_model_size"])
+
+
+def test_study_is_deterministic_for_a_seed():
+    def run(seed):
+        rng = np.random.default_rng(23)
+        fbm = {m: [FactorRows("model_size", "model_params",
+                              factor_rows(m, "model_size", rng=rng, seeds=1))]
+               for m in ("prompt", "lora")}
+        return fit_study(fbm, LawOptions.from_spec({"forms": ["multiplicative"],
+                                                    "bootstrap": 8, "seed": seed})).to_json()
+    assert run(5) == run(5)
+    assert run(5) != run(6)
