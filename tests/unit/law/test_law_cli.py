@@ -29,7 +29,7 @@ def good_rows():
 @pytest.mark.slow
 def test_json_output_and_plots(tmp_path, good_rows, capsys):
     table = write_csv(tmp_path / "t.csv", good_rows)
-    rc = main(["fit", table, "--group-by", "method", "--bootstrap", "20", "--json",
+    rc = main(["fit", table, "--group-by", "method", "--bootstrap", "8", "--json",
                "--form", "all", "--plot", str(tmp_path / "plots")])
     out = capsys.readouterr().out
     assert rc == 0
