@@ -27,12 +27,16 @@ pid_of() {  # component -> prints PID when that very process still runs
 
 is_running() { pid_of "$1" >/dev/null; }
 
-free_ports() {  # n -> n distinct TCP ports nobody listens on, space-separated, from 20000-45000
-  local n="$1" got=() p
+free_ports() {  # n -> n distinct free TCP ports, space-separated
+  # Below the kernel's ephemeral range (outgoing connections take ports from there, and a
+  # port held by one cannot be bound), and not used by any socket in any state right now.
+  local n="$1" got=() p low
+  low="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+  [ "$low" -gt 21000 ] || low=32768
   while [ "${#got[@]}" -lt "$n" ]; do
-    p=$((20000 + RANDOM % 25000))
+    p=$((20000 + RANDOM % (low - 20000)))
     [[ " ${got[*]} " == *" $p "* ]] && continue
-    [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ] || continue
+    [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ] || continue
     got+=("$p")
   done
   echo "${got[*]}"

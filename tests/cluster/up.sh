@@ -51,8 +51,21 @@ fi
 # ---- fresh state -------------------------------------------------------------------------
 rm -rf "$dir/etcd-data" "$dir/logs" "$dir/pids"
 mkdir -p "$dir/logs" "$dir/pids" "$dir/pki"
+# Started first, so that even an up.sh killed half-way leaves nothing running once the owner ends.
+if [ -n "${FTSCALE_CLUSTER_OWNER_PID:-}" ]; then
+  setsid "$here/watchdog.sh" "$FTSCALE_CLUSTER_OWNER_PID" </dev/null >"$dir/logs/watchdog.log" 2>&1 8>&- &
+  record_pid watchdog "$!"
+fi
 started=()
+attempt="${FTSCALE_CLUSTER_ATTEMPT:-1}"
 fail() {  # component reason
+  if grep -q "address already in use" "$dir/logs/$1.log" 2>/dev/null && [ "$attempt" -lt 3 ]; then
+    # Another process took the free port we picked before our component bound it: retry.
+    log "$1 lost its port to another process; retrying with fresh ports (attempt $((attempt + 1)))"
+    "$here/down.sh" >&2 || true
+    exec 8>&-  # release up.lock for the new attempt
+    FTSCALE_CLUSTER_ATTEMPT=$((attempt + 1)) exec "$0"
+  fi
   log "FAILED: $1 $2"
   log "---- last 60 lines of $dir/logs/$1.log ----"
   tail -n 60 "$dir/logs/$1.log" >&2 2>/dev/null || true
@@ -63,7 +76,8 @@ fail() {  # component reason
 
 start() {  # component args...  (own session, so a Ctrl-C aimed at the caller does not kill it)
   local name="$1"; shift
-  setsid "$bin/$name" "$@" </dev/null >"$dir/logs/$name.log" 2>&1 &
+  # 8>&-: the component must not inherit up.lock, or the lock would live as long as it does.
+  setsid "$bin/$name" "$@" </dev/null >"$dir/logs/$name.log" 2>&1 8>&- &
   record_pid "$name" "$!"
   started+=("$name")
 }
@@ -149,10 +163,6 @@ wait_until kwok "every node Ready" nodes_ready
 # The service-account controller must have made `default` before any pod can be admitted.
 wait_until kube-controller-manager "ServiceAccount default/default" kc -n default get serviceaccount default
 
-if [ -n "${FTSCALE_CLUSTER_OWNER_PID:-}" ]; then
-  setsid "$here/watchdog.sh" "$FTSCALE_CLUSTER_OWNER_PID" </dev/null >"$dir/logs/watchdog.log" 2>&1 &
-  record_pid watchdog "$!"
-fi
 log "cluster up: $("$bin/kubectl" version --kubeconfig "$kubeconfig" 2>/dev/null | tr '\n' ' ')"
 log "stop it with: tests/cluster/down.sh   (state: $dir)"
 echo "$kubeconfig"
