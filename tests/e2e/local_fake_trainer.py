@@ -6,7 +6,8 @@ same result contract, no torch. Its test loss follows a planted law,
 so that the fit and the report have something real to recover. Behaviour switches (env):
 FAKE_SLEEP=seconds per run; FAKE_FAIL=<run id>[,...] exits 1 without a result;
 FAKE_BAD_CONFIG=<run id> exits 2; FAKE_HANG=<run id> sleeps forever (for deadline tests);
-FAKE_LOG=path appends "<run id>" per start (to count starts).
+FAKE_LOG=path appends "<run id>" per start (to count starts). `main(argv)` also stands in for
+ftscale_trainer.__main__.main in tests of the fork launcher.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ def planted_loss(model_params: int, method: str, data_size: int, seed: int) -> f
     return 40.0 * model_params ** -0.3 * data_size ** -BETA[method] + 1.5 + OFFSET[method] + noise
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """The trainer's CLI contract: --config FILE --output DIR; returns the exit code."""
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
     p.add_argument("--output", required=True)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg = json.loads(Path(args.config).read_text())
     run = cfg["run_id"]
     if os.environ.get("FAKE_LOG"):

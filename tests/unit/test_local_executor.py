@@ -111,3 +111,36 @@ def test_gpus_from_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert devices.detect_gpus() == ()
     assert devices.detect(use_gpus=False).gpus == ()
+
+
+def test_fork_launcher_runs_the_trainer_main_in_children(tmp_path, monkeypatch):
+    """The fork launcher calls ftscale_trainer.__main__.main(argv) in a child per run; here
+    that main is the stand-in trainer, so no torch is needed."""
+    import importlib.util
+    from pathlib import Path
+
+    import ftscale_trainer.__main__ as trainer_main
+    from ftscale.local.executor import FORK, Executor
+
+    fake_path = Path(__file__).resolve().parents[1] / "e2e" / "local_fake_trainer.py"
+    loaded = importlib.util.spec_from_file_location("local_fake_trainer", fake_path)
+    fake = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(fake)
+    monkeypatch.setattr(trainer_main, "main", fake.main)
+    spec = load_study({
+        "apiVersion": "ftscale.io/v1alpha1", "kind": "ScalingStudy", "metadata": {"name": "f"},
+        "spec": {"task": {"name": "toy-en-de"}, "models": [{"name": "m1", "source": "toy:m1"}],
+                 "methods": [{"name": "fmt"}], "dataSizes": [10, 20, 30]}}).spec
+    runs = grid.expand(spec)
+    configs = {r.run_id: grid.trainer_config("f", spec, r) for r in runs}
+    monkeypatch.setenv("FAKE_HANG", runs[2].run_id)
+    wd = Workdir(tmp_path)
+    events = []
+    out = Executor(wd, "f", runs, configs, parallel=2, threads=1, launcher=FORK,
+                   deadline_seconds=2, on_event=lambda kind, run, res: events.append(kind)).run()
+    assert not out.interrupted
+    assert [out.results[r.run_id].ok for r in runs] == [True, True, False]
+    assert out.results[runs[2].run_id].reason == "DeadlineExceeded"  # killpg reached the child
+    assert "fake trainer:" in wd.log_file(runs[0].run_id).read_text()
+    assert "(fork)" in wd.log_file(runs[0].run_id).read_text()
+    assert events.count("start") == 3 and events.count("finish") == 3

@@ -9,10 +9,18 @@ one small class (`Executor`). What a restart sees is what is on disk (ftscale.lo
   (result.json.corrupt-<time>) and the run is redone — it is never silently used.
 
 Trainer processes run in their own session, so a Ctrl-C reaches only `ftscale run`, which then
-stops them (SIGTERM, then SIGKILL after a grace period), records nothing for them and exits
-130; the same command resumes. Retries follow the Job semantics of the cluster: a crash without
-a result is retried up to execution.backoffLimit times; an invalid config (trainer exit code 2)
-and a deadline are not.
+stops them (SIGTERM: the trainer saves a checkpoint; SIGKILL after a grace period), records
+nothing for them and exits 130; the same command resumes. Retries follow the Job semantics of
+the cluster: a crash is retried up to execution.backoffLimit times; an invalid config (trainer
+exit code 2), a non-finite loss and a deadline are not.
+
+Two launchers start a trainer (same CLI, same files, same exit codes):
+* `fork` (default when the trainer is importable here): this process imports the trainer and
+  torch once, then forks one child per run, which calls the trainer's `main(argv)`. Importing
+  torch costs seconds per process — on a laptop CPU as much as a tiny run itself. The parent
+  never runs a torch operation, so no thread pool exists at fork time.
+* `subprocess`: `python -m ftscale_trainer ...` per run, or $FTSCALE_TRAINER_CMD. Used when that
+  variable is set, with FTSCALE_LAUNCHER=subprocess, or where fork is unavailable.
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ from typing import Any, Callable
 from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
                                    check_identity)
-from ftscale.results import (DEADLINE_EXCEEDED, FAILED as OUTCOME_FAILED, INVALID_CONFIG,
-                             NON_FINITE_LOSS, OOM_KILLED, RUNTIME_ERROR, ResultError, RunResult,
-                             parse_result)
+from ftscale.results import (DEADLINE_EXCEEDED, FAILED as OUTCOME_FAILED,
+                             INTERRUPTED as REASON_INTERRUPTED,
+                             INVALID_CONFIG, NON_FINITE_LOSS, OOM_KILLED, RUNTIME_ERROR,
+                             ResultError, RunResult, parse_result)
 
 # The trainer's exit code for "this config can never run" (ftscale_trainer: ConfigError).
 EXIT_INVALID_CONFIG = 2
@@ -41,6 +50,9 @@ EXIT_NON_FINITE_LOSS = 3
 STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.2
 LOG_TAIL_BYTES = 1500
+# Failure reasons a retry can cure (as on the cluster, where only these burn backoffLimit or
+# are not counted at all); InvalidConfig, NonFiniteLoss and DeadlineExceeded are final.
+RETRIABLE_REASONS = (RUNTIME_ERROR, OOM_KILLED, REASON_INTERRUPTED)
 
 
 # ---- resume decisions ----------------------------------------------------------------------
@@ -100,9 +112,8 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
             log_tail: str) -> tuple[RunResult, bool]:
     """The result of a finished attempt and whether to retry it.
 
-    A result the trainer wrote (Succeeded or Failed, e.g. NonFiniteLoss) is final. Without a
-    usable one, a Failed result is made from the exit code (retriable unless the config is
-    invalid or the deadline passed)."""
+    A result the trainer wrote is taken (a Failed one is retried when its reason is in
+    RETRIABLE_REASONS). Without a usable one, a Failed result is made from the exit code."""
     path = attempt_dir / "result.json"
     problem = None
     if path.is_file() and not timed_out:
@@ -110,7 +121,7 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
             result = parse_result(path.read_bytes())
             problem = check_identity(result, run.key, run.run_id)
             if problem is None:
-                return result, False
+                return result, (not result.ok and result.reason in RETRIABLE_REASONS)
         except ResultError as exc:
             problem = str(exc)
     reason, retriable, message = failure_of(exit_code, timed_out)
@@ -125,12 +136,107 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
     return failed, retriable
 
 
+def trainer_args(config_path: Path, output_dir: Path) -> list[str]:
+    return ["--config", str(config_path), "--output", str(output_dir)]
+
+
 def trainer_command(config_path: Path, output_dir: Path) -> list[str]:
     """The trainer entry point; $FTSCALE_TRAINER_CMD replaces `python -m ftscale_trainer`
     (e.g. to run a trainer from another environment)."""
     base = os.environ.get("FTSCALE_TRAINER_CMD")
     cmd = shlex.split(base) if base else [sys.executable, "-m", "ftscale_trainer"]
-    return cmd + ["--config", str(config_path), "--output", str(output_dir)]
+    return cmd + trainer_args(config_path, output_dir)
+
+
+# ---- launchers -------------------------------------------------------------------------------
+FORK, SUBPROCESS = "fork", "subprocess"
+
+
+def choose_launcher() -> str:
+    """fork when this process can import the trainer and nothing asks otherwise."""
+    wanted = os.environ.get("FTSCALE_LAUNCHER")
+    if wanted in (FORK, SUBPROCESS):
+        return wanted if wanted == SUBPROCESS or hasattr(os, "fork") else SUBPROCESS
+    if os.environ.get("FTSCALE_TRAINER_CMD") or not hasattr(os, "fork"):
+        return SUBPROCESS
+    try:
+        preload_trainer()
+    except ImportError:
+        return SUBPROCESS
+    return FORK
+
+
+def preload_trainer() -> None:
+    """Import what every run imports (the trainer, torch and torch's lazily imported
+    reference implementations), so forked children start warm. Runs no torch operation."""
+    import ftscale_trainer.__main__  # noqa: F401
+    import ftscale_trainer.train  # noqa: F401
+    import torch._decomp  # noqa: F401
+    import torch._refs  # noqa: F401
+
+
+class ForkedTrainer:
+    """A trainer run in a child of this process (see the module docstring); it behaves like the
+    subset of subprocess.Popen the executor uses: pid, poll(), wait()."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str]):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _run_forked_child(argv, log_path, env)
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"trainer pid {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+def _run_forked_child(argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+    code = 1
+    try:
+        os.setsid()  # its own session: Ctrl-C reaches the parent only, killpg reaches it all
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)  # the trainer installs its own handlers
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        # Python-level streams may be wrappers of the parent's (pytest's capture, tqdm):
+        # give the trainer plain line-buffered streams on the log.
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        os.environ.clear()
+        os.environ.update(env)
+        from ftscale_trainer.__main__ import main
+
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - whatever happens, the child must not return
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 1)
 
 
 def _tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
@@ -150,7 +256,7 @@ def _tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
 @dataclass
 class _Active:
     run: PlannedRun
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen or ForkedTrainer
     log: Any
     started: float
     gpus: tuple[str, ...]
@@ -175,7 +281,7 @@ class Executor:
                  configs: dict[str, dict[str, Any]], *, parallel: int, threads: int,
                  gpus: tuple[str, ...] = (), backoff_limit: int = 0,
                  deadline_seconds: float | None = None, max_failed_runs: int = -1,
-                 failed_before: int = 0,
+                 failed_before: int = 0, launcher: str = SUBPROCESS,
                  on_event: Callable[[str, PlannedRun, RunResult | None], None] | None = None):
         self.workdir = workdir
         self.study = study
@@ -192,6 +298,7 @@ class Executor:
         self.on_event = on_event or (lambda *a: None)
         self.active: dict[str, _Active] = {}
         self.attempts: dict[str, int] = {}
+        self.launcher = launcher
 
     # -- one process --
     def _gpus_for(self, run: PlannedRun) -> int:
@@ -214,14 +321,19 @@ class Executor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         else:
             env["CUDA_VISIBLE_DEVICES"] = ""
-        log = open(self.workdir.log_file(run.run_id), "ab")
-        log.write(f"\n==== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n"
-                  .encode())
+        log_path = self.workdir.log_file(run.run_id)
+        log = open(log_path, "ab")
+        log.write(f"\n==== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                  f"({self.launcher}) ====\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            trainer_command(self.workdir.config_file(run.run_id), attempt_dir),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)  # Ctrl-C reaches us only; we stop children in order
+        config_path = self.workdir.config_file(run.run_id)
+        if self.launcher == FORK:
+            proc = ForkedTrainer(trainer_args(config_path, attempt_dir), log_path, env)
+        else:
+            proc = subprocess.Popen(
+                trainer_command(config_path, attempt_dir),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True)  # Ctrl-C reaches us only; we stop children in order
         self.active[run.run_id] = _Active(run, proc, log, time.monotonic(), gpus, attempt)
         self.on_event("start", run, None)
 
@@ -292,7 +404,7 @@ class Executor:
         return Outcome(results, stopped_early=stopped)
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal_group(proc: Any, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ftscale import grid
 from ftscale.local import devices as devmod
-from ftscale.local.executor import Executor, describe, plan_resume
+from ftscale.local.executor import Executor, choose_launcher, describe, plan_resume
 from ftscale.local.metrics import LocalMetrics
 from ftscale.local.workdir import CORRUPT, DONE, FAILED, INTERRUPTED, NEW, Workdir
 from ftscale.results import RunResult
@@ -208,13 +208,14 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
               "Failed": failed_before}
     progress = _Progress(len(plan.todo), len(plan.finished), len(runs), study.name, err,
                          metrics, counts)
+    launcher = choose_launcher() if plan.todo else "subprocess"
     started = time.monotonic()
     executor = Executor(wd, study.name, plan.todo, configs, parallel=n_parallel,
                         threads=threads, gpus=devices.gpus,
                         backoff_limit=execution["backoffLimit"],
                         deadline_seconds=execution.get("activeDeadlineSeconds"),
                         max_failed_runs=execution["maxFailedRuns"], failed_before=failed_before,
-                        on_event=progress)
+                        launcher=launcher, on_event=progress)
     try:
         outcome = executor.run()
     finally:
