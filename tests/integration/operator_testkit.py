@@ -66,23 +66,32 @@ def crd(apiextensions_api):
     """Install the ScalingStudy CRD from crds/ unless present; remove it after the module if we
     installed it (other suites, e.g. a Helm install, may want to own it)."""
     manifest = yaml.safe_load(CRD_PATH.read_text())
+
+    def current():
+        try:
+            return apiextensions_api.read_custom_resource_definition(CRD_NAME)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return None
+
+    # A CRD still being deleted (by the previous module) must be gone before we create it.
+    wait_until(lambda: (c := current()) is None or not c.metadata.deletion_timestamp, 120, "old CRD gone")
     created = False
-    try:
-        apiextensions_api.read_custom_resource_definition(CRD_NAME)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    if current() is None:
         apiextensions_api.create_custom_resource_definition(manifest)
         created = True
 
     def established():
-        obj = apiextensions_api.read_custom_resource_definition(CRD_NAME)
-        return any(c.type == "Established" and c.status == "True" for c in obj.status.conditions or ())
+        obj = current()
+        return obj is not None and any(c.type == "Established" and c.status == "True"
+                                       for c in obj.status.conditions or ())
 
     wait_until(established, 30, "CRD Established")
     yield CRD_NAME
     if created:
         apiextensions_api.delete_custom_resource_definition(CRD_NAME)
+        wait_until(lambda: current() is None, 120, "CRD deleted")
 
 
 # ---- the operator process --------------------------------------------------------------------
@@ -167,6 +176,17 @@ def operators(kubeconfig_path, namespace, tmp_path):
     # Captured output: pytest shows it only when the test failed.
     for op in launcher.started:
         print(f"---- operator {op.identity} log (tail) ----\n{op.log()[-6000:]}")
+
+
+def lease_holder(namespace: str, k8s_api_client, name: str = "ftscale-operator") -> str | None:
+    """Who holds the operator's Lease (the truth; /healthz caches probe results for 10 s)."""
+    api = client.CoordinationV1Api(k8s_api_client)
+    try:
+        return api.read_namespaced_lease(name, namespace).spec.holder_identity or None
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 # ---- studies ---------------------------------------------------------------------------------

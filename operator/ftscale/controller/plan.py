@@ -116,7 +116,9 @@ def fit_input_digest(spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any
     A grid extension or a law-option change gives a new digest, hence a new fit Job."""
     basis = {
         "law": spec.get("law") or {},
-        "runs": sorted((e["runId"], e.get("phase"), e.get("testLoss")) for e in entries),
+        # float(): the API server writes 2.0 back as 2; the digest must not see the difference.
+        "runs": sorted((e["runId"], e.get("phase"),
+                        None if e.get("testLoss") is None else float(e["testLoss"])) for e in entries),
     }
     text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -291,3 +291,11 @@ def test_two_thousand_results_fit_in_one_configmap():
     value = p.results_data[f"{grid[0].run_id}.json"]
     assert rc.parse_result(value).generation == {"bleu": 12.3456}  # slim, but still the contract
     assert 2000 * (len(value) + 20) < 1024 * 1024
+
+
+def test_fit_digest_ignores_how_json_spells_a_number():
+    from ftscale.controller.plan import fit_input_digest
+    a = [{"runId": "x", "phase": "Succeeded", "testLoss": 2.0}]
+    b = [{"runId": "x", "phase": "Succeeded", "testLoss": 2}]  # as the API server returns it
+    assert fit_input_digest(spec(), a) == fit_input_digest(spec(), b)
+    assert fit_input_digest(spec(), a) != fit_input_digest(spec(), [{"runId": "x", "phase": "Succeeded", "testLoss": 2.1}])
