@@ -82,8 +82,8 @@ class TrainConfig:
     target_lang: str | None = None  # e.g. "German"
     max_source_tokens: int = 48  # source (with template) is cut to this many tokens
     max_target_tokens: int = 48  # target (with EOS) is cut to this many tokens
-    dev_examples: int = 256  # dev examples used for checkpoint selection (first N); 0 = all
-    test_examples: int = 512  # test examples for the reported loss (first N); 0 = all
+    dev_examples: int = 200  # dev examples used for checkpoint selection (first N); 0 = all
+    test_examples: int = 500  # test examples for the reported loss (first N); 0 = all
     zero_shot: list[ZeroShotSet] = field(default_factory=list)  # extra sets, reported apart
 
     # ---- method ----
@@ -261,11 +261,11 @@ _PAPER: dict[str, dict[str, Any]] = {
 # Learning rates from a sweep on the toy family (docs/trainer.md, "Tiny defaults").
 _TINY: dict[str, dict[str, Any]] = {
     "fmt": dict(learning_rate=3e-3, batch_size=16, max_steps=60, max_epochs=100.0,
-                warmup_steps=5, weight_decay=0.0, eval_interval=10, pet_size=None),
+                warmup_steps=5, weight_decay=0.0, eval_interval=12, pet_size=None),
     "lora": dict(learning_rate=1e-2, batch_size=16, max_steps=60, max_epochs=100.0,
-                 warmup_steps=5, weight_decay=0.0, eval_interval=10, pet_size=4),
-    "prompt": dict(learning_rate=3e-2, batch_size=16, max_steps=60, max_epochs=100.0,
-                   warmup_steps=5, weight_decay=0.0, eval_interval=10, pet_size=8),
+                 warmup_steps=5, weight_decay=0.0, eval_interval=12, pet_size=4),
+    "prompt": dict(learning_rate=1e-1, batch_size=16, max_steps=60, max_epochs=100.0,
+                   warmup_steps=5, weight_decay=0.0, eval_interval=12, pet_size=8),
 }
 
 

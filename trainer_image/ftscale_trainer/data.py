@@ -44,15 +44,24 @@ class Encoded:
 
 
 # ---- loading ---------------------------------------------------------------------------------
+class LazyRows(list):
+    """The raw lines of a JSONL file; a line is parsed only when its example is used (a D_f
+    subset of a 20K-line split parses D_f lines, which is most of a toy run's start-up)."""
+
+
 def load_examples(path: str, fmt: str, source_field: str, target_field: str,
-                  split: str | None = None) -> list[Example]:
+                  split: str | None = None, lazy: bool = False) -> list[Example]:
     """Read examples from a JSONL file or an HF dataset folder. Raises ConfigError when the
-    file is missing or lacks the fields (retrying cannot help)."""
+    file is missing or lacks the fields (retrying cannot help). With `lazy`, a JSONL file
+    gives a list of unparsed lines; `subset()` and `parse_rows()` turn them into Examples."""
     if not os.path.exists(path):
         raise ConfigError(f"data file {path} does not exist")
     if fmt == "auto":
         fmt = "hf_disk" if os.path.isdir(path) else "jsonl"
     rows: list[dict]
+    if fmt == "jsonl" and lazy:
+        with open(path, encoding="utf-8") as handle:
+            return LazyRows((path, line, source_field, target_field) for line in handle if line.strip())
     if fmt == "jsonl":
         rows = []
         with open(path, encoding="utf-8") as handle:
@@ -81,13 +90,30 @@ def load_examples(path: str, fmt: str, source_field: str, target_field: str,
     return examples
 
 
-def subset(examples: list[Example], data_size: int, seed: int) -> list[Example]:
+def _parse_lazy(item) -> Example:
+    path, line, source_field, target_field = item
+    try:
+        row = json.loads(line)
+    except ValueError:
+        raise ConfigError(f"{path}: a line is not a JSON object: {line[:80]!r}") from None
+    if not isinstance(row, dict) or source_field not in row or target_field not in row:
+        raise ConfigError(f"{path}: an example lacks {source_field!r}/{target_field!r} "
+                          f"(set source_field/target_field): {line[:80]!r}")
+    return Example(str(row[source_field]), str(row[target_field]), row.get("lang"))
+
+
+def parse_rows(examples: list) -> list[Example]:
+    return [_parse_lazy(e) for e in examples] if isinstance(examples, LazyRows) else list(examples)
+
+
+def subset(examples: list, data_size: int, seed: int) -> list[Example]:
     """The nested D_f subset for a seed. Raises ConfigError if D_f exceeds the split."""
     if data_size > len(examples):
         raise ConfigError(f"data_size {data_size} exceeds the {len(examples)} training examples")
     order = list(range(len(examples)))
     random.Random(f"ftscale-subset-{seed}").shuffle(order)
-    return [examples[i] for i in order[:data_size]]
+    chosen = [examples[i] for i in order[:data_size]]
+    return parse_rows(LazyRows(chosen)) if isinstance(examples, LazyRows) else chosen
 
 
 # ---- templates -------------------------------------------------------------------------------

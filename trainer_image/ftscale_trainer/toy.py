@@ -38,7 +38,7 @@ FAMILY = (
     ("tiny-1", 32, 2, 4, 4e-3),
     ("tiny-2", 48, 2, 4, 3e-3),
     ("tiny-3", 64, 3, 4, 2.5e-3),
-    ("tiny-4", 96, 4, 4, 2e-3),
+    ("tiny-4", 96, 4, 4, 4e-3),
 )
 PRETRAIN_TOKENS = 1_310_720  # 640 steps of 32 × 64 tokens
 

@@ -146,13 +146,15 @@ def _splits(config: TrainConfig) -> tuple[dict[str, list[data.Example]], TrainCo
     else:
         fmt = config.data_format
         paths = {"train": config.train_path, "dev": config.dev_path, "test": config.test_path}
-    splits = {name: data.load_examples(p, fmt, config.source_field, config.target_field, name)
+    splits = {name: data.load_examples(p, fmt, config.source_field, config.target_field, name,
+                                       lazy=True)
               for name, p in paths.items()}
     return splits, config
 
 
 def _first(items: list, n: int) -> list:
-    return items if n == 0 else items[:n]
+    """The first n items (all for n = 0), keeping a lazy list lazy."""
+    return items if n == 0 else type(items)(items[:n])
 
 
 def prepare(config: TrainConfig, model_path: str) -> Prepared:
@@ -160,7 +162,7 @@ def prepare(config: TrainConfig, model_path: str) -> Prepared:
     train_examples = data.subset(splits["train"], config.data_size, config.seed)
     loaded = models.load(config, model_path, config.seed)
     codec = loaded.codec
-    test_examples = _first(splits["test"], config.test_examples)
+    test_examples = data.parse_rows(_first(splits["test"], config.test_examples))
     zero_shot = {}
     for zs in config.zero_shot:
         if zs.task:
@@ -177,7 +179,7 @@ def prepare(config: TrainConfig, model_path: str) -> Prepared:
     return Prepared(
         config=config, loaded=loaded,
         train=data.encode(train_examples, config, codec),
-        dev=data.encode(_first(splits["dev"], config.dev_examples), config, codec),
+        dev=data.encode(data.parse_rows(_first(splits["dev"], config.dev_examples)), config, codec),
         test=data.encode(test_examples, config, codec),
         test_examples=test_examples, zero_shot=zero_shot, model_path=model_path)
 
