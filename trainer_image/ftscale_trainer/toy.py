@@ -227,11 +227,12 @@ def _pretrain_one(root: str, index: int, threads: int) -> list[dict]:
     def tick(n):
         with _COUNTER.get_lock():
             _COUNTER.value += n
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     saved = pretrain(plan, train, dev, out, os.path.join(root, "tokenizer"), tick)
     _log(f"{plan.name}: {plan.shape.non_embedding_params():,} non-embedding params, "
          f"{plan.tokens:,} tokens, dev loss {saved[-1]['dev_loss']:.3f} "
-         f"({time.time() - started:.0f} s, {threads} thread(s))")
+         f"({time.time() - started:.0f} s wall, {time.process_time() - cpu_started:.0f} s CPU, "
+         f"{threads} thread(s))")
     with open(os.path.join(out, "checkpoints.json"), "w", encoding="utf-8") as handle:
         json.dump(saved, handle)
     return saved
@@ -299,6 +300,8 @@ def build(root: str | None = None, force: bool = False, workers: int | None = No
     root = root or world.world_dir()
     if force and os.path.isdir(root):
         shutil.rmtree(root)
+    if _complete(root):
+        return root  # the cached world: no torch import, no work
     os.makedirs(root, exist_ok=True)
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     manifest_path = os.path.join(root, "manifest.json")
@@ -326,6 +329,17 @@ def build(root: str | None = None, force: bool = False, workers: int | None = No
     with open(manifest_path, "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=2)
     return root
+
+
+def _complete(root: str) -> bool:
+    """True when every phase is done and family.json lists exactly the FAMILY of this code."""
+    try:
+        with open(os.path.join(root, "family.json"), encoding="utf-8") as handle:
+            names = [m["name"] for m in json.load(handle)["models"]]
+    except (OSError, ValueError, KeyError):
+        return False
+    return names == [f[0] for f in FAMILY] and all(
+        _done(root, phase) for phase in ("data", "tokenizer", "corpus"))
 
 
 def describe(root: str | None = None) -> str:
