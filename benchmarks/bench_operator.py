@@ -50,6 +50,7 @@ from cluster.control_plane import LocalControlPlane  # noqa: E402
 from cluster.kubelet import HOLD_KEY, STRATEGIC_MERGE_PATCH, terminated_status_patch  # noqa: E402
 from ftscale import results as rc  # noqa: E402
 from ftscale.controller import names  # noqa: E402
+from ftscale.spec import crd_path  # noqa: E402
 
 NAMESPACE = "bench"
 STUDY = "scale"
@@ -244,7 +245,7 @@ def main() -> int:
         ext = client.ApiextensionsV1Api(api)
         gpu_nodes = [n for n in core.list_node().items if (n.status.allocatable or {}).get("nvidia.com/gpu")]
         assert len(gpu_nodes) >= 32, f"need at least 32 GPU nodes, the cluster has {len(gpu_nodes)}"
-        crd = yaml.safe_load((REPO / "crds" / "scalingstudy.yaml").read_text())
+        crd = yaml.safe_load(crd_path().read_text())  # crds/scalingstudy.yaml (or $FTSCALE_CRD)
         try:
             ext.create_custom_resource_definition(crd)
         except ApiException as exc:
@@ -326,6 +327,12 @@ def main() -> int:
         time.sleep(1.0)
         after = apiserver_requests(api)
         rss = vm_hwm_mb(operator.pid)
+        op_metrics = {}
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        for family in text_string_to_metric_families(text):
+            for smp in family.samples:
+                if smp.name.endswith(("_sum", "_count")) and not smp.labels:
+                    op_metrics[smp.name] = smp.value
         for x in (kubelet, watcher, jobs):
             x.stop.set()
 
@@ -333,7 +340,8 @@ def main() -> int:
         writes = Counter()
         reads = Counter()
         for (verb, group, resource, sub), n in diff.items():
-            if (group, resource, sub) in OPERATOR_RESOURCES:
+            if (group, resource, sub) in OPERATOR_RESOURCES and not (verb == "POST" and resource == names.PLURAL):
+                # (the one POST of the study itself is this script's, not the operator's)
                 (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
         total_writes = sum(writes.values())
         latencies = sorted(watcher.seen_at[r] - kubelet.done_at[r] for r in watcher.seen_at if r in kubelet.done_at)
@@ -349,6 +357,10 @@ def main() -> int:
         print(f"  other requests on those resources (GET/LIST/WATCH): {int(sum(reads.values()))}")
         print(f"harvest latency (pod finished -> result in status), {len(latencies)} runs: "
               f"p50 {statistics.median(latencies):.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s")
+        passes = op_metrics.get("ftscale_reconcile_duration_seconds_count", 0)
+        if passes:
+            print(f"operator: {int(passes)} reconcile passes, mean "
+                  f"{op_metrics['ftscale_reconcile_duration_seconds_sum'] / passes * 1000:.0f} ms")
         print(f"operator peak RSS (VmHWM): {rss:.0f} MB; log: {log_path}")
         ok = max_unfinished <= MAX_PARALLEL
         if not ok:

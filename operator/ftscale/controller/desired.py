@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from ftscale import grid
 from ftscale.controller.templates import DesiredRun
+from ftscale.identity import job_name
 from ftscale.spec import with_defaults
 
 
@@ -29,5 +30,6 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
             gpus=int(planned.gpus or 0),
             resources=dict(planned.resources or {}),
             x_values=x_values,
+            job_name=job_name(study, planned.key),
         ))
     return out

@@ -145,26 +145,32 @@ def failure_reason(job: JobView, last: PodView | None) -> tuple[str, str]:
 # ---- the fit Job ----------------------------------------------------------------------------
 
 
+def _fit_from_pod(pod: PodView, base: dict[str, Any]) -> dict[str, Any]:
+    try:
+        summary = json.loads(pod.message or "")
+    except ValueError:
+        return {**base, "phase": "Failed", "reason": BAD_RESULT,
+                "message": f"fit summary is not JSON: {_short(pod.message, 200)}"}
+    if not isinstance(summary, dict):
+        return {**base, "phase": "Failed", "reason": BAD_RESULT, "message": "fit summary is not a JSON object"}
+    return {**summary, **base, "phase": "Succeeded"}
+
+
 def harvest_fit(job: JobView, pods: Iterable[PodView], now: float, grace_seconds: float) -> dict[str, Any] | None:
-    """The fit Job's outcome as a status.fit document, or None while waiting for its pod.
+    """The fit Job's outcome as a status.fit document, or None while there is none yet.
 
     Succeeded: the fit summary JSON the law job printed to its termination message, plus
-    `phase`. Failed: phase, reason and message (log tail).
+    `phase` — taken as soon as the fit pod exited 0, like a run's early harvest. Failed (the
+    Job's verdict): phase, reason and message (log tail).
     """
     own = sorted((p for p in pods if p.job == job.name), key=lambda p: (p.finished_at or 0.0, p.name))
     base = {"job": job.name, "inputDigest": job.fit_digest}
+    for pod in reversed(own):
+        if pod.phase == "Succeeded" and pod.exit_code == 0:
+            return _fit_from_pod(pod, base)
+    if not job.terminal:
+        return None
     if job.finished == "Complete":
-        for pod in reversed(own):
-            if pod.phase == "Succeeded" or pod.exit_code == 0:
-                try:
-                    summary = json.loads(pod.message or "")
-                except ValueError:
-                    return {**base, "phase": "Failed", "reason": BAD_RESULT,
-                            "message": f"fit summary is not JSON: {_short(pod.message, 200)}"}
-                if not isinstance(summary, dict):
-                    return {**base, "phase": "Failed", "reason": BAD_RESULT,
-                            "message": "fit summary is not a JSON object"}
-                return {**summary, **base, "phase": "Succeeded"}
         if now - (job.finished_at or now) < grace_seconds:
             return None
         return {**base, "phase": "Failed", "reason": RESULT_MISSING,

@@ -208,7 +208,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     active = 0
     ttl = execution.get("ttlSecondsAfterFinished")
     for run in desired:
-        name = names.run_job_name(study.name, run.key)
+        name = run.job_for(study.name)
         job = run_jobs.get(name)
         known = old_entries.get(run.run_id)
         if known is not None:
@@ -244,7 +244,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         entries[run.run_id] = status_entry(got.result)
 
     # Jobs of runs no longer in the grid: stop the unfinished ones (their GPUs are wasted).
-    wanted = {names.run_job_name(study.name, r.key) for r in desired}
+    wanted = {r.job_for(study.name) for r in desired}
     for job in run_jobs.values():
         if job.name not in wanted and not job.terminal and not job.deleting and not deleting:
             out.delete_jobs.append(job.name)
@@ -302,12 +302,12 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             job = fit_jobs.get(job_name)
             if job is not None and job.terminal and job.ttl is None and ttl is not None and not job.deleting:
                 out.ttl_patches.append((job_name, int(ttl)))
-        elif job_name in fit_jobs and fit_jobs[job_name].terminal:
+        elif job_name in fit_jobs:
             job = fit_jobs[job_name]
             doc = harvest_fit(job, pods_by_job.get(job_name, ()), now, settings.result_grace_seconds)
             if doc is None:
-                out.waiting = True
-                fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} finished; reading its result"
+                out.waiting = job.terminal
+                fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} is running"
             else:
                 fit_status = doc
                 out.fit_finished = doc
@@ -319,7 +319,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                                         "Fitted" if fitted else "FitFailed", fit_message))
                 if ttl is not None and job.ttl is None and not job.deleting:
                     out.ttl_patches.append((job_name, int(ttl)))
-        elif job_name in fit_jobs or job_name in pending_creates:
+        elif job_name in pending_creates:
             fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} is running"
         elif not deleting:
             out.fit_input = fit_input_document(study.name, spec, ordered, digest)

@@ -47,10 +47,16 @@ class DesiredRun:
     gpus: int = 0
     resources: dict[str, Any] = field(default_factory=dict)  # {"requests": {...}, "limits": {...}}
     x_values: dict[str, Any] = field(default_factory=dict)  # model_params / pretrain_tokens if known
+    # The run's Job name (ftscale.identity.job_name), given by desired_runs; "" = compute it.
+    job_name: str = ""
+    # Cached: hashing the identity 1,000 times per pass was most of a pass's time.
+    run_id: str = field(init=False, default="")
 
-    @property
-    def run_id(self) -> str:
-        return self.key.run_id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_id", self.key.run_id)
+
+    def job_for(self, study: str) -> str:
+        return self.job_name or names.run_job_name(study, self.key)
 
 
 def common_labels(study: str, component: str) -> dict[str, str]:
@@ -242,7 +248,7 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": names.run_job_name(study.name, run.key), "namespace": study.namespace,
+        "metadata": {"name": run.job_for(study.name), "namespace": study.namespace,
                      "labels": job_labels, "ownerReferences": [study.owner_reference()]},
         "spec": job_spec,
     }

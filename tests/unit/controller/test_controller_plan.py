@@ -299,3 +299,17 @@ def test_fit_digest_ignores_how_json_spells_a_number():
     b = [{"runId": "x", "phase": "Succeeded", "testLoss": 2}]  # as the API server returns it
     assert fit_input_digest(spec(), a) == fit_input_digest(spec(), b)
     assert fit_input_digest(spec(), a) != fit_input_digest(spec(), [{"runId": "x", "phase": "Succeeded", "testLoss": 2.1}])
+
+
+def test_the_fit_is_harvested_as_soon_as_its_pod_exits_zero():
+    s = spec()
+    grid, jobs, pods = _all_done(s)
+    p = run_plan(s, jobs=jobs, pods=pods)
+    name = p.fit_job["metadata"]["name"]
+    running = job(None, component=names.COMPONENT_FIT, name=name,
+                  annotations={names.ANNOTATION_FIT_DIGEST: p.fit_input["inputDigest"]})
+    q = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, message=fit_summary())])
+    assert conditions_of(q)["Fitted"]["status"] == "True" and q.status["fit"]["job"] == name
+    # a failing fit pod alone is not a verdict (the Job may retry)
+    r = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, phase="Failed", exit_code=1, message="x")])
+    assert conditions_of(r)["Fitted"]["reason"] == cond.FIT_IN_PROGRESS
