@@ -121,3 +121,11 @@ def test_compact_result_with_generation_and_zero_shot_stays_small(mini_world, tm
     assert message["zero_shot"] == result["zero_shot"]
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["learning_rate"] is not None  # the resolved config that ran is kept
+
+
+def test_diverging_run_fails_with_non_finite_loss_and_exit_3(mini_world, tmp_path):
+    config = base_config(mini_world, method="fmt", learning_rate=1e12, grad_clip=0.0, max_steps=12)
+    done, result, message = run_trainer(tmp_path, config)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert message["outcome"] == "Failed" and message["reason"] == "NonFiniteLoss"
+    assert "lower learning_rate" in message["message"]

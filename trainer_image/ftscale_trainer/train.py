@@ -282,7 +282,9 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
         nll = F.cross_entropy(logits.float(), labels.to(runtime.device), reduction="sum")
         # Per-token mean over the GLOBAL batch; DDP averages gradients over ranks, hence × world.
         loss = nll * runtime.world_size / global_targets
-        loss_value = float(loss.detach()) / runtime.world_size if runtime.world_size > 1 else float(loss.detach())
+        # The logged value is the whole global batch's (summed over ranks), so every rank sees
+        # the same number and a NaN stops all ranks together.
+        loss_value = float(runtime.sum_across(nll.detach())) / global_targets
         if not math.isfinite(loss_value):
             raise NonFiniteLoss(f"training loss is {loss_value} at step {progress.step} "
                                 f"(learning rate {lr:.3g}); lower learning_rate or use fp32")
