@@ -34,6 +34,8 @@ def main() -> int:
     p.add_argument("--hf", action="store_true", help="also time transformers' LlamaForCausalLM")
     p.add_argument("--compile", action="store_true", help="torch.compile the native model")
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--smoke-cpu", action="store_true",
+                   help="check the script on CPU with a tiny model (numbers meaningless)")
     args = p.parse_args()
 
     import torch
@@ -42,24 +44,37 @@ def main() -> int:
     from ftscale_trainer.models import NativeTuned, add_lora
     from ftscale_trainer.tiny_llama import LlamaLM, LlamaShape, count_params, flops_per_token
 
-    if not torch.cuda.is_available():
-        print("bench_trainer_gpu: no CUDA device; this benchmark needs a GPU", file=sys.stderr)
-        return 2
-    name = torch.cuda.get_device_name()
-    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    # ≈1.1B parameters: the paper's 1B layout (Table 3) with 16 heads of 128 instead of 8 of 256.
-    shape = LlamaShape(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
-                       num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048,
-                       tie_word_embeddings=False)
-    dev = torch.device("cuda")
+    if args.smoke_cpu:
+        dev, name, peak = torch.device("cpu"), "cpu (smoke test)", args.peak_tflops or 1.0
+        shape = LlamaShape(vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)
+        args.seq, args.batch_size, args.steps, args.warmup = 64, 2, 2, 1
+    else:
+        if not torch.cuda.is_available():
+            print("bench_trainer_gpu: no CUDA device; this benchmark needs a GPU "
+                  "(--smoke-cpu checks the script itself)", file=sys.stderr)
+            return 2
+        dev, name = torch.device("cuda"), torch.cuda.get_device_name()
+        peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+        # ≈1.1B parameters: the paper's 1B layout (Table 3), 16 heads of 128 instead of 8 of 256.
+        shape = LlamaShape(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                           num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
+                           max_position_embeddings=2048, tie_word_embeddings=False)
+    cuda = dev.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     fpt = flops_per_token(shape, args.seq)
+    autocast_dtype = torch.bfloat16
     print(f"device {name}, torch {torch.__version__}, non-embedding params {shape.non_embedding_params():,}, "
           f"batch {args.batch_size} × seq {args.seq}, bf16 autocast")
     gen = torch.Generator(device=dev).manual_seed(0)
     results = {}
     for method in ("fmt", "lora"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
         base = LlamaLM(shape).to(dev)
         if method == "lora":
             base.requires_grad_(False)
@@ -69,14 +84,14 @@ def main() -> int:
         if args.compile:
             model = torch.compile(model)
         trainable, total = count_params(model)
-        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=True)
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4, fused=cuda)
         ids = torch.randint(0, shape.vocab_size, (args.batch_size, args.seq + 1), device=dev, generator=gen)
         mask = torch.zeros(args.batch_size, args.seq, dtype=torch.bool, device=dev)
         mask[:, args.seq // 2:] = True
         labels = ids[:, 1:][mask]
 
         def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=autocast_dtype):
                 logits = model(ids[:, :-1], mask)
             loss = F.cross_entropy(logits.float(), labels)
             loss.backward()
@@ -86,19 +101,20 @@ def main() -> int:
 
         for _ in range(args.warmup):
             step()
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         for _ in range(args.steps):
             step()
-        torch.cuda.synchronize()
+        sync()
         elapsed = time.perf_counter() - start
         tps = args.steps * args.batch_size * args.seq / elapsed
         mfu = tps * fpt / (peak * 1e12) if peak else float("nan")
         results[method] = (tps, mfu)
         print(f"{method}: {tps:,.0f} tokens/s, MFU {mfu:.1%} (peak {peak} TFLOP/s), trainable {trainable:,} "
-              f"of {total:,}, peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+              f"of {total:,}, peak memory "
+              f"{(torch.cuda.max_memory_allocated() if cuda else 0) / 2**30:.1f} GiB")
         del model, base, opt
-    if args.hf:
+    if args.hf and cuda:
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.cuda.empty_cache()
