@@ -167,11 +167,14 @@ def choose_launcher() -> str:
 
 
 def preload_trainer() -> None:
-    """Import what every run imports (the trainer, torch and torch's lazily imported
-    reference implementations), so forked children start warm. Runs no torch operation."""
+    """Import what every run imports, so forked children start warm: the trainer, torch, and
+    what torch imports lazily on a run's first steps (building a model on the meta device
+    routes parameter init through torch._refs, which imports torch._dynamo: seconds).
+    Runs no torch operation, so no thread pool exists at fork time."""
     import ftscale_trainer.__main__  # noqa: F401
     import ftscale_trainer.train  # noqa: F401
     import torch._decomp  # noqa: F401
+    import torch._dynamo  # noqa: F401
     import torch._refs  # noqa: F401
 
 
