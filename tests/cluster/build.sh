@@ -54,8 +54,7 @@ build() {  # module-dir binary-name package [ldflags]
 }
 
 t0=$SECONDS
-build etcd etcd go.etcd.io/etcd/server/v3 \
-  "-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
+build etcd etcd go.etcd.io/etcd/server/v3
 
 # Version ldflags as Kubernetes' hack/lib/version.sh sets them, so /version reports the release.
 kdate="$(cd "$here/modules/kubernetes" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes 2>/dev/null || echo 1970-01-01T00:00:00Z)"
@@ -63,16 +62,18 @@ kmajor="${KUBERNETES_VERSION#v}"; kminor="${kmajor#*.}"; kmajor="${kmajor%%.*}";
 kver=""
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kver+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=$kmajor -X $p.gitMinor=$kminor"
-  kver+=" -X $p.gitTreeState=archive -X $p.buildDate=$kdate"
+  # The module zip carries no commit: report none rather than the "$Format:%H$" placeholder.
+  kver+=" -X $p.gitCommit= -X $p.gitTreeState=archive -X $p.buildDate=$kdate"
 done
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   build kubernetes "$b" "k8s.io/kubernetes/cmd/$b" "$kver"
 done
 
-build kwok kwok sigs.k8s.io/kwok/cmd/kwok \
-  "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$KUBERNETES_VERSION"
+build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
 build helm helm helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# Prometheus 3.x is published as Go module v0.3XX.Y: v0.316.0 is Prometheus 3.16.0.
+prom="${PROMETHEUS_VERSION#v0.}"
 build promtool promtool github.com/prometheus/prometheus/cmd/promtool \
-  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}"
+  "-X github.com/prometheus/common/version.Version=${prom:0:1}.${prom:1}"
 echo "control plane binaries built in $((SECONDS - t0)) s into $bin ($(du -sh "$bin" | cut -f1))"

@@ -56,7 +56,6 @@ if [ -n "${FTSCALE_CLUSTER_OWNER_PID:-}" ]; then
   setsid "$here/watchdog.sh" "$FTSCALE_CLUSTER_OWNER_PID" </dev/null >"$dir/logs/watchdog.log" 2>&1 8>&- &
   record_pid watchdog "$!"
 fi
-started=()
 attempt="${FTSCALE_CLUSTER_ATTEMPT:-1}"
 fail() {  # component reason
   if grep -q "address already in use" "$dir/logs/$1.log" 2>/dev/null && [ "$attempt" -lt 3 ]; then
@@ -79,7 +78,6 @@ start() {  # component args...  (own session, so a Ctrl-C aimed at the caller do
   # 8>&-: the component must not inherit up.lock, or the lock would live as long as it does.
   setsid "$bin/$name" "$@" </dev/null >"$dir/logs/$name.log" 2>&1 8>&- &
   record_pid "$name" "$!"
-  started+=("$name")
 }
 
 wait_until() {  # component description command...
