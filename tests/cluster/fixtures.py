@@ -14,6 +14,9 @@ Registered in tests/conftest.py (`pytest_plugins = ["cluster.fixtures"]`). Fixtu
                             so pods can be created at once); deleted after the test.
   cluster_binaries (session) ClusterBinaries: kubectl, helm, promtool paths. Builds (cached)
                             but starts no cluster — for chart linting or rule checking.
+  kwok_gpu_nodes (session)  names of the KWOK GPU nodes; SKIPS the test on a cluster without
+                            them (an external FTSCALE_TEST_KUBECONFIG cluster without KWOK), for
+                            tests that rely on the KWOK pod lifecycle described below.
 
 Any test that uses `cluster` (directly or through the fixtures above) is marked `cluster`
 automatically, so `-m "not cluster"` deselects it.
@@ -46,8 +49,9 @@ KUBECONFIG_ENV = "FTSCALE_TEST_KUBECONFIG"
 NAMESPACE_LABEL = "ftscale.test/namespace"
 CLUSTER_FIXTURE_NAMES = frozenset({
     "cluster", "kubeconfig_path", "k8s_api_client", "core_api", "batch_api",
-    "custom_objects_api", "apiextensions_api", "namespace",
+    "custom_objects_api", "apiextensions_api", "namespace", "kwok_gpu_nodes",
 })
+GPU_POOL_SELECTOR = "ftscale.test/pool=gpu"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,17 @@ def apiextensions_api(k8s_api_client):
     from kubernetes import client
 
     return client.ApiextensionsV1Api(k8s_api_client)
+
+
+@pytest.fixture(scope="session")
+def kwok_gpu_nodes(core_api) -> list[str]:
+    nodes = core_api.list_node(label_selector=GPU_POOL_SELECTOR).items
+    names = [n.metadata.name for n in nodes
+             if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"]
+    if not names:
+        pytest.skip(f"no KWOK nodes labelled {GPU_POOL_SELECTOR}: this test needs the harness's"
+                    " KWOK stages (tests/cluster/kwok) to drive pod lifecycles")
+    return names
 
 
 def namespace_name_for(test_name: str) -> str:

@@ -133,18 +133,18 @@ def test_crd_validation_rejects_bad_objects(cluster, namespace, custom_objects_a
 
 # ---- scheduling and KWOK -------------------------------------------------------------------
 
-def test_gpu_job_lands_on_gpu_node_and_completes(namespace, batch_api, core_api):
+def test_gpu_job_lands_on_gpu_node_and_completes(kwok_gpu_nodes, namespace, batch_api, core_api):
     batch_api.create_namespaced_job(namespace, make_job("gpu-run", gpus=2))
     assert wait_until(lambda: job_condition(batch_api, namespace, "gpu-run"), what="Job condition") == "Complete"
     (pod,) = job_pods(core_api, namespace, "gpu-run")
-    assert pod.spec.node_name.startswith("kwok-gpu-")
+    assert pod.spec.node_name in kwok_gpu_nodes
     node = core_api.read_node(pod.spec.node_name)
     assert node.status.allocatable["nvidia.com/gpu"] == "8"
     assert pod.status.phase == "Succeeded"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
 
 
-def test_pod_asking_more_gpus_than_any_node_stays_unschedulable(namespace, core_api):
+def test_pod_asking_more_gpus_than_any_node_stays_unschedulable(kwok_gpu_nodes, namespace, core_api):
     pod = client.V1Pod(
         metadata=client.V1ObjectMeta(name="too-big"),
         spec=client.V1PodSpec(restart_policy="Never", containers=[client.V1Container(
@@ -162,7 +162,7 @@ def test_pod_asking_more_gpus_than_any_node_stays_unschedulable(namespace, core_
     assert "nvidia.com/gpu" in cond.message
 
 
-def test_kwok_annotations_choose_exit_code_and_message(namespace, batch_api, core_api):
+def test_kwok_annotations_choose_exit_code_and_message(kwok_gpu_nodes, namespace, batch_api, core_api):
     annotations = {"ftscale.test/exit-code": "3", "ftscale.test/termination-message": '{"outcome": "failed"}'}
     batch_api.create_namespaced_job(namespace, make_job("kwok-fail", annotations=annotations))
     assert wait_until(lambda: job_condition(batch_api, namespace, "kwok-fail"), what="Job condition") == "Failed"
@@ -172,7 +172,7 @@ def test_kwok_annotations_choose_exit_code_and_message(namespace, batch_api, cor
         "Failed", 3, "Error", '{"outcome": "failed"}')
 
 
-def test_held_pod_is_finished_by_the_kubelet_helper(namespace, batch_api, core_api):
+def test_held_pod_is_finished_by_the_kubelet_helper(kwok_gpu_nodes, namespace, batch_api, core_api):
     """The operator's harvest path: KWOK keeps the pod Running; we finish it as a kubelet."""
     batch_api.create_namespaced_job(namespace, make_job("held-ok", labels={HOLD_KEY: "true"}))
     batch_api.create_namespaced_job(namespace, make_job("held-bad", annotations={HOLD_KEY: "true"}))
@@ -226,7 +226,7 @@ def test_garbage_collector_cascades_through_owner_references(namespace, core_api
     wait_until(gone, what="owner, child ConfigMap, Job and pod deleted")
 
 
-def test_helm_installs_a_chart(cluster, namespace, cluster_binaries, core_api):
+def test_helm_installs_a_chart(cluster, kwok_gpu_nodes, namespace, cluster_binaries, core_api):
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
            "HELM_CACHE_HOME": str(cluster.kubeconfig.parent / "helm-cache"),
            "HELM_CONFIG_HOME": str(cluster.kubeconfig.parent / "helm-config"),
@@ -269,6 +269,7 @@ def _assert_no_process_of(plane: LocalControlPlane):
     assert stray.stdout.strip() == "", stray.stdout
 
 
+@pytest.mark.cluster
 @pytest.mark.slow
 def test_second_cluster_is_idempotent_and_stops_when_its_owner_dies(cluster_binaries, tmp_path):
     """up twice gives the same cluster; killing the owner process stops every component."""
@@ -292,6 +293,7 @@ def test_second_cluster_is_idempotent_and_stops_when_its_owner_dies(cluster_bina
         plane.stop()
 
 
+@pytest.mark.cluster
 def test_broken_component_fails_loudly_and_leaves_nothing(cluster_binaries, tmp_path):
     """A kube-apiserver that cannot start: up.sh fails, names it, shows its log, stops etcd."""
     plane = LocalControlPlane(tmp_path / "broken", gpu_nodes=0, cpu_nodes=0)
