@@ -398,6 +398,10 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
     result.wall_seconds = round(progress.wall_before + (time.time() - wall_start), 3)
     if output_dir and config.save_model and runtime.is_main:
         _save_model(prep, runtime, os.path.join(output_dir, "model"))
+    # CPU seconds since the process started (imports included): on a shared machine the honest
+    # measure of what a run costs, where wall time also counts other processes' load.
+    log(f"done: {result.steps} steps, {result.tokens_seen} tokens, {result.wall_seconds:.1f} s wall "
+        f"in run(), {time.process_time():.1f} s CPU in this process")
     return result
 
 
