@@ -58,3 +58,19 @@ def test_lazy_jsonl_parses_only_what_is_used(tmp_path):
     assert all(isinstance(e, data.Example) for e in picked)
     with pytest.raises(ConfigError, match="not a JSON object"):
         data.parse_rows(data.LazyRows(rows[50:]))
+
+
+@pytest.mark.slow
+def test_hf_datasets_saved_to_disk_load_with_custom_fields(tmp_path):
+    import datasets
+
+    rows = [{"article": f"doc {i}", "summary": f"sum {i}", "lang": "de"} for i in range(6)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
+    datasets.Dataset.from_list(rows[:2]).save_to_disk(str(tmp_path / "single"))
+    got = data.load_examples(str(tmp_path / "dd"), "auto", "article", "summary", split="train")
+    assert got[3] == data.Example("doc 3", "sum 3", "de")
+    assert len(data.load_examples(str(tmp_path / "single"), "hf_disk", "article", "summary")) == 2
+    with pytest.raises(ConfigError, match="without a 'test' split"):
+        data.load_examples(str(tmp_path / "dd"), "auto", "article", "summary", split="test")
+    with pytest.raises(ConfigError, match="lacks 'source'"):
+        data.load_examples(str(tmp_path / "single"), "hf_disk", "source", "target")
