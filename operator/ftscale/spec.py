@@ -329,6 +329,11 @@ CEL_RECHECKS: dict[str, Recheck] = {
 }
 
 
+# The API server's line when schema errors kept it from evaluating the CEL rules.
+CEL_SKIPPED = ("<nil>: Invalid value: null: some validation rules were not checked because the "
+               "object was invalid; correct the existing errors to complete validation")
+
+
 def is_transition_rule(text: str) -> bool:
     return "oldSelf" in text
 
@@ -373,7 +378,8 @@ def _cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list
             # Kept honest by tests/unit/test_spec_crd.py; here only a forgotten re-check.
             continue
         if not check(value, old):
-            out.append(f"{path or '<root>'}: Invalid value: {_go_value(value)}: "
+            # The API server words a failed rule as "<path>: Invalid value: <message>".
+            out.append(f"{path or '<root>'}: Invalid value: "
                        f"{r.get('message', 'failed rule: ' + text)}")
     return out
 
@@ -404,7 +410,10 @@ def validate_manifest(manifest: Any, old_spec: dict[str, Any] | None = None) \
     defaulted = apply_defaults(schema, body)
     errors += _schema_errors({k: v for k, v in schema.items()
                               if k != "x-kubernetes-validations"}, defaulted, "")
-    if not errors:
+    if errors:
+        # As the API server: CEL rules are not evaluated on an object the schema rejects.
+        errors.append(CEL_SKIPPED)
+    else:
         old = None
         if old_spec is not None:
             old = {**defaulted, "spec": apply_defaults(spec_schema(), old_spec)}

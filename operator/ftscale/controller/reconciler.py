@@ -215,22 +215,29 @@ class Reconciler:
         self.passes += 1
         ns = ref.namespace
 
-        # 1. deletions and creations (parallel; each AlreadyExists is success)
+        steps: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now_ = time.perf_counter()
+            steps[name] = now_ - clock
+            clock = now_
+
+        # 1. Jobs of runs dropped from the grid
         if decided.delete_jobs:
             await asyncio.gather(*(self._call(self.kube.delete_job, ns, n) for n in decided.delete_jobs))
-        if decided.create_jobs:
-            await asyncio.gather(*(self._call(self.kube.create_job, m) for m in decided.create_jobs))
-            for m in decided.create_jobs:
-                memory.expected[m["metadata"]["name"]] = time.monotonic()
-            log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
+            lap("delete")
 
         # 2. results ConfigMap (before status: status never names a result it lacks)
         if decided.results_data:
             await self._call(self.kube.put_configmap_data, results_configmap(ref, {}),
                              decided.results_data, memory.configmap_exists)
             memory.configmap_exists = True
+            lap("configmap")
 
-        # 3. status
+        # 3. status — before new Jobs, so that harvests are not held up by creations and no
+        #    observer ever sees a replacement Job before the result that freed its slot
         status_durable = not decided.status_changed
         if decided.status_changed:
             urgent = bool(decided.harvested or decided.fit_finished or decided.create_jobs
@@ -248,12 +255,23 @@ class Reconciler:
                 for h in decided.harvested:
                     if h.finished_at is not None:
                         self.metrics.observe_harvest_latency(written - h.finished_at)
+                lap("status")
             else:
                 self.enqueue(key, wait)
 
-        # 4. TTLs, only once the results they would delete are in the written status
-        if status_durable and decided.ttl_patches:
-            await asyncio.gather(*(self._call(self.kube.set_job_ttl, ns, n, t) for n, t in decided.ttl_patches))
+        # 4. TTLs (only once the results they would delete are in the written status) and the
+        #    new run Jobs, together (each AlreadyExists is success)
+        calls = []
+        if status_durable:
+            calls += [self._call(self.kube.set_job_ttl, ns, n, t) for n, t in decided.ttl_patches]
+            calls += [self._call(self.kube.create_job, m) for m in decided.create_jobs]
+        if calls:
+            await asyncio.gather(*calls)
+            lap("ttl+create")
+        if status_durable and decided.create_jobs:
+            for m in decided.create_jobs:
+                memory.expected[m["metadata"]["name"]] = time.monotonic()
+            log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
 
         # 5. the fit
         if status_durable and decided.fit_job is not None:
@@ -279,7 +297,11 @@ class Reconciler:
         self.metrics.observe_plan(ns, ref.name, decided, time.time())
         if decided.waiting:
             self.enqueue(key, SHORT_REQUEUE)
-        self.metrics.observe_reconcile(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self.metrics.observe_reconcile(took)
+        if took > 2.0:
+            log.info("study %s/%s: slow pass %.1f s (%s)", ns, ref.name, took,
+                     ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in steps.items()))
         return decided
 
 
