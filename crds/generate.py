@@ -48,7 +48,13 @@ def obj(description, properties, required=(), rules=(), **extra):
     return out
 
 
+# CEL rules are admitted only when their estimated cost fits a budget, and a string's cost is
+# its maximum length: every string gets one (names and sources, which rules compare, short).
+DEFAULT_MAX_LENGTH = 4096
+
+
 def string(description, **extra):
+    extra.setdefault("maxLength", DEFAULT_MAX_LENGTH)
     return {"type": "string", "description": description, **extra}
 
 
@@ -227,7 +233,7 @@ MODEL = obj(
                          "the models volume's cache, a path on the models volume (relative to "
                          "its mount path, or absolute), or toy:<name>[@<tokens>] for the "
                          "offline tiny world (an intermediate checkpoint at <tokens> "
-                         "pretraining tokens).", minLength=1),
+                         "pretraining tokens).", minLength=1, maxLength=512),
         "parameters": integer("X_m: non-embedding parameters (the paper's model size). Known "
                               "for toy: models; set it for other checkpoints, or their runs "
                               "cannot join the model-size fit.", minimum=1),
@@ -237,7 +243,7 @@ MODEL = obj(
         "checkpointOf": string("Marks this model as an intermediate checkpoint of another "
                                "model of this study (by name): it joins the pretraining-data "
                                "factor of that model, not the model-size factor.",
-                               pattern=DNS_LABEL),
+                               pattern=DNS_LABEL, maxLength=30),
         "gpus": integer("nvidia.com/gpu per run pod of this model; overrides "
                         "execution.gpusPerRun. Locally: devices one run uses.", minimum=0,
                         maximum=64),
@@ -290,7 +296,8 @@ METHOD = obj(
         "sizeSweepModels": array(
             "Models on which the other sizes are run (the paper sweeps PET sizes on one "
             "model only). Default: every model runs every size.",
-            string("A model name from spec.models.", pattern=DNS_LABEL), maxItems=MAX_MODELS),
+            string("A model name from spec.models.", pattern=DNS_LABEL, maxLength=30),
+            maxItems=MAX_MODELS),
         "dataSizes": array(
             "Finetuning data sizes for this method instead of spec.dataSizes (the paper uses "
             "larger D_f for fmt than for PET).",

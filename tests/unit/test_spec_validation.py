@@ -98,7 +98,7 @@ def test_cel_rules_reject_with_the_crd_message(change, expected):
 
 def test_cel_messages_carry_the_field_path():
     errors = errors_of(manifest(spec__methods=[{"name": "fmt"}, {"name": "lora"}]))
-    assert errors == ['spec.methods[1]: Invalid value: "object": methods[].sizes is required for '
+    assert errors == ['spec.methods[1]: Invalid value: methods[].sizes is required for '
                       'lora and prompt: list LoRA ranks or prompt lengths, e.g. sizes: [4]']
 
 
@@ -163,6 +163,13 @@ def test_load_study_raises_with_every_problem(tmp_path):
     with pytest.raises(StudyValidationError) as info:
         load_study(path)
     assert len(info.value.errors) == 2 and str(path) in str(info.value)
+
+
+def test_schema_errors_stop_cel_rules_like_the_api_server():
+    from ftscale.spec import CEL_SKIPPED
+    errors = errors_of(manifest(spec__seeds=["x"], spec__dataSizes=[1, 1]))
+    assert errors[-1] == CEL_SKIPPED
+    assert not any("must be unique" in e for e in errors)
 
 
 # ---- transition rules (immutability), checked when the old spec is given -------------------
