@@ -53,9 +53,16 @@ rm -rf "$dir/etcd-data" "$dir/logs" "$dir/pids"
 mkdir -p "$dir/logs" "$dir/pids" "$dir/pki"
 # Started first, so that even an up.sh killed half-way leaves nothing running once the owner ends.
 if [ -n "${FTSCALE_CLUSTER_OWNER_PID:-}" ]; then
-  setsid "$here/watchdog.sh" "$FTSCALE_CLUSTER_OWNER_PID" </dev/null >"$dir/logs/watchdog.log" 2>&1 8>&- &
+  setsid "$here/watchdog.sh" "$FTSCALE_CLUSTER_OWNER_PID" </dev/null >"$dir/logs/watchdog.log" 2>&1 3>&- 8>&- &
   record_pid watchdog "$!"
 fi
+# Whatever ends this script before the cluster is up (an error, Ctrl-C, SIGTERM) stops what it
+# started: a half-started control plane is never left running.
+finished=0
+# fd 3 keeps the real stderr: a trap may run while a `>/dev/null 2>&1` redirection is active.
+exec 3>&2
+trap 'if [ "$finished" != 1 ]; then log "up.sh did not finish: stopping what it started" 2>&3; "$here/down.sh" 2>&3 >&3 || true; fi' EXIT
+trap 'exit 130' INT TERM
 attempt="${FTSCALE_CLUSTER_ATTEMPT:-1}"
 fail() {  # component reason
   if grep -q "address already in use" "$dir/logs/$1.log" 2>/dev/null && [ "$attempt" -lt 3 ]; then
@@ -70,13 +77,14 @@ fail() {  # component reason
   tail -n 60 "$dir/logs/$1.log" >&2 2>/dev/null || true
   log "---- stopping what was started ----"
   "$here/down.sh" >&2 || true
+  finished=1
   exit 1
 }
 
 start() {  # component args...  (own session, so a Ctrl-C aimed at the caller does not kill it)
   local name="$1"; shift
   # 8>&-: the component must not inherit up.lock, or the lock would live as long as it does.
-  setsid "$bin/$name" "$@" </dev/null >"$dir/logs/$name.log" 2>&1 8>&- &
+  setsid "$bin/$name" "$@" </dev/null >"$dir/logs/$name.log" 2>&1 3>&- 8>&- &
   record_pid "$name" "$!"
 }
 
@@ -163,4 +171,5 @@ wait_until kube-controller-manager "ServiceAccount default/default" kc -n defaul
 
 log "cluster up: $("$bin/kubectl" version --kubeconfig "$kubeconfig" 2>/dev/null | tr '\n' ' ')"
 log "stop it with: tests/cluster/down.sh   (state: $dir)"
+finished=1
 echo "$kubeconfig"
