@@ -156,7 +156,8 @@ start kube-scheduler --kubeconfig="$dir/kube-scheduler.kubeconfig" \
   --leader-elect=false --profiling=false --v=1
 start kwok --kubeconfig="$dir/kwok.kubeconfig" --config="$here/kwok/stages.yaml" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-  --cidr=10.244.0.0/16 --node-ip=10.245.0.1 --server-address="127.0.0.1:$kwok_port"
+  --cidr=10.244.0.0/16 --node-ip=10.245.0.1 --server-address="127.0.0.1:$kwok_port" \
+  --node-lease-duration-seconds=40
 wait_until kube-controller-manager "GET /healthz" curl -skf "https://127.0.0.1:$kcm_port/healthz"
 wait_until kube-scheduler "GET /healthz" curl -skf "https://127.0.0.1:$sched_port/healthz"
 wait_until kwok "GET /healthz" curl -sf "http://127.0.0.1:$kwok_port/healthz"

@@ -144,6 +144,19 @@ def test_gpu_job_lands_on_gpu_node_and_completes(kwok_gpu_nodes, namespace, batc
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
 
 
+def test_kwok_keeps_node_leases_fresh(kwok_gpu_nodes, k8s_api_client):
+    """Without renewed leases the node-lifecycle controller would taint the nodes unreachable
+    after 50 s and evict pods — long test sessions depend on this."""
+    leases = client.CoordinationV1Api(k8s_api_client)
+
+    def renewed():
+        lease = leases.read_namespaced_lease(kwok_gpu_nodes[0], "kube-node-lease")
+        return lease.spec.renew_time
+
+    first = wait_until(renewed, what="a node lease")
+    assert wait_until(lambda: renewed() > first, timeout=30, what="a lease renewal")
+
+
 def test_pod_asking_more_gpus_than_any_node_stays_unschedulable(kwok_gpu_nodes, namespace, core_api):
     pod = client.V1Pod(
         metadata=client.V1ObjectMeta(name="too-big"),
