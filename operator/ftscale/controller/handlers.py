@@ -41,20 +41,23 @@ def _study_key(namespace: str | None, labels: dict[str, str]) -> tuple[str, str]
     return (namespace or "", labels.get(names.LABEL_STUDY, ""))
 
 
+# Every handler is async: kopf would run a sync one in a thread pool, a thread hop per watch
+# event (thousands per study).
+
 # ---- watch caches ----------------------------------------------------------------------------
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def ftscale_jobs(body: kopf.Body, namespace: str, labels: dict[str, str], **_: Any):
+async def ftscale_jobs(body: kopf.Body, namespace: str, labels: dict[str, str], **_: Any):
     return {_study_key(namespace, labels): job_view(body)}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
-def ftscale_pods(body: kopf.Body, namespace: str, labels: dict[str, str], **_: Any):
+async def ftscale_pods(body: kopf.Body, namespace: str, labels: dict[str, str], **_: Any):
     return {_study_key(namespace, labels): pod_view(body)}
 
 
 # ---- triggers --------------------------------------------------------------------------------
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-def study_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def study_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         # The raw watch object (a plain dict), not kopf's live Body view.
@@ -62,14 +65,14 @@ def study_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
-def job_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def job_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         reconciler.enqueue(_study_key(namespace, labels))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-def pod_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         reconciler.enqueue(_study_key(namespace, labels))

@@ -66,6 +66,7 @@ class StudyMemory:
     desired: list | None = None
     desired_error: str | None = None
     expected: dict[str, float] = field(default_factory=dict)  # created Job name → monotonic time
+    ttl_inflight: set[str] = field(default_factory=set)  # Jobs whose TTL patch is under way
     configmap_exists: bool = False
     last_status_write: float = 0.0
 
@@ -86,6 +87,9 @@ class Reconciler:
         self._again: set[Key] = set()
         self._wake: asyncio.Event | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.api_threads, thread_name_prefix="ftscale-api")
+        # A lane of its own for status writes: a harvest never queues behind 300 Job creations.
+        self._status_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ftscale-status")
+        self._background: set[asyncio.Task] = set()
         self.passes = 0
 
     # ---- inputs from the watches ----
@@ -174,6 +178,41 @@ class Reconciler:
     async def _call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def _call_status(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._status_pool, fn, *args)
+
+    async def drain(self) -> None:
+        """Wait for the background Job writes of earlier passes (tests; orderly shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _apply_jobs(self, key: Key, memory: StudyMemory, ns: str, ttls: list[tuple[str, int]],
+                          creates: list[dict[str, Any]]) -> None:
+        """TTL patches and Job creations of one pass (idempotent; a failure requeues the study)."""
+        async def ttl(name: str, seconds: int) -> None:
+            try:
+                await self._call(self.kube.set_job_ttl, ns, name, seconds)
+            finally:
+                memory.ttl_inflight.discard(name)
+
+        results = await asyncio.gather(*(ttl(n, t) for n, t in ttls),
+                                       *(self._call(self.kube.create_job, m) for m in creates),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for m, r in zip(creates, results[len(ttls):]):
+                if isinstance(r, BaseException):
+                    memory.expected.pop(m["metadata"]["name"], None)  # not created: plan it again
+            self.metrics.observe_error(errors[0])
+            log.warning("study %s/%s: %d of %d Job writes failed (%s); retrying", key[0], key[1],
+                        len(errors), len(results), errors[0])
+            self.enqueue(key, ERROR_REQUEUE)
+
     # ---- one pass ----
     def _desired(self, memory: StudyMemory, name: str, spec: dict[str, Any], uid: str, generation: int | None):
         if memory.desired_for != (uid, generation):
@@ -245,7 +284,7 @@ class Reconciler:
                           or (body.get("status") or {}).get("observedGeneration") != ref.generation)
             wait = memory.last_status_write + STATUS_MIN_INTERVAL - time.monotonic()
             if urgent or wait <= 0:
-                updated = await self._call(self.kube.patch_study_status, ns, ref.name, decided.status,
+                updated = await self._call_status(self.kube.patch_study_status, ns, ref.name, decided.status,
                                            body.get("status"), meta.get("resourceVersion"))
                 memory.last_status_write = time.monotonic()
                 if updated and _rv(updated) >= _rv(memory.body):
@@ -260,18 +299,18 @@ class Reconciler:
                 self.enqueue(key, wait)
 
         # 4. TTLs (only once the results they would delete are in the written status) and the
-        #    new run Jobs, together (each AlreadyExists is success)
-        calls = []
+        #    new run Jobs: in the background, so that the next harvest does not wait for them.
+        #    Created names are "expected" at once (they count against maxParallelRuns) and TTLs
+        #    under way are not planned twice.
         if status_durable:
-            calls += [self._call(self.kube.set_job_ttl, ns, n, t) for n, t in decided.ttl_patches]
-            calls += [self._call(self.kube.create_job, m) for m in decided.create_jobs]
-        if calls:
-            await asyncio.gather(*calls)
-            lap("ttl+create")
-        if status_durable and decided.create_jobs:
+            ttls = [(n, t) for n, t in decided.ttl_patches if n not in memory.ttl_inflight]
+            memory.ttl_inflight.update(n for n, _ in ttls)
             for m in decided.create_jobs:
                 memory.expected[m["metadata"]["name"]] = time.monotonic()
-            log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
+            if ttls or decided.create_jobs:
+                self._spawn(self._apply_jobs(key, memory, ns, ttls, decided.create_jobs))
+            if decided.create_jobs:
+                log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
 
         # 5. the fit
         if status_durable and decided.fit_job is not None:

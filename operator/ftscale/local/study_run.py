@@ -63,6 +63,37 @@ def local_configs(study: Study, runs: list[grid.PlannedRun], study_dir: Path,
     return configs
 
 
+def preflight(study: Study, configs: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems every run would hit, found before any starts: toy models and tasks that the
+    offline world does not have (not built yet, or a name it lacks), data files that are
+    missing. Torch-free (ftscale_trainer.world reads the world's index only)."""
+    problems: list[str] = []
+    sources = {c["model_source"] for c in configs.values()}
+    tasks = {c["task"] for c in configs.values() if c.get("task")}
+    tasks |= {z["task"] for c in configs.values() for z in c.get("zero_shot", []) if z.get("task")}
+    if any(s.startswith("toy:") for s in sources) or any(t.startswith("toy-") for t in tasks):
+        try:
+            from ftscale_trainer import world
+        except ImportError:  # no trainer here: the runs will say what is missing
+            return problems
+        for source in sorted(s for s in sources if world.is_toy_source(s)):
+            try:
+                world.resolve_model(source)
+            except world.WorldError as exc:
+                problems.append(f"model source {source}: {exc}")
+        for task in sorted(t for t in tasks if t in world.TASKS):
+            try:
+                world.task_files(task)
+            except world.WorldError as exc:
+                problems.append(f"task {task}: {exc}")
+    for key in ("train_path", "dev_path", "test_path"):
+        for path in sorted({c[key] for c in configs.values() if c.get(key)}):
+            if not Path(path).exists():
+                problems.append(f"task.data: {path} does not exist (relative paths are read "
+                                f"from the study file's folder, or --data-root)")
+    return problems
+
+
 def check_resume(workdir: Workdir, study: Study) -> list[str]:
     """Problems that forbid running `study` in `workdir` (empty list: go ahead)."""
     old = workdir.recorded_manifest()
@@ -170,6 +201,12 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
                                 Path(models_root) if models_root else None)
     except grid.GridError as exc:
         print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    problems = preflight(study, configs)
+    if problems:
+        print("error: the study cannot run as written:", file=err)
+        for p in problems:
+            print(f"  - {p}", file=err)
         return EXIT_USAGE
     execution = study.spec["execution"]
     devices = devmod.detect(use_gpus)

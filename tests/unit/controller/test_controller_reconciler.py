@@ -49,6 +49,15 @@ class FakeKube:
         self.calls.append(("event", reason))
 
 
+def run_pass(r):
+    """One reconcile pass and the background Job writes it started."""
+    async def go():
+        out = await r.reconcile(KEY)
+        await r.drain()
+        return out
+    return asyncio.run(go())
+
+
 def body(s, status=None, rv="5"):
     return {"metadata": {"name": "demo", "namespace": "ns", "uid": "uid-1", "generation": 1,
                          "resourceVersion": rv}, "spec": s, "status": status or {}}
@@ -66,7 +75,7 @@ def test_harvest_writes_configmap_then_status_then_ttl():
     kube = FakeKube()
     r = make(kube, [j], [p])
     r.observe_study("ADDED", body(s))
-    asyncio.run(r.reconcile(KEY))
+    run_pass(r)
     kinds = [c[0] for c in kube.calls]
     assert kinds.index("configmap") < kinds.index("status") < kinds.index("ttl")
     assert ("status", "5", 1) in kube.calls  # resourceVersion precondition, one result
@@ -82,7 +91,7 @@ def test_status_conflict_sets_no_ttl():
     r = make(kube, [j], [p])
     r.observe_study("ADDED", body(s))
     try:
-        asyncio.run(r.reconcile(KEY))
+        run_pass(r)
     except Conflict:
         pass
     assert not any(c[0] == "ttl" for c in kube.calls)
@@ -93,11 +102,11 @@ def test_created_jobs_are_expected_until_the_cache_shows_them():
     kube = FakeKube()
     r = make(kube)
     r.observe_study("ADDED", body(s))
-    asyncio.run(r.reconcile(KEY))
+    run_pass(r)
     created = [c for c in kube.calls if c[0] == "create"]
     assert len(created) == 3  # maxParallelRuns
     kube.calls.clear()
-    asyncio.run(r.reconcile(KEY))  # the cache still shows no Job
+    run_pass(r)  # the cache still shows no Job
     assert not any(c[0] == "create" for c in kube.calls)
 
 
@@ -114,8 +123,8 @@ def test_status_writes_are_spaced_by_the_write_interval():
     kube = FakeKube()
     r = make(kube, interval=30.0)
     r.observe_study("ADDED", body(s))
-    asyncio.run(r.reconcile(KEY))
+    run_pass(r)
     assert [c[0] for c in kube.calls].count("status") == 1
     kube.calls.clear()
-    assert asyncio.run(r.reconcile(KEY)) is None  # deferred, not dropped: requeued
+    assert run_pass(r) is None  # deferred, not dropped: requeued
     assert kube.calls == [] and KEY in r._due
