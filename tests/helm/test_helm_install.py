@@ -1,8 +1,8 @@
 """`helm install` of the chart onto the real control plane (tests/cluster), then the operator
 run as the chart configures it — its environment from the rendered Deployment, its API
 credentials a token of the chart's ServiceAccount — through a study: proof that the API server
-accepts every object (the operator pod and the helm-test pod under the "restricted" Pod
-Security Standard), that the least-privilege RBAC is enough for a whole study and forbids the
+accepts every object (the operator pod, the helm-test pod, and the operator's run and fit pods,
+all in namespaces that enforce the "restricted" Pod Security Standard), that the least-privilege RBAC is enough for a whole study and forbids the
 rest, that `helm test` works, and that upgrade and uninstall keep the CRD.
 
 A real Prometheus (Debian's `prometheus`, installed by tests/helm/setup.sh) then scrapes that
