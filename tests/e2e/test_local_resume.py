@@ -197,3 +197,16 @@ def test_ctrl_c_leaves_a_resumable_state(env):
     # finished runs were not started again
     log = starts(env)
     assert all(log.count(i) == 1 for i in kept)
+
+
+def test_a_missing_toy_world_or_data_file_stops_before_any_run(env, monkeypatch):
+    monkeypatch.setenv("FTSCALE_CACHE", str(env / "empty-cache"))
+    monkeypatch.delenv("FTSCALE_TRAINER_CMD")  # preflight checks this environment's trainer
+    study = write_study(env / "s.yaml")
+    code, text = run(study, env / "wd")
+    assert code == 2 and "run `ftscale toy build`" in text
+    assert starts(env) == []
+    data = write_study(env / "d.yaml", task={"name": "mine", "data": {
+        "train": "nope/train.jsonl", "dev": "nope/dev.jsonl", "test": "nope/test.jsonl"}})
+    code, text = run(data, env / "wd2")
+    assert code == 2 and f"{env / 'nope' / 'train.jsonl'} does not exist" in text

@@ -12,6 +12,7 @@ Steps:
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,8 +67,11 @@ def local_configs(study: Study, runs: list[grid.PlannedRun], study_dir: Path,
 def preflight(study: Study, configs: dict[str, dict[str, Any]]) -> list[str]:
     """Problems every run would hit, found before any starts: toy models and tasks that the
     offline world does not have (not built yet, or a name it lacks), data files that are
-    missing. Torch-free (ftscale_trainer.world reads the world's index only)."""
+    missing. Torch-free (ftscale_trainer.world reads the world's index only). Skipped when
+    $FTSCALE_TRAINER_CMD names another trainer: it may see another world and other files."""
     problems: list[str] = []
+    if os.environ.get("FTSCALE_TRAINER_CMD"):
+        return problems
     sources = {c["model_source"] for c in configs.values()}
     tasks = {c["task"] for c in configs.values() if c.get("task")}
     tasks |= {z["task"] for c in configs.values() for z in c.get("zero_shot", []) if z.get("task")}
