@@ -94,10 +94,11 @@ class StopFlag:
 
 
 # ---- phase 0: identity -------------------------------------------------------------------------
-def resolve_identity(config: TrainConfig) -> tuple[TrainConfig, str]:
-    """Fill defaults, the X values of toy models and the run id. Returns (config, model folder).
+def resolve_identity(config: TrainConfig, log=lambda _m: None) -> tuple[TrainConfig, str]:
+    """Fill the X values (toy family, or the checkpoint's config.json), then the per-method
+    defaults (which depend on model size), then the run id. Returns (config, model folder).
     Raises ConfigError when the model source does not resolve."""
-    config = config.resolved()
+    config = TrainConfig.from_dict(config.to_dict())  # a copy: the caller's stays as given
     path = config.source
     if world.is_toy_source(config.source):
         try:
@@ -109,12 +110,28 @@ def resolve_identity(config: TrainConfig) -> tuple[TrainConfig, str]:
             config.model_params = toy.model_params
         if config.pretrain_tokens is None:
             config.pretrain_tokens = toy.pretrain_tokens
-        # Defaults may depend on model size; re-resolve now that it is known.
-        config = config.resolved()
+    elif config.model_params is None:
+        config.model_params = _non_embedding_params(path)
+        if config.model_params is None:
+            log("model_params unknown (no readable config.json): tiny-model defaults apply to "
+                "unset optimisation fields; set model_params or those fields explicitly")
+    config = config.resolved()
     if config.run_id is None:
         config.run_id = RunKey(config.model, config.method, config.pet_size, config.data_size,
                                config.seed).run_id
     return config, path
+
+
+def _non_embedding_params(folder: str) -> int | None:
+    """Non-embedding parameters from a checkpoint's config.json (exact for Llama-style
+    layouts, the usual decoder estimate otherwise); None when there is no such file."""
+    from ftscale_trainer import tiny_llama
+
+    try:
+        hf = tiny_llama.read_hf_config(folder)
+        return tiny_llama.shape_from_hf(hf).non_embedding_params()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def base_result(config: TrainConfig) -> results.RunResult:
@@ -366,7 +383,7 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
     from ftscale_trainer.runtime import make_runtime
 
     wall_start = time.time()
-    config, model_path = resolve_identity(config)
+    config, model_path = resolve_identity(config, log)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
