@@ -7,9 +7,9 @@ cd "$here"
 export PYTHONPATH="$here/operator:$here/trainer_image"
 py="$(scripts/python-env.sh)"
 # The control plane (kube-apiserver, etcd, ...) is built from Go modules into the cache once.
-if [ -x tests/cluster/build.sh ]; then
-  tests/cluster/build.sh
-fi
+tests/cluster/build.sh
+# A real Prometheus server (Debian package) for the chart's monitoring tests.
+tests/helm/setup.sh
 set +e
 "$py" -m pytest "$@"
 rc=$?
