@@ -10,6 +10,7 @@ import re
 import signal
 import time
 
+import pytest
 from kubernetes.client.rest import ApiException
 
 from ftscale import results as rc
@@ -18,6 +19,9 @@ from ftscale.controller import names
 from operator_testkit import (FIT_SUMMARY, condition, create_study, crd, finish, get_study,  # noqa: F401
                               lease_holder, operators, run_jobs, running_pods, study_manifest,
                               study_pods, wait_until)
+
+# Each test runs the operator process against the real control plane for 5-40 s.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 def _finish_all_running(core_api, ns, study, done: set[str], **kw) -> int:

@@ -12,6 +12,8 @@ from ftscale.controller import names
 
 from operator_testkit import create_study, crd, get_study, study_manifest  # noqa: F401
 
+pytestmark = pytest.mark.cluster
+
 
 def _rejected(api, namespace, manifest) -> str:
     with pytest.raises(ApiException) as info:
