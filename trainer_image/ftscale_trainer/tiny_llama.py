@@ -57,6 +57,7 @@ class LlamaShape:
 
 
 _SUPPORTED_ACT = ("silu",)
+_META_ABOVE = 50_000_000  # parameters above which load_pretrained builds on the meta device
 
 
 def supports(hf_config: dict) -> bool:
@@ -266,9 +267,14 @@ def load_pretrained(folder: str) -> LlamaLM:
     state = {}
     for name in files:
         state.update(load_file(os.path.join(folder, name)))
-    with torch.device("meta"):
-        model = LlamaLM(shape)
-    model = model.to_empty(device="cpu")
+    if shape.non_embedding_params() + shape.vocab_size * shape.hidden_size < _META_ABOVE:
+        model = LlamaLM(shape)  # small: a throw-away random init costs less than the meta path
+    else:
+        # Large: skip the random init. (The meta device imports torch._dynamo on first use,
+        # seconds of start-up that a toy run cannot afford, hence only here.)
+        with torch.device("meta"):
+            model = LlamaLM(shape)
+        model = model.to_empty(device="cpu")
     if shape.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
         state.pop("lm_head.weight", None)

@@ -248,8 +248,6 @@ def build_models(root: str, progress, workers: int) -> dict:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    import torch
-
     from ftscale_trainer.tiny_llama import LlamaLM, count_params
 
     plans = family_plans()
@@ -278,8 +276,7 @@ def build_models(root: str, progress, workers: int) -> dict:
     for plan in plans:
         with open(os.path.join(root, "models", plan.name, "checkpoints.json"), encoding="utf-8") as handle:
             saved = json.load(handle)
-        with torch.device("meta"):
-            _, total = count_params(LlamaLM(plan.shape))
+        _, total = count_params(LlamaLM(plan.shape))
         entries.append({"name": plan.name, "non_embedding_params": plan.shape.non_embedding_params(),
                         "total_params": total, "hidden_size": plan.shape.hidden_size,
                         "layers": plan.shape.num_hidden_layers, "learning_rate": plan.learning_rate,
