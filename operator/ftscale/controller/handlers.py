@@ -113,7 +113,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
     settings.watching.label_selectors["batch", "v1", "jobs"] = owned
     settings.watching.label_selectors["", "v1", "pods"] = owned
 
-    api = load_api_client(KUBECONFIG, pool_size=ours.api_threads)
+    api = load_api_client(KUBECONFIG, pool_size=ours.api_threads + 2)  # + the status lane
     kube = Kube(api, identity=ours.identity)
     metrics = OperatorMetrics()
     if ours.metrics_port:

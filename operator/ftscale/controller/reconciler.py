@@ -87,7 +87,8 @@ class Reconciler:
         self._again: set[Key] = set()
         self._wake: asyncio.Event | None = None
         self._pool = ThreadPoolExecutor(max_workers=settings.api_threads, thread_name_prefix="ftscale-api")
-        # A lane of its own for status writes: a harvest never queues behind 300 Job creations.
+        # A lane of its own for the harvest path (results ConfigMap, status): a harvest never
+        # queues behind 300 Job creations.
         self._status_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ftscale-status")
         self._background: set[asyncio.Task] = set()
         self.passes = 0
@@ -240,7 +241,11 @@ class Reconciler:
         spec = body.get("spec") or {}
         ref = StudyRef(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""),
                        generation=meta.get("generation"))
-        desired, error = await self._call(self._desired, memory, ref.name, spec, ref.uid, ref.generation)
+        if memory.desired_for == (ref.uid, ref.generation):
+            desired, error = memory.desired, memory.desired_error
+        else:  # a new generation: expanding 1,000 runs takes a moment; not on the event loop
+            desired, error = await self._call_status(self._desired, memory, ref.name, spec, ref.uid,
+                                                     ref.generation)
         jobs = list(self.jobs_of(key))
         pods = list(self.pods_of(key))
         mono = time.monotonic()
@@ -270,8 +275,8 @@ class Reconciler:
 
         # 2. results ConfigMap (before status: status never names a result it lacks)
         if decided.results_data:
-            await self._call(self.kube.put_configmap_data, results_configmap(ref, {}),
-                             decided.results_data, memory.configmap_exists)
+            await self._call_status(self.kube.put_configmap_data, results_configmap(ref, {}),
+                                    decided.results_data, memory.configmap_exists)
             memory.configmap_exists = True
             lap("configmap")
 
