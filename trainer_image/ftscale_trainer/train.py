@@ -266,6 +266,9 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
     ckpt_dir = os.path.join(output_dir, "checkpoint") if output_dir else None
     progress, best_state = (load_checkpoint(ckpt_dir, model, optimizer, config, log)
                             if ckpt_dir else (Progress(), None))
+    if config.batch_size < runtime.world_size:
+        raise ConfigError(f"batch_size {config.batch_size} is smaller than the "
+                          f"{runtime.world_size} data-parallel processes; each needs examples")
     model, optimizer = runtime.prepare(model, optimizer)
     model.train()
     pad = prep.loaded.codec.pad_id
