@@ -67,6 +67,7 @@ class StudyMemory:
     desired_error: str | None = None
     expected: dict[str, float] = field(default_factory=dict)  # created Job name → monotonic time
     ttl_inflight: set[str] = field(default_factory=set)  # Jobs whose TTL patch is under way
+    configmap_pending: dict[str, str] = field(default_factory=dict)  # results not yet in the ConfigMap
     configmap_exists: bool = False
     last_status_write: float = 0.0
 
@@ -192,6 +193,14 @@ class Reconciler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _write_results(self, ref: StudyRef, memory: StudyMemory) -> None:
+        data = dict(memory.configmap_pending)
+        await self._call_status(self.kube.put_configmap_data, results_configmap(ref, {}), data,
+                                memory.configmap_exists)
+        memory.configmap_exists = True
+        for k in data:
+            memory.configmap_pending.pop(k, None)
+
     async def _apply_jobs(self, key: Key, memory: StudyMemory, ns: str, ttls: list[tuple[str, int]],
                           creates: list[dict[str, Any]]) -> None:
         """TTL patches and Job creations of one pass (idempotent; a failure requeues the study)."""
@@ -273,35 +282,48 @@ class Reconciler:
             await asyncio.gather(*(self._call(self.kube.delete_job, ns, n) for n in decided.delete_jobs))
             lap("delete")
 
-        # 2. results ConfigMap (before status: status never names a result it lacks)
+        # 2+3. the results ConfigMap and the status, together (a harvest waits for the slower of
+        #    the two, not their sum). The status is built to be complete on its own; a ConfigMap
+        #    write that failed is retried from memory on the next pass. Count-only changes (a
+        #    pod started) are written at most every STATUS_MIN_INTERVAL.
         if decided.results_data:
-            await self._call_status(self.kube.put_configmap_data, results_configmap(ref, {}),
-                                    decided.results_data, memory.configmap_exists)
-            memory.configmap_exists = True
-            lap("configmap")
-
-        # 3. status — before new Jobs, so that harvests are not held up by creations and no
-        #    observer ever sees a replacement Job before the result that freed its slot
+            memory.configmap_pending.update(decided.results_data)
         status_durable = not decided.status_changed
+        write_status = False
         if decided.status_changed:
             urgent = bool(decided.harvested or decided.fit_finished or decided.create_jobs
                           or _conditions_flipped(body.get("status"), decided.status)
                           or (body.get("status") or {}).get("observedGeneration") != ref.generation)
             wait = memory.last_status_write + STATUS_MIN_INTERVAL - time.monotonic()
-            if urgent or wait <= 0:
-                updated = await self._call_status(self.kube.patch_study_status, ns, ref.name, decided.status,
-                                           body.get("status"), meta.get("resourceVersion"))
+            write_status = urgent or wait <= 0
+            if not write_status:
+                self.enqueue(key, wait)
+        writes = []
+        if memory.configmap_pending:
+            writes.append(self._write_results(ref, memory))
+        if write_status:
+            writes.append(self._call_status(self.kube.patch_study_status, ns, ref.name, decided.status,
+                                            body.get("status"), meta.get("resourceVersion")))
+        if writes:
+            done = await asyncio.gather(*writes, return_exceptions=True)
+            lap("configmap+status")
+            if write_status:
+                updated = done[-1]
+                if isinstance(updated, BaseException):
+                    raise updated
                 memory.last_status_write = time.monotonic()
                 if updated and _rv(updated) >= _rv(memory.body):
                     memory.body = updated
-                status_durable = True
                 written = time.time()
                 for h in decided.harvested:
                     if h.finished_at is not None:
                         self.metrics.observe_harvest_latency(written - h.finished_at)
-                lap("status")
-            else:
-                self.enqueue(key, wait)
+            cm_failed = memory.configmap_pending and isinstance(done[0], BaseException)
+            # TTLs wait until both are durable (a Job may only expire once its full result is kept)
+            status_durable = (write_status or status_durable) and not cm_failed
+            if cm_failed:
+                log.warning("study %s/%s: results ConfigMap write failed (%s); retrying", ns, ref.name, done[0])
+                self.enqueue(key, ERROR_REQUEUE)
 
         # 4. TTLs (only once the results they would delete are in the written status) and the
         #    new run Jobs: in the background, so that the next harvest does not wait for them.

@@ -68,7 +68,7 @@ def make(kube, jobs=(), pods=(), interval=0.0):
     return Reconciler(settings, kube, OperatorMetrics(), lambda key: list(jobs), lambda key: list(pods))
 
 
-def test_harvest_writes_configmap_then_status_then_ttl():
+def test_harvest_writes_configmap_and_status_then_ttl():
     s = spec(ttlSecondsAfterFinished=0)
     grid = runs(s)
     j, p = succeeded(grid[0])
@@ -77,7 +77,8 @@ def test_harvest_writes_configmap_then_status_then_ttl():
     r.observe_study("ADDED", body(s))
     run_pass(r)
     kinds = [c[0] for c in kube.calls]
-    assert kinds.index("configmap") < kinds.index("status") < kinds.index("ttl")
+    # the ConfigMap and the status are written together; the TTL only after both
+    assert max(kinds.index("configmap"), kinds.index("status")) < kinds.index("ttl")
     assert ("status", "5", 1) in kube.calls  # resourceVersion precondition, one result
     # the written status is now the cache: the next pass sees the result even if the Job is gone
     assert r.studies[KEY].body["status"]["results"][0]["runId"] == grid[0].run_id
@@ -128,3 +129,21 @@ def test_status_writes_are_spaced_by_the_write_interval():
     kube.calls.clear()
     assert run_pass(r) is None  # deferred, not dropped: requeued
     assert kube.calls == [] and KEY in r._due
+
+
+def test_a_failed_configmap_write_holds_the_ttl_and_is_retried():
+    s = spec(ttlSecondsAfterFinished=0)
+    grid = runs(s)
+    j, p = succeeded(grid[0])
+    kube = FakeKube()
+    real = kube.put_configmap_data
+    kube.put_configmap_data = lambda *a: (_ for _ in ()).throw(RuntimeError("etcd hiccup"))
+    r = make(kube, [j], [p])
+    r.observe_study("ADDED", body(s))
+    run_pass(r)
+    assert not any(c[0] == "ttl" for c in kube.calls)  # full result not kept yet: Job must stay
+    kube.put_configmap_data = real
+    kube.calls.clear()
+    run_pass(r)  # the status already has the run; the ConfigMap gets it from memory, then TTL
+    assert ("configmap", (f"{grid[0].run_id}.json",), False) in kube.calls
+    assert any(c[0] == "ttl" for c in kube.calls)
