@@ -83,7 +83,9 @@ class AccelerateRuntime(PlainRuntime):
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = resolve_precision(precision, device)
-        self.acc = Accelerator(mixed_precision={"fp32": "no"}.get(self.precision, self.precision))
+        # cpu=True lets accelerate form a multi-process CPU group (gloo) under torchrun.
+        self.acc = Accelerator(mixed_precision={"fp32": "no"}.get(self.precision, self.precision),
+                               cpu=device.type == "cpu")
         self.device = self.acc.device
         self.rank = self.acc.process_index
         self.world_size = self.acc.num_processes
