@@ -26,7 +26,9 @@ SUITE = "bookworm"
 # SHA-256 of the uncompressed bookworm/main indexes used to build world v1 (InRelease of
 # 11 Jul 2026). Stable-release translations change rarely; a different digest is a warning.
 PINNED_SHA256 = {
+    "en": "62f59c3cdca9786e4f7adf9002f9f5729a684adcb4667e58e448dec9b5a46c7f",
     "de": "adac331fc51f9a00c1b4120b4ac87423be2b1f1615d4f288c7cbc2d5258c0650",
+    "fr": "1b5ce81d2dac68fb27997899d9e092b8281f984baa658c22139d8f2640aec6cc",
 }
 _APT_HELPER = "/usr/lib/apt/apt-helper"
 
