@@ -8,7 +8,7 @@ from ftscale import metric_names
 from ftscale.controller.metrics import OPERATOR_METRICS, OperatorMetrics
 from ftscale.controller.plan import plan
 
-from controller_testkit import NOW, SETTINGS, STUDY, job, pod, result, runs, spec, succeeded
+from controller_testkit import NOW, SETTINGS, STUDY, job, pod, runs, spec, succeeded
 
 
 def test_every_operator_metric_is_in_the_catalogue():
