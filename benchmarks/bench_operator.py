@@ -229,6 +229,7 @@ def main() -> int:
     runs_total = MODELS * len(DATA_SIZES) * SEEDS
     external = os.environ.get("FTSCALE_BENCH_KUBECONFIG")
     plane = None
+    state = None
     if external:
         kubeconfig = external
     else:
@@ -381,6 +382,8 @@ def main() -> int:
                 operator.kill()
         if plane is not None:
             plane.stop()
+            import shutil
+            shutil.rmtree(plane.state_dir, ignore_errors=True)  # ~200 MB of etcd data and logs
 
 
 if __name__ == "__main__":
