@@ -229,7 +229,7 @@ def main() -> int:
     runs_total = MODELS * len(DATA_SIZES) * SEEDS
     external = os.environ.get("FTSCALE_BENCH_KUBECONFIG")
     plane = None
-    state = None
+    finished = False
     if external:
         kubeconfig = external
     else:
@@ -372,6 +372,7 @@ def main() -> int:
             print(f"PARALLELISM VIOLATED: {max_unfinished} > {MAX_PARALLEL}")
         print(f"writes_per_run={total_writes / runs_total:.2f} harvest_p95_seconds={p95:.2f} "
               f"operator_rss_mb={rss:.0f}")
+        finished = True
         return 0 if ok else 1
     finally:
         if operator is not None and operator.poll() is None:
@@ -382,8 +383,11 @@ def main() -> int:
                 operator.kill()
         if plane is not None:
             plane.stop()
-            import shutil
-            shutil.rmtree(plane.state_dir, ignore_errors=True)  # ~200 MB of etcd data and logs
+            if finished:
+                import shutil
+                shutil.rmtree(plane.state_dir, ignore_errors=True)  # ~200 MB of etcd data and logs
+            else:
+                print(f"control-plane state and logs kept in {plane.state_dir}", file=sys.stderr)
 
 
 if __name__ == "__main__":
