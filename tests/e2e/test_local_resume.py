@@ -170,7 +170,9 @@ def test_ctrl_c_leaves_a_resumable_state(env):
     study = write_study(env / "s.yaml", execution={"maxParallelRuns": 2})
     cmd = [sys.executable, "-m", "ftscale", "run", str(study), "--workdir", str(env / "wd"),
            "--no-report", "--parallel", "2"]
-    environ = dict(os.environ, FAKE_SLEEP="1.5",
+    # Runs sleep long enough that the two started after the first pair are surely still
+    # running when SIGINT lands, even on a loaded CI machine.
+    environ = dict(os.environ, FAKE_SLEEP="5",
                    PYTHONPATH=f"{ROOT / 'operator'}:{ROOT / 'trainer_image'}")
     proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
