@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from cluster.kubelet import HOLD_KEY, complete_pod
+from cluster.waiting import wait_until
 from ftscale import results as rc
 from ftscale.controller import names
 
@@ -40,18 +41,6 @@ FAST_ENV = {
     "FTSCALE_LEASE_RENEW_SECONDS": "1",
     "FTSCALE_LOG_FORMAT": "plain",
 }
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition",
-               interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout}s")
-        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -17,20 +17,10 @@ from kubernetes.client.rest import ApiException
 from cluster import paths
 from cluster.control_plane import COMPONENTS, ControlPlaneError, LocalControlPlane
 from cluster.kubelet import HOLD_KEY, complete_pod, wait_for_pod
+from cluster.waiting import wait_until
 
 TESTDATA = Path(__file__).resolve().parents[1] / "cluster" / "testdata"
 WAIT_S = 60
-
-
-def wait_until(predicate, timeout=WAIT_S, what="condition", interval=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout}s")
-        time.sleep(interval)
 
 
 def job_condition(batch_api, namespace, name):
