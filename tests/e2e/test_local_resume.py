@@ -174,8 +174,11 @@ def test_ctrl_c_leaves_a_resumable_state(env):
     # running when SIGINT lands, even on a loaded CI machine.
     environ = dict(os.environ, FAKE_SLEEP="5",
                    PYTHONPATH=f"{ROOT / 'operator'}:{ROOT / 'trainer_image'}")
+    # As a terminal's foreground job gets it: SIGINT at its default disposition. (A shell starts
+    # background jobs with SIGINT ignored, and children inherit that; CI may run us so.)
     proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wd = Workdir(env / "wd")
     deadline = time.monotonic() + 60
     while len(wd.all_results()) < 2 and time.monotonic() < deadline:
