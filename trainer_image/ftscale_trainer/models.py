@@ -160,13 +160,23 @@ class LoadedModel:
     shape: tiny_llama.LlamaShape | None  # for FLOP counts (native/llama only)
 
 
+# `auto` takes the native path only below this many parameters: there the seconds that importing
+# transformers + peft costs are a large share of a run. Larger checkpoints (every real model on
+# a GPU cluster) go through transformers + peft, the reference implementations.
+NATIVE_AUTO_MAX_PARAMS = 50_000_000
+
+
 def resolve_backend(config: TrainConfig, folder: str) -> str:
     if config.backend != "auto":
         return config.backend
-    if os.path.exists(os.path.join(folder, "config.json")) and tiny_llama.supports(
-            tiny_llama.read_hf_config(folder)):
-        return "native"
-    return "hf"
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        return "hf"
+    hf = tiny_llama.read_hf_config(folder)
+    if not tiny_llama.supports(hf):
+        return "hf"
+    shape = tiny_llama.shape_from_hf(hf)
+    total = shape.non_embedding_params() + shape.vocab_size * shape.hidden_size
+    return "native" if total < NATIVE_AUTO_MAX_PARAMS else "hf"
 
 
 def load(config: TrainConfig, folder: str, seed: int) -> LoadedModel:
