@@ -30,7 +30,7 @@ from ftscale.law.markdown import render_markdown
 from ftscale.law.options import LawOptions
 from ftscale.law.plots import plot_study
 from ftscale.law.study import FactorRows, fit_study, json_safe
-from ftscale.results import ResultError, result_from_dict
+from ftscale.law.table import parse_run_result
 
 
 def build_factors(doc: dict) -> tuple[dict[str, list[FactorRows]], dict]:
@@ -46,11 +46,7 @@ def build_factors(doc: dict) -> tuple[dict[str, list[FactorRows]], dict]:
                             "tables: {method: [{factor, x_column, run_ids}]}")
     rows_by_id, failed = {}, 0
     for i, item in enumerate(results, 1):
-        try:
-            result = result_from_dict(item)
-        except ResultError as exc:
-            raise LawInputError(f"results[{i}] is not a valid run result ({exc}); fix or drop "
-                                "it") from None
+        result = parse_run_result(item, f"results[{i}]")
         if not result.ok:
             failed += 1
             continue

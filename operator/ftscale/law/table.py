@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ftscale.law.errors import LawInputError
-from ftscale.results import SCHEMA, SUCCEEDED, ResultError, result_from_dict
+from ftscale.results import SCHEMA, SUCCEEDED, ResultError, RunResult, result_from_dict
 
 
 class LoadedTable(list):
@@ -82,6 +82,15 @@ def _parse_json_docs(p: Path, text: str) -> list:
     return docs
 
 
+def parse_run_result(doc: Mapping, where: str) -> RunResult:
+    """A run-result document checked against the contract; LawInputError naming `where` if not."""
+    try:
+        return result_from_dict(doc)
+    except ResultError as exc:
+        raise LawInputError(f"{where} is not a valid run result ({exc}); fix or remove it") \
+            from None
+
+
 def rows_from_documents(docs: Sequence, source: str = "input") -> tuple[list[dict], int]:
     """Rows from parsed JSON objects (run results or plain rows); returns (rows, n_failed)."""
     rows, skipped = [], 0
@@ -90,11 +99,7 @@ def rows_from_documents(docs: Sequence, source: str = "input") -> tuple[list[dic
             raise LawInputError(f"{source}: entry {i} is {type(doc).__name__}, not an object; "
                                 "each line/entry must be a JSON object")
         if doc.get("schema") == SCHEMA:
-            try:
-                result = result_from_dict(doc)
-            except ResultError as exc:
-                raise LawInputError(f"{source}: entry {i} is not a valid run result ({exc}); "
-                                    "fix or remove that entry") from None
+            result = parse_run_result(doc, f"{source}: entry {i}")
             if not result.ok:
                 skipped += 1
                 continue
