@@ -13,6 +13,7 @@ import sys
 COMMANDS = [
     ("run", "ftscale.commands.run", "run a ScalingStudy on this machine, resumably, and report"),
     ("fit", "ftscale.commands.fit", "fit scaling laws to a table of run results (CSV or JSONL)"),
+    ("plan", "ftscale.commands.plan", "print what a study will cost: FLOPs, GPU-hours, memory"),
     ("report", "ftscale.commands.report", "re-render the report of a `ftscale run` workdir"),
     ("toy", "ftscale.commands.toy", "build the offline tiny world (data, tokenizer, models)"),
     ("operator", "ftscale.commands.operator", "run the Kubernetes operator (kopf)"),
