@@ -467,6 +467,25 @@ EXECUTION = obj(
                                   enum=["Always", "IfNotPresent", "Never"]),
         "gpusPerRun": integer("nvidia.com/gpu per run pod unless the model sets gpus. "
                               "0 runs on CPU.", minimum=0, maximum=64, default=0),
+        # Read by ftscale.costplan (tests/unit/test_costplan.py keeps the enum equal to its
+        # GPU_TYPES); no defaults here, so an absent field means "not said" to the memory check.
+        "gpu": obj("The GPU model run pods get, for the cost plan (`ftscale plan`: GPU-hours "
+                   "and memory per GPU). Omitted: priced on h100, and memory is checked only "
+                   "when gpuMemoryGiB is set.", {
+            "type": string("GPU model: a100 (80 GB), a100-40gb, h100 (SXM), h200, l4, or "
+                           "other (then set peakTFLOPs and gpuMemoryGiB).",
+                           enum=["a100", "a100-40gb", "h100", "h200", "l4", "other"]),
+            "peakTFLOPs": number("Dense bf16 peak TFLOP/s of one GPU. Default by type: a100 "
+                                 "312, h100 989, h200 989, l4 121.", exclusiveMinimum=True,
+                                 minimum=0),
+            "mfu": number("Model FLOPs utilisation the plan assumes (achieved / peak). Default "
+                          "0.35 (docs/study.md, Cost plan).", exclusiveMinimum=True, minimum=0,
+                          maximum=1),
+        }),
+        "gpuMemoryGiB": number("Memory of one GPU in GiB (default by execution.gpu.type). "
+                               "Runs whose memory estimate exceeds it with the most frugal "
+                               "settings are rejected before any Job starts.",
+                               exclusiveMinimum=True, minimum=0),
         "resources": resources("CPU/memory requests and limits of run pods (models[].resources "
                                "overrides key by key)."),
         "maxParallelRuns": integer("At most this many runs at once (Jobs not yet finished). "
