@@ -455,6 +455,21 @@ def _resolved_config(study_name: str, spec: dict[str, Any], run: PlannedRun):
     return TrainConfig.from_dict(doc).resolved()
 
 
+def _configs(study_name: str, spec: dict[str, Any], runs: list[PlannedRun]) -> list[Any]:
+    """The resolved trainer config of every run. Building one costs milliseconds (defaults,
+    type checks) and only the data size and seed differ within a (model, method, PET size),
+    neither of which any default depends on, so one is built per triple and copied."""
+    built: dict[tuple, Any] = {}
+    out = []
+    for run in runs:
+        triple = (run.key.model, run.key.method, run.key.pet_size)
+        if triple not in built:
+            built[triple] = _resolved_config(study_name, spec, run)
+        out.append(replace(built[triple], data_size=run.key.data_size, seed=run.key.seed,
+                           run_id=run.run_id))
+    return out
+
+
 def workload(cfg: Any) -> Workload:
     """Steps, tokens and evaluation sizes of a resolved ftscale_trainer TrainConfig."""
     prompt = cfg.pet_size if cfg.method == "prompt" else 0
@@ -606,12 +621,13 @@ def plan_study(spec: dict[str, Any], study_name: str = "study", *, gpu_type: str
     spec.execution.gpu (the command line's --gpu/--mfu); naming a GPU type also prices CPU runs
     (gpus: 0) on one GPU of it. Raises CostPlanError (bad GPU settings) or grid.GridError."""
     gpu = gpu_settings(spec, gpu_type, mfu)
+    expanded = grid.expand(spec)
     notes = []
-    if gpu.source == "default" and any(r.gpus > 0 for r in grid.expand(spec)):
+    if gpu.source == "default" and any(r.gpus > 0 for r in expanded):
         notes.append(f"no execution.gpu in the spec: GPU runs priced on {gpu.type} "
                      f"({gpu.peak_tflops:g} TFLOP/s bf16, MFU {gpu.mfu:g})")
-    runs = tuple(plan_run(r, _resolved_config(study_name, spec, r), gpu,
-                          price_cpu_runs=gpu_type is not None) for r in grid.expand(spec))
+    runs = tuple(plan_run(r, cfg, gpu, price_cpu_runs=gpu_type is not None)
+                 for r, cfg in zip(expanded, _configs(study_name, spec, expanded)))
     return StudyPlan(study_name, gpu, runs, tuple(notes))
 
 
@@ -644,11 +660,12 @@ def fit_problems(spec: dict[str, Any], plan: StudyPlan) -> list[str]:
         cfg = _resolved_config(plan.study, spec, run)
         what = r.method + (f" (size {r.pet_size})" if r.pet_size else "")
         gpus = max(1, r.gpus)
-        head = (f"model {r.model}, method {what}: needs ≈ {r.memory.total / GIB:.1f} GiB per "
-                f"GPU ({r.memory.breakdown_gib()} GiB; micro-batch "
-                f"{r.memory.micro_batch_size}"
-                f"{', gradient checkpointing' if r.memory.gradient_checkpointing else ''}"
-                f"{', FSDP' if r.memory.sharded else ''}) but has {gpus} GPU"
+        m = r.memory
+        settings = (f"micro-batch {m.micro_batch_size} "
+                    f"{'with' if m.gradient_checkpointing else 'without'} gradient checkpointing"
+                    f"{', FSDP-sharded' if m.sharded else ''}")
+        head = (f"model {r.model}, method {what}: needs ≈ {m.total / GIB:.1f} GiB per GPU at "
+                f"{settings} ({m.breakdown_gib()} GiB) but has {gpus} GPU"
                 f"{'s' if gpus != 1 else ''} of {plan.gpu.memory_gib:g} GiB")
         messages.append(f"{head}; {_remedies(run, cfg, r, plan.gpu)}")
     return messages
@@ -689,9 +706,8 @@ def _remedies(run: PlannedRun, cfg: Any, current: RunPlan, gpu: GpuSettings) -> 
         fixes.append(f"use GPUs with more memory (e.g. {bigger[0].name}, "
                      f"{bigger[0].memory_gib:g} GiB: execution.gpu.type / gpuMemoryGiB)")
     if not fixes:
-        fixes.append("no single change is enough: choose a smaller model, or combine the "
-                     "changes (more GPUs, microBatchSize 1, gradient checkpointing)")
+        fixes.append("no single change is enough: choose a smaller model")
     text = "to fit: " + "; or ".join(fixes)
     if run.key.method != grid.FMT:
-        text += " (more GPUs do not help: lora and prompt keep the whole base model on each)"
+        text += ". More GPUs do not help: lora and prompt keep the whole base model on each"
     return text
