@@ -393,3 +393,22 @@ def test_fixed_memory_settings_are_kept_and_named_in_the_remedy(monkeypatch):
     (msg,) = costplan.check_fits(st.spec)
     assert "at micro-batch 128 without gradient checkpointing" in msg
     assert "allow gradient checkpointing" in msg and "lower training.microBatchSize" in msg
+
+
+def test_plan_needs_no_torch():
+    """The operator image has no torch: planning must not import it (nor transformers/peft)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'transformers', 'peft'):\n"
+            "            raise ImportError('blocked ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from ftscale import cli\n"
+            f"sys.exit(cli.main(['plan', {str(EXAMPLES / 'demo-study.yaml')!r}, '--json']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"][0]["memory"]["logits"] > 0  # toy vocabulary known
