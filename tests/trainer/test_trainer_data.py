@@ -74,3 +74,74 @@ def test_hf_datasets_saved_to_disk_load_with_custom_fields(tmp_path):
         data.load_examples(str(tmp_path / "dd"), "auto", "article", "summary", split="test")
     with pytest.raises(ConfigError, match="lacks 'source'"):
         data.load_examples(str(tmp_path / "single"), "hf_disk", "source", "target")
+
+
+# ---- truncation keeps the template ---------------------------------------------------------
+class CharCodec:
+    """One token per character (BOS 1, EOS 2): lengths are easy to reason about."""
+
+    bos_id, eos_id, pad_id = 1, 2, 0
+
+    def encode_batch(self, texts):
+        return [[ord(c) + 10 for c in t] for t in texts]
+
+    def decode(self, ids):
+        return "".join(chr(i - 10) for i in ids if i >= 10)
+
+
+LONG_DE = ("Dieses Paket enthält die Übersetzungen für den Texteditor, damit Menüs und Meldungen "
+           "auf Deutsch erscheinen; außerdem größere Wörterbücher für die Rechtschreibprüfung.")
+
+
+def test_cut_text_backs_off_to_a_word_boundary_only_when_one_is_near():
+    assert data.cut_text("alpha beta gamma", 100) == "alpha beta gamma"
+    assert data.cut_text("alpha beta gamma", 13) == "alpha beta"
+    assert data.cut_text("alpha beta gamma", 11) == "alpha beta"  # the cut falls on the space
+    assert data.cut_text("Donaudampfschifffahrt ist", 10) == "Donaudampf"  # no space near: mid-word
+    assert data.cut_text("中文没有空格的句子", 4) == "中文没有"
+    assert data.cut_text("abc", 0) == ""
+
+
+@pytest.mark.parametrize("template, cue", [("summarize", "\nSummary:"), ("translate", "\nGerman:"),
+                                           ("Q: {source}\nA:", "\nA:")])
+def test_long_sources_lose_their_end_never_the_instruction_or_the_cue(template, cue):
+    config = _config(template=template, max_source_tokens=90)
+    codec = CharCodec()
+    examples = [data.Example(LONG_DE, "Übersetzungen", lang="de"), data.Example("Kurz.", "Kurz")]
+    long, short = data.encode(examples, config, codec)
+    assert len(long.source_ids) <= 90 and long.source_ids[0] == codec.bos_id
+    prompt = codec.decode(long.source_ids)
+    assert prompt.endswith(cue)
+    if template == "summarize":
+        assert prompt.startswith("Summarize the following document in German:\n")
+    kept = prompt[prompt.index("Dieses"):-len(cue)]
+    assert LONG_DE.startswith(kept) and 10 < len(kept) < len(LONG_DE)
+    # As much source as the budget allows: one more word would not fit.
+    next_words = LONG_DE[len(kept):].split()[:1]
+    assert len(long.source_ids) + 1 + len(next_words[0]) > 90
+    # A prompt that fits is encoded exactly as before.
+    assert codec.decode(short.source_ids) == data.render(examples[1], config)[0]
+    assert codec.decode(long.target_ids[:-1]) == data.render(examples[0], config)[1]  # untouched
+
+
+def test_a_budget_smaller_than_the_template_is_a_config_error():
+    config = _config(template="summarize", max_source_tokens=30)
+    with pytest.raises(ConfigError, match="cannot hold the prompt template"):
+        data.encode([data.Example(LONG_DE, "x", lang="de")], config, CharCodec())
+
+
+def test_truncation_with_a_real_bpe_tokenizer_keeps_the_cue(mini_world):
+    from ftscale_trainer.models import Codec
+
+    codec = Codec(str(mini_world / "model"))
+    config = _config(template="summarize", max_source_tokens=40)
+    words = "the small cat sees the big dog near the old house".split()
+    examples = [data.Example(" ".join(words * k), "the cat", lang="fr") for k in (1, 3, 8)]
+    cue = codec.encode_batch(["\nSummary:"])[0]
+    for e, enc in zip(examples, data.encode(examples, config, codec)):
+        assert len(enc.source_ids) <= 40
+        assert list(enc.source_ids[-len(cue):]) == cue
+        text = codec.decode(list(enc.source_ids))
+        assert text.startswith("Summarize the following document in French:")
+        body = text.split("\n")[1]
+        assert e.source.startswith(body) and body

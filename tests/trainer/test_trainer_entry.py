@@ -113,9 +113,11 @@ def test_compact_result_with_generation_and_zero_shot_stays_small(mini_world, tm
                               "source_lang": "French", "examples": 32}])
     done, result, message = run_trainer(tmp_path, config)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert set(result["generation"]) == {"bleu", "rougeL"}
+    scores = {f"{m}{part}" for m in ("bleu", "rougeL") for part in ("", "_n", "_ci_low", "_ci_high")}
+    assert set(result["generation"]) == scores and result["generation"]["bleu_n"] == 16
     assert 0 <= result["generation"]["bleu"] <= 100 and 0 <= result["generation"]["rougeL"] <= 1
-    assert set(result["zero_shot"]["fr-de"]) == {"loss", "ppl", "bleu", "rougeL"}
+    assert set(result["zero_shot"]["fr-de"]) == {"loss", "ppl"} | scores
+    assert result["zero_shot"]["fr-de"]["rougeL_n"] == 16
     text = (tmp_path / "termination-log").read_text()
     assert len(text.encode()) < COMPACT_LIMIT
     assert message["zero_shot"] == result["zero_shot"]

@@ -26,6 +26,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "native", "hf")
 TEMPLATES = ("translate", "summarize", "plain")
 GENERATION_METRICS = ("bleu", "rougeL")
+# BLEU tokenizers as sacrebleu names them (flores* need sentencepiece; ftscale_trainer.evaluate).
+BLEU_TOKENIZERS = ("13a", "intl", "zh", "char", "none", "flores101", "flores200")
 DATA_FORMATS = ("auto", "jsonl", "hf_disk")
 
 # The adapters sit on the attention and the feed-forward projections, as in the paper (§3.3).
@@ -108,6 +110,7 @@ class TrainConfig:
     generation: list[str] = field(default_factory=list)  # "bleu" (sacrebleu), "rougeL"; greedy
     generation_examples: int = 64  # test examples decoded for generation metrics
     max_new_tokens: int = 48  # greedy decoding length cap
+    bleu_tokenizer: str = "13a"  # sacrebleu tokenizer: 13a, intl, zh, char, none, flores101/200
 
     # ---- runtime ----
     output_dir: str | None = None  # result.json, config.json, checkpoints (CLI --output wins)
@@ -171,6 +174,7 @@ class TrainConfig:
                               f"{{source}}, got {self.template!r}")
         for metric in self.generation:
             _one_of("generation", metric, GENERATION_METRICS)
+        _one_of("bleu_tokenizer", self.bleu_tokenizer, BLEU_TOKENIZERS)
         _positive("data_size", self.data_size)
         if self.seed < 0:
             raise ConfigError("seed must be ≥ 0")

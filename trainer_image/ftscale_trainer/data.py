@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ftscale_trainer.config import ConfigError, TrainConfig
 
@@ -35,7 +35,7 @@ class Example:
 
 @dataclass(frozen=True)
 class Encoded:
-    source_ids: tuple[int, ...]  # BOS + templated source, cut to max_source_tokens
+    source_ids: tuple[int, ...]  # BOS + templated source (source text cut to fit max_source_tokens)
     target_ids: tuple[int, ...]  # target + EOS, cut to max_target_tokens
 
     @property
@@ -137,17 +137,86 @@ def render(example: Example, config: TrainConfig, source_lang: str | None = None
 
 
 def encode(examples: list[Example], config: TrainConfig, codec, source_lang: str | None = None) -> list[Encoded]:
-    """Tokenize examples (batched) into BOS+prompt and target+EOS, each side cut to its cap."""
+    """Tokenize examples (batched) into BOS+prompt and target+EOS, each side within its cap.
+
+    A prompt over `max_source_tokens` loses the end of its *source text*, never the template
+    around it: the instruction and the trailing cue ("Summary:", "German:") are what tell the
+    model what to produce, and cutting the token sequence itself would drop the cue.
+    Raises ConfigError when the template alone does not fit.
+    """
     rendered = [render(e, config, source_lang) for e in examples]
     prompts = codec.encode_batch([p for p, _ in rendered])
     targets = codec.encode_batch([t for _, t in rendered])
     bos = [codec.bos_id] if codec.bos_id is not None else []
+    budget = config.max_source_tokens - len(bos)
+    over = [i for i, p in enumerate(prompts) if len(p) > budget]
+    if over:
+        fitted = fit_sources([examples[i] for i in over], [prompts[i] for i in over], budget,
+                             config, codec, source_lang)
+        for i, ids in zip(over, fitted):
+            prompts[i] = ids
     out = []
     for p, t in zip(prompts, targets):
-        src = (bos + p)[: config.max_source_tokens]
         tgt = t[: config.max_target_tokens - 1] + [codec.eos_id]
-        out.append(Encoded(tuple(src), tuple(tgt)))
+        out.append(Encoded(tuple(bos + p), tuple(tgt)))
     return out
+
+
+# Cutting at a word boundary reads better than mid-word, but not at any price: only when the
+# last whitespace is at most this many characters (or a fifth of the text kept) before the cut.
+# A long German compound still fits in the window; CJK text has no whitespace and is cut as is.
+_WORD_CUT_WINDOW = 16
+
+
+def cut_text(text: str, chars: int) -> str:
+    """The first `chars` characters of text, backed off to a word boundary when one is near."""
+    if chars >= len(text):
+        return text
+    head = text[:max(0, chars)]
+    space = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
+    if text[chars:chars + 1].isspace():
+        space = chars  # the cut already falls between words
+    if space >= 0 and chars - space <= max(_WORD_CUT_WINDOW, chars // 5):
+        head = head[:space]
+    return head.rstrip()
+
+
+def fit_sources(examples: list[Example], prompts: list[list[int]], budget: int,
+                config: TrainConfig, codec, source_lang: str | None = None) -> list[list[int]]:
+    """Token ids of each prompt re-rendered with its source text shortened until the whole
+    prompt has at most `budget` tokens.
+
+    The template's own cost is measured by rendering it around an empty source; the source
+    then keeps a share of its characters proportional to the tokens left for it, and the
+    estimate shrinks until the re-tokenized prompt fits (tokens merge across the cut, so one
+    pass is not always exact). Only the examples still too long are re-tokenized each round.
+    Raises ConfigError when even the empty-source prompt exceeds the budget.
+    """
+    empty = codec.encode_batch([render(replace(e, source=""), config, source_lang)[0]
+                                for e in examples])
+    for e, ids in zip(examples, empty):
+        if len(ids) > budget:
+            raise ConfigError(
+                f"max_source_tokens {config.max_source_tokens} cannot hold the prompt template "
+                f"itself ({len(ids)} tokens without any source text, plus BOS); raise "
+                f"max_source_tokens (the template must stay whole: its cue tells the model "
+                f"what to write)")
+    fitted = list(prompts)
+    chars = [len(e.source) for e in examples]
+    todo = list(range(len(examples)))
+    while todo:
+        texts = []
+        for i in todo:
+            source_tokens = max(1, len(fitted[i]) - len(empty[i]))
+            room = budget - len(empty[i])
+            # Strictly fewer characters each round, so the loop ends (at worst at "").
+            chars[i] = min(chars[i] - 1, int(chars[i] * room / source_tokens))
+            short = replace(examples[i], source=cut_text(examples[i].source, max(0, chars[i])))
+            texts.append(render(short, config, source_lang)[0])
+        for i, ids in zip(todo, codec.encode_batch(texts)):
+            fitted[i] = ids
+        todo = [i for i in todo if len(fitted[i]) > budget]
+    return fitted
 
 
 # ---- batches ---------------------------------------------------------------------------------

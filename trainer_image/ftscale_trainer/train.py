@@ -175,6 +175,7 @@ def _first(items: list, n: int) -> list:
 
 
 def prepare(config: TrainConfig, model_path: str) -> Prepared:
+    evaluate.preflight(config)  # a metric that cannot be computed fails now, not after training
     splits, config = _splits(config)
     train_examples = data.subset(splits["train"], config.data_size, config.seed)
     loaded = models.load(config, model_path, config.seed)
@@ -361,7 +362,8 @@ def _evaluate(prep: Prepared, runtime, result: results.RunResult, log) -> None:
         n = config.generation_examples
         hyps = evaluate.greedy_decode(model, prep.test[:n], codec, runtime, config.max_new_tokens)
         refs = [e.target for e in prep.test_examples[:n]]
-        result.generation = evaluate.generation_scores(hyps, refs, config.generation)
+        result.generation = evaluate.generation_scores(hyps, refs, config.generation,
+                                                       config.bleu_tokenizer)
     for name, (encoded, examples) in prep.zero_shot.items():
         scores = {"loss": evaluate.target_nll(model, encoded, codec.pad_id, runtime)}
         scores["ppl"] = math.exp(min(scores["loss"], 700.0))
@@ -369,7 +371,7 @@ def _evaluate(prep: Prepared, runtime, result: results.RunResult, log) -> None:
             n = config.generation_examples
             hyps = evaluate.greedy_decode(model, encoded[:n], codec, runtime, config.max_new_tokens)
             scores.update(evaluate.generation_scores(hyps, [e.target for e in examples[:n]],
-                                                     config.generation))
+                                                     config.generation, config.bleu_tokenizer))
         result.zero_shot[name] = {k: round(v, 6) for k, v in scores.items()}
     log(f"test loss {result.test_loss:.4f} (ppl {result.test_ppl:.2f}) {result.generation or ''}"
         f" {result.zero_shot or ''}")
