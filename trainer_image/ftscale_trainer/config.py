@@ -29,10 +29,17 @@ GENERATION_METRICS = ("bleu", "rougeL")
 # BLEU tokenizers as sacrebleu names them (flores* need sentencepiece; ftscale_trainer.evaluate).
 BLEU_TOKENIZERS = ("13a", "intl", "zh", "char", "none", "flores101", "flores200")
 DATA_FORMATS = ("auto", "jsonl", "hf_disk")
+SAVE_KINDS = ("none", "adapter", "model")
+GRADIENT_CHECKPOINTING = ("auto", "true", "false")
 
-# The adapters sit on the attention and the feed-forward projections, as in the paper (§3.3).
-# These are Llama-style module names; other architectures can name their own via lora_targets.
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# LoRA targets, resolved per architecture by ftscale_trainer.peft_targets. The default puts
+# adapters on every linear layer of the decoder blocks — attention and feed-forward, as the
+# paper does (§3.3) — which is peft's own "all-linear" rule (q,k,v,o,gate,up,down on Llama;
+# query_key_value, dense, dense_h_to_4h, dense_4h_to_h on GPT-NeoX). "peft-default" asks for
+# peft's per-architecture mapping instead (attention only, e.g. q_proj+v_proj on Llama).
+ALL_LINEAR = "all-linear"
+PEFT_DEFAULT = "peft-default"
+DEFAULT_LORA_TARGETS = (ALL_LINEAR,)
 
 # Below this many non-embedding parameters a model counts as "tiny" (the toy family, tests).
 TINY_MODEL_PARAMS = 10_000_000
@@ -91,11 +98,20 @@ class TrainConfig:
     # ---- method ----
     lora_alpha: float | None = None  # LoRA scaling numerator (scale = alpha / rank); default 2·rank
     lora_dropout: float = 0.0  # dropout on the LoRA input path
-    lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    # module-name suffixes (peft's matching: a module matches when its dotted name is the target
+    # or ends with "." + target), or "all-linear" / "peft-default"; None = DEFAULT_LORA_TARGETS
+    lora_targets: list[str] | None = None
 
     # ---- optimisation (None = defaults_for(method, model_params)) ----
     learning_rate: float | None = None  # peak learning rate (AdamW)
     batch_size: int | None = None  # examples per optimizer step (global, over all processes)
+    # examples per forward/backward pass in each process; gradients accumulate over the local
+    # share of the batch (batch_size / processes). None = the whole local share at once.
+    micro_batch_size: int | None = None
+    # recompute each decoder layer's activations in the backward pass ("true"), or not
+    # ("false"); "auto" = on only on a GPU where the memory estimate says the micro-batch's
+    # activations would not fit otherwise (ftscale_trainer.memory)
+    gradient_checkpointing: str = "auto"
     max_steps: int | None = None  # optimizer steps; training stops at max_steps or max_epochs
     max_epochs: float | None = None  # passes over the D_f examples (paper: 100)
     warmup_steps: int | None = None  # linear warm-up steps, then cosine decay
@@ -117,7 +133,13 @@ class TrainConfig:
     metrics_port: int | None = None  # Prometheus endpoint while training (CLI --metrics-port wins)
     threads: int | None = None  # torch CPU threads; default: torch's (OMP_NUM_THREADS)
     checkpoint_interval: int = 0  # also save a resumable checkpoint every N steps; 0 = only on SIGTERM
-    save_model: bool = False  # save the best finetuned weights (or adapter) to output_dir/model
+    # what to keep of the selected (best-dev) weights: "adapter" (LoRA/prompt, peft's
+    # save_pretrained layout), "model" (a full transformers checkpoint: fmt, or LoRA merged into
+    # the weights) or "none"; None = "adapter" for lora/prompt, "none" for fmt
+    save: str | None = None
+    # where to save; None = <output_dir>/adapter or <output_dir>/model. The resolved config (and
+    # so the result's `config`) records the folder actually written.
+    save_dir: str | None = None
     log_interval: int = 10  # steps between train-loss log lines / metric updates
 
     # ------------------------------------------------------------------------------------------
@@ -169,6 +191,15 @@ class TrainConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("backend", self.backend, BACKENDS)
         _one_of("data_format", self.data_format, DATA_FORMATS)
+        _one_of("gradient_checkpointing", self.gradient_checkpointing, GRADIENT_CHECKPOINTING)
+        if self.save is not None:
+            _one_of("save", self.save, SAVE_KINDS)
+            if self.method == "fmt" and self.save == "adapter":
+                raise ConfigError("save: adapter needs a PET method; fmt trains every weight, "
+                                  "use save: model")
+            if self.method == "prompt" and self.save == "model":
+                raise ConfigError("save: model needs weights to merge into; a prompt-tuning "
+                                  "prompt cannot be merged, use save: adapter")
         if self.template not in TEMPLATES and "{source}" not in self.template:
             raise ConfigError(f"template must be one of {TEMPLATES} or a string containing "
                               f"{{source}}, got {self.template!r}")
@@ -181,7 +212,8 @@ class TrainConfig:
         if self.method == "fmt" and self.pet_size is not None:
             raise ConfigError("pet_size is the LoRA rank or prompt length; leave it unset for fmt")
         for name in ("pet_size", "batch_size", "max_steps", "eval_interval", "max_source_tokens",
-                     "max_target_tokens", "warmup_steps", "max_new_tokens", "threads", "log_interval"):
+                     "max_target_tokens", "warmup_steps", "max_new_tokens", "threads", "log_interval",
+                     "micro_batch_size"):
             value = getattr(self, name)
             if value is not None and (name != "warmup_steps" or value != 0):
                 _positive(name, value)
@@ -209,8 +241,9 @@ class TrainConfig:
         if self.train_path is not None and (self.dev_path is None or self.test_path is None):
             raise ConfigError("with `train_path`, also give `dev_path` (checkpoint selection) "
                               "and `test_path` (the reported loss)")
-        if self.method == "lora" and not self.lora_targets:
-            raise ConfigError("lora_targets is empty: name the modules that get adapters")
+        if self.method == "lora" and self.lora_targets is not None and not self.lora_targets:
+            raise ConfigError("lora_targets is empty: name the modules that get adapters, or "
+                              f"leave it unset for {list(DEFAULT_LORA_TARGETS)}")
         names = [z.name for z in self.zero_shot]
         if len(set(names)) != len(names):
             raise ConfigError(f"zero_shot set names must be unique, got {names}")
@@ -230,6 +263,8 @@ class TrainConfig:
                 doc[key] = value
         if self.method == "lora" and doc["lora_alpha"] is None:
             doc["lora_alpha"] = 2.0 * doc["pet_size"]
+        if doc["save"] is None:
+            doc["save"] = "none" if self.method == "fmt" else "adapter"
         doc["zero_shot"] = [ZeroShotSet(**z) for z in doc["zero_shot"]]
         return TrainConfig(**doc)
 

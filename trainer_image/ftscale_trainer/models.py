@@ -61,6 +61,11 @@ class Codec:
         if self.pad_id is None:
             self.pad_id = self.eos_id  # pads never carry loss; any id will do
 
+    @property
+    def hf_tokenizer(self):
+        """The transformers tokenizer (hf backend), None on the tokenizer.json path."""
+        return self._hf
+
     def _id(self, token) -> int | None:
         if isinstance(token, dict):
             token = token.get("content")
@@ -96,17 +101,20 @@ class LoraLinear(nn.Module):
 
 
 def add_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, dropout: float) -> int:
-    """Replace every nn.Linear whose attribute name is in `targets` with a LoraLinear.
-    Returns how many were wrapped; raises ConfigError when none match."""
-    wrapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if name in targets and isinstance(child, nn.Linear):
-                setattr(parent, name, LoraLinear(child, rank, alpha, dropout))
-                wrapped += 1
-    if not wrapped:
+    """Replace every nn.Linear whose dotted name matches a target (peft's rule,
+    peft_targets.matches) with a LoraLinear. Returns how many were wrapped; raises ConfigError
+    when none match."""
+    from ftscale_trainer.peft_targets import matches
+
+    chosen = [name for name, module in model.named_modules()
+              if isinstance(module, nn.Linear) and any(matches(name, t) for t in targets)]
+    for name in chosen:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, attr, LoraLinear(getattr(parent, attr), rank, alpha, dropout))
+    if not chosen:
         raise ConfigError(f"lora_targets {targets} match no linear layer of this model")
-    return wrapped
+    return len(chosen)
 
 
 class NativeTuned(nn.Module):
@@ -118,7 +126,8 @@ class NativeTuned(nn.Module):
         self.prompt_len = prompt_len
         if method == "prompt":
             ids = torch.randint(0, base.shape.vocab_size, (prompt_len,), generator=generator)
-            self.soft_prompt = nn.Parameter(base.model.embed_tokens.weight[ids].detach().clone())
+            # fp32 even when the frozen embeddings are bf16: the trained tensor keeps full precision
+            self.soft_prompt = nn.Parameter(base.model.embed_tokens.weight[ids].detach().float())
 
     def forward(self, input_ids, target_mask, attention_mask=None):
         embeds = self.base.embed(input_ids)
@@ -179,61 +188,88 @@ def resolve_backend(config: TrainConfig, folder: str) -> str:
     return "native" if total < NATIVE_AUTO_MAX_PARAMS else "hf"
 
 
-def load(config: TrainConfig, folder: str, seed: int) -> LoadedModel:
+def base_dtype(method: str, precision: str) -> torch.dtype:
+    """The dtype the base weights load in: bf16 for the frozen weights of LoRA and prompt tuning
+    under bf16 (half the memory; autocast computes in bf16 anyway); fp32 otherwise — fmt keeps
+    fp32 master weights that autocast casts per operation (mixed precision)."""
+    return torch.bfloat16 if precision == "bf16" and method != "fmt" else torch.float32
+
+
+def load(config: TrainConfig, folder: str, seed: int, precision: str = "fp32",
+         gradient_checkpointing: bool = False) -> LoadedModel:
     """Load the base model from `folder` (or a hub id for the hf backend) and apply the method.
 
-    `config` must be resolved (pet_size etc. filled). Raises ConfigError for a model the chosen
-    backend cannot load or an impossible method setting.
+    `config` must be resolved (pet_size etc. filled); for LoRA its lora_targets are replaced by
+    the concrete names that matched (peft_targets). `precision` is the resolved one ("fp32",
+    "bf16", "fp16"). Raises ConfigError for a model the chosen backend cannot load or an
+    impossible method setting (e.g. targets that match no layer) — before any training.
     """
     backend = resolve_backend(config, folder)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    dtype = base_dtype(config.method, precision)
     if backend == "native":
+        from ftscale_trainer import peft_targets
+
+        if config.method == "lora":  # checked from config.json before the weights are read
+            config.lora_targets = peft_targets.check_targets(folder, config.lora_targets)
         try:
             base = tiny_llama.load_pretrained(folder)
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(str(exc)) from None
         codec = Codec(folder)
         shape = base.shape
+        base.gradient_checkpointing = gradient_checkpointing
         if config.method != "fmt":
             base.requires_grad_(False)
+            base.to(dtype)
         if config.method == "lora":
             add_lora(base, config.lora_targets, config.pet_size, config.lora_alpha, config.lora_dropout)
         model = NativeTuned(base, config.method, config.pet_size or 0, gen)
     else:
-        model, codec, shape = _load_hf(config, folder)
+        model, codec, shape = _load_hf(config, folder, dtype, gradient_checkpointing)
     trainable, total = tiny_llama.count_params(model)
     return LoadedModel(model, codec, backend, trainable, total, shape)
 
 
-def _load_hf(config: TrainConfig, folder: str):
+def _load_hf(config: TrainConfig, folder: str, dtype: torch.dtype, gradient_checkpointing: bool):
     from transformers import AutoModelForCausalLM
 
+    from ftscale_trainer import peft_targets
+
     try:
-        base = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load model {folder!r}: {exc}") from None
     codec = Codec(folder, prefer_fast_file=False)
-    shape = None
-    if tiny_llama.supports(base.config.to_dict()):
-        shape = tiny_llama.shape_from_hf(base.config.to_dict())
+    hf = base.config.to_dict()
+    shape = tiny_llama.shape_from_hf(hf) if tiny_llama.supports(hf) else None
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so frozen embeddings
+        # (LoRA, prompt tuning) work without peft's enable_input_require_grads hook.
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False
     if config.method == "fmt":
         return HFTuned(base), codec, shape
     import peft
 
     if config.method == "lora":
-        names = {n.rsplit(".", 1)[-1] for n, m in base.named_modules() if isinstance(m, nn.Linear)}
-        targets = [t for t in config.lora_targets if t in names]
-        if not targets:
-            raise ConfigError(f"lora_targets {config.lora_targets} match no linear layer "
-                              f"(this model has {sorted(names)[:12]})")
+        head = base.get_output_embeddings()
+        layers = [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and m is not head]
+        config.lora_targets = peft_targets.resolve_targets(layers, config.lora_targets,
+                                                           hf.get("model_type"))
         peft_config = peft.LoraConfig(task_type="CAUSAL_LM", r=config.pet_size,
                                       lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                      target_modules=targets)
-        return HFTuned(peft.get_peft_model(base, peft_config)), codec, shape
-    peft_config = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.pet_size,
-                                          prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB)
-    return HFTuned(peft.get_peft_model(base, peft_config), config.pet_size), codec, shape
+                                      target_modules=list(config.lora_targets))
+        tuned = peft.get_peft_model(base, peft_config)
+    else:
+        peft_config = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.pet_size,
+                                              prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB)
+        tuned = peft.get_peft_model(base, peft_config)
+    for p in tuned.parameters():  # trained tensors in fp32 whatever the frozen weights' dtype
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return HFTuned(tuned, config.pet_size if config.method == "prompt" else 0), codec, shape
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -68,6 +68,13 @@ class PlainRuntime:
     def sum_across(self, tensor):
         return tensor
 
+    def no_sync(self, model):
+        """Skip the gradient all-reduce of this backward (all but the last micro-batch)."""
+        return contextlib.nullcontext()
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
     def unwrap(self, model):
         return model
 
@@ -107,6 +114,12 @@ class AccelerateRuntime(PlainRuntime):
 
     def sum_across(self, tensor):
         return self.acc.reduce(tensor, reduction="sum") if self.world_size > 1 else tensor
+
+    def no_sync(self, model):
+        return self.acc.no_sync(model)
+
+    def barrier(self) -> None:
+        self.acc.wait_for_everyone()
 
     def unwrap(self, model):
         return self.acc.unwrap_model(model)

@@ -190,6 +190,9 @@ class LlamaLM(nn.Module):
         self.lm_head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
         if shape.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # Recompute each layer in the backward pass instead of keeping its activations
+        # (memory for compute, as transformers' gradient_checkpointing_enable does).
+        self.gradient_checkpointing = False
 
     def init_weights(self, generator: torch.Generator | None = None, std: float = 0.02) -> None:
         """Fresh weights as HF initialises Llama (normal(0, std), norms at 1); for pretraining."""
@@ -224,8 +227,14 @@ class LlamaLM(nn.Module):
             # A fully masked row (left padding) would give NaN; let it see itself.
             mask = mask | torch.eye(t, dtype=torch.bool, device=mask.device)[None, None]
         x = inputs_embeds
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if recompute:  # imported here: torch.utils.checkpoint costs start-up a toy run skips
+            from torch.utils.checkpoint import checkpoint
         for layer in self.model.layers:
-            x = layer(x, cos, sin, mask)
+            if recompute:
+                x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask)
         return self.model.norm(x)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):

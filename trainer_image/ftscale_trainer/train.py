@@ -18,6 +18,7 @@ with the same result an uninterrupted run gives (the batch order is a pure funct
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -174,11 +175,12 @@ def _first(items: list, n: int) -> list:
     return items if n == 0 else type(items)(items[:n])
 
 
-def prepare(config: TrainConfig, model_path: str) -> Prepared:
+def prepare(config: TrainConfig, model_path: str, precision: str = "fp32",
+            gradient_checkpointing: bool = False) -> Prepared:
     evaluate.preflight(config)  # a metric that cannot be computed fails now, not after training
     splits, config = _splits(config)
     train_examples = data.subset(splits["train"], config.data_size, config.seed)
-    loaded = models.load(config, model_path, config.seed)
+    loaded = models.load(config, model_path, config.seed, precision, gradient_checkpointing)
     codec = loaded.codec
     test_examples = data.parse_rows(_first(splits["test"], config.test_examples))
     zero_shot = {}
@@ -221,7 +223,10 @@ def make_optimizer(model, config: TrainConfig):
 
 def _config_digest(config: TrainConfig) -> str:
     doc = config.to_dict()
-    for volatile in ("output_dir", "metrics_port", "threads", "log_interval"):
+    # Fields that change where things go or how memory is spent, not what is learnt: a resume
+    # on another GPU may pick another micro-batch (the sums are the same to rounding).
+    for volatile in ("output_dir", "metrics_port", "threads", "log_interval", "save", "save_dir",
+                     "micro_batch_size", "gradient_checkpointing"):
         doc.pop(volatile, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -258,6 +263,13 @@ def load_checkpoint(folder: str, model, optimizer, config, log) -> tuple[Progres
     return progress, state["best"]
 
 
+def micro_batches(local: list, micro_batch_size: int | None) -> list[list]:
+    """This process's share of a step's batch cut into forward/backward passes (gradient
+    accumulation); None = one pass."""
+    size = micro_batch_size or len(local)
+    return [local[i:i + size] for i in range(0, len(local), size)]
+
+
 def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | None, log,
            started: float) -> tuple[Progress, int]:
     """The loop. `started` is when this process began (for the wall time a checkpoint keeps)."""
@@ -276,6 +288,17 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
     steps = total_steps(config)
     stream = data.BatchStream(len(prep.train), config.batch_size, config.seed)
     window_tokens, window_start = 0, time.time()
+    # With several processes a signal reaches them at different moments; they stop at the
+    # step where the flag, summed with the step's loss, first shows on any rank — the same
+    # step everywhere, since every rank sees the same sum.
+    stop_agreed = False
+
+    def save_state():
+        # One writer (the tensors are the same on every rank under data parallelism); the others
+        # wait, so that no rank exits — and makes the launcher kill the group — mid-write.
+        if runtime.is_main:
+            save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
+        runtime.barrier()
 
     def evaluate_dev():
         loss = evaluate.target_nll(model, prep.dev, pad, runtime)
@@ -284,10 +307,10 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
         return loss
 
     while progress.step < steps:
-        if stop.raised:
+        if stop_agreed or (runtime.world_size == 1 and stop.raised):
             progress.wall_before += time.time() - started
             if ckpt_dir:
-                save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
+                save_state()
                 log(f"signal: checkpoint saved at step {progress.step} to {ckpt_dir}")
             raise Interrupted(f"stopped by a signal at step {progress.step} of {steps}"
                               + ("; checkpoint saved" if ckpt_dir else "; no output folder, nothing saved"))
@@ -296,20 +319,28 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
             group["lr"] = lr
         batch = [prep.train[i] for i in stream.indices(progress.step)]
         global_targets = sum(len(e.target_ids) for e in batch)
-        local = batch[runtime.rank::runtime.world_size]
-        input_ids, target_mask, labels = data.collate(local, pad)
-        with runtime.autocast():
-            logits = model(input_ids.to(runtime.device), target_mask.to(runtime.device))
-        nll = F.cross_entropy(logits.float(), labels.to(runtime.device), reduction="sum")
-        # Per-token mean over the GLOBAL batch; DDP averages gradients over ranks, hence × world.
-        loss = nll * runtime.world_size / global_targets
+        chunks = micro_batches(batch[runtime.rank::runtime.world_size], config.micro_batch_size)
+        nll_total = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        for k, chunk in enumerate(chunks):
+            input_ids, target_mask, labels = data.collate(chunk, pad)
+            last = k == len(chunks) - 1
+            with contextlib.nullcontext() if last else runtime.no_sync(model):
+                with runtime.autocast():
+                    logits = model(input_ids.to(runtime.device), target_mask.to(runtime.device))
+                nll = F.cross_entropy(logits.float(), labels.to(runtime.device), reduction="sum")
+                # Per-token mean over the GLOBAL batch, so that the micro-batches' gradients add
+                # up to the whole batch's; DDP averages gradients over ranks, hence × world.
+                runtime.backward(nll * runtime.world_size / global_targets)
+            nll_total += nll.detach().double()
         # The logged value is the whole global batch's (summed over ranks), so every rank sees
-        # the same number and a NaN stops all ranks together.
-        loss_value = float(runtime.sum_across(nll.detach())) / global_targets
+        # the same number and a NaN stops all ranks together; the stop flag rides along.
+        flag = torch.tensor(float(stop.raised), dtype=torch.float64, device=runtime.device)
+        summed = runtime.sum_across(torch.stack([nll_total, flag]))
+        loss_value = float(summed[0]) / global_targets
+        stop_agreed = bool(summed[1] > 0)
         if not math.isfinite(loss_value):
             raise NonFiniteLoss(f"training loss is {loss_value} at step {progress.step} "
                                 f"(learning rate {lr:.3g}); lower learning_rate or use fp32")
-        runtime.backward(loss)
         runtime.clip_and_step(model, optimizer, config.grad_clip)
         optimizer.zero_grad(set_to_none=True)
         batch_tokens = sum(e.length for e in batch)
@@ -344,7 +375,7 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
                 log(f"early stop: no better dev loss in {progress.evals_since_best} evaluations")
                 break
         if ckpt_dir and config.checkpoint_interval and progress.step % config.checkpoint_interval == 0:
-            save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
+            save_state()
     # Checkpoint selection: the weights with the best dev loss (paper §3.6).
     if best_state is not None:
         models.load_trainable_state(runtime.unwrap(model), best_state)
@@ -388,12 +419,17 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
     from ftscale_trainer.runtime import make_runtime
 
     wall_start = time.time()
+    asked_to_save = config.save
     config, model_path = resolve_identity(config, log)
+    config.save_dir = save_folder(config, output_dir, asked_to_save is not None, log)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     runtime = make_runtime(config.precision)
-    prep = prepare(config, model_path)  # phase 1+2: model, method, data subset, tokens
+    config.micro_batch_size, checkpointing = memory_plan(config, runtime, model_path, log)
+    config.gradient_checkpointing = "true" if checkpointing else "false"
+    # phase 1+2: model, method, data subset, tokens
+    prep = prepare(config, model_path, runtime.precision, checkpointing)
     config = prep.config
     labels = {"study": config.study, "run": config.run_id, "model": config.model,
               "method": config.method, "data_size": config.data_size}
@@ -418,8 +454,12 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
     result.device = runtime.describe()
     # Earlier, preempted attempts count too: the cost of a run is all the time it took.
     result.wall_seconds = round(progress.wall_before + (time.time() - wall_start), 3)
-    if output_dir and config.save_model and runtime.is_main:
-        _save_model(prep, runtime, os.path.join(output_dir, "model"))
+    if config.save != "none" and runtime.is_main:
+        from ftscale_trainer import saving
+
+        saving.save(runtime.unwrap(prep.loaded.model), prep.loaded.codec, config,
+                    config.save_dir, model_path)
+        log(f"saved the selected weights ({config.save}) to {config.save_dir}")
     # CPU seconds since the process started (imports included): on a shared machine the honest
     # measure of what a run costs, where wall time also counts other processes' load.
     log(f"done: {result.steps} steps, {result.tokens_seen} tokens, {result.wall_seconds:.1f} s wall "
@@ -427,16 +467,45 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
     return result
 
 
-def _save_model(prep: Prepared, runtime, folder: str) -> None:
-    """The selected (best-dev) weights: the whole model for fmt, the trainable tensors else."""
-    from safetensors.torch import save_file
+def save_folder(config: TrainConfig, output_dir: str | None, asked: bool, log) -> str | None:
+    """Where `config.save` goes: save_dir, else <output_dir>/adapter or /model; None for
+    save: none. Without either folder a default save is dropped (logged, and the config says
+    save: none) but an explicit one is a ConfigError."""
+    if config.save == "none":
+        return None
+    if config.save_dir:
+        return config.save_dir
+    if output_dir:
+        return os.path.join(output_dir, "adapter" if config.save == "adapter" else "model")
+    if asked:
+        raise ConfigError(f"save: {config.save} needs a folder: give --output or save_dir")
+    log("no output folder: the selected weights are not saved")
+    config.save = "none"
+    return None
 
-    os.makedirs(folder, exist_ok=True)
-    model = runtime.unwrap(prep.loaded.model)
-    if prep.config.method == "fmt" and isinstance(model, models.NativeTuned):
-        from ftscale_trainer.tiny_llama import save_pretrained
 
-        save_pretrained(model.base, folder)
-    else:
-        save_file({k: v.contiguous() for k, v in models.trainable_state(model).items()},
-                  os.path.join(folder, "trainable.safetensors"))
+def memory_plan(config: TrainConfig, runtime, model_path: str, log) -> tuple[int, bool]:
+    """(micro-batch, gradient checkpointing) for this process. On a GPU, unset values come from
+    the memory estimate of ftscale_trainer.memory; elsewhere the micro-batch defaults to the
+    process's whole share of the batch and checkpointing is on only when asked for."""
+    from ftscale_trainer import memory, tiny_llama
+
+    local = math.ceil(config.batch_size / runtime.world_size)
+    explicit = config.micro_batch_size and min(config.micro_batch_size, local)
+    if runtime.device.type != "cuda":
+        return explicit or local, config.gradient_checkpointing == "true"
+    try:
+        dims = memory.ModelDims.from_hf_config(tiny_llama.read_hf_config(model_path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log(f"memory plan: no estimate ({exc}); micro-batch = the whole share of the batch")
+        return explicit or local, config.gradient_checkpointing == "true"
+    est = memory.estimate(dims, config.method, runtime.precision, processes=runtime.world_size)
+    budget = int(torch.cuda.get_device_properties(runtime.device).total_memory
+                 * memory.BUDGET_FRACTION)
+    tokens = (config.max_source_tokens + config.max_target_tokens
+              + (config.pet_size if config.method == "prompt" else 0))
+    micro, checkpointing = memory.plan(est, local, tokens, budget, explicit or None,
+                                       config.gradient_checkpointing)
+    log(f"memory plan: micro-batch {micro} of {local} per process, estimate "
+        f"{est.describe(micro * tokens, checkpointing)} (budget {budget / 1024 ** 3:.1f} GiB)")
+    return micro, checkpointing
