@@ -21,16 +21,17 @@ from pathlib import Path
 
 import yaml
 
-GROUP = "ftscale.io"
-VERSION = "v1alpha1"
-KIND = "ScalingStudy"
-PLURAL = "scalingstudies"
+# The API's identity, name limits, phases and the status-entry fields are ftscale.api's facts.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
+from ftscale.api import meta, phases  # noqa: E402
+from ftscale.api.status import ENTRY_FIELDS, PHASE_ENUM  # noqa: E402
+
+GROUP, VERSION, KIND, PLURAL = meta.GROUP, meta.VERSION, meta.KIND, meta.PLURAL
 
 # A study's status carries one entry per run; etcd objects stop at ~1.5 MB, and one compact
 # status entry is ~250 bytes, so 2,000 runs keep the object well inside it.
 MAX_RUNS = 2000
-# Job names are <study>-<10-char run id> and must fit in 63 characters (ftscale.identity).
-MAX_STUDY_NAME = 52
+MAX_STUDY_NAME = meta.MAX_STUDY_NAME
 MAX_MODELS = 64
 MAX_DATA_SIZES = 64
 MAX_SEEDS = 16
@@ -602,27 +603,66 @@ CONDITION = obj("A condition of the study (Progressing, Succeeded, Failed, Fitte
     "lastTransitionTime": string("When the status last changed.", format="date-time"),
 }, required=["type", "status"])
 
-RESULT_ENTRY = obj("Compact result of one terminal run.", {
-    "runId": string("Stable run id (hash of model, method, PET size, data size, seed)."),
-    "model": string("Model name."),
+_LEAF = {"string": string, "integer": integer, "number": number}
+RESULT_ENTRY = obj("Compact result of one terminal run (ftscale.api.status).", {
+    f.name: (string(f.description, enum=PHASE_ENUM) if f.name == "phase"
+             else _LEAF[f.type](f.description))
+    for f in ENTRY_FIELDS}, required=[f.name for f in ENTRY_FIELDS if f.required])
+
+# status.fit: ftscale.api.fit_summary.fit_status() writes it; every field is named so that
+# `kubectl describe` and `kubectl get -o yaml` read as a document (docs/operator.md).
+_INTERVAL = array("[low, high] of the bootstrap interval (4 significant digits).",
+                  number("A bound."), maxItems=2)
+FIT_LAW = obj("One fitted law of one method and factor.", {
     "method": string("Finetuning method."),
-    "petSize": integer("LoRA rank or prompt length; absent for fmt."),
-    "dataSize": integer("Finetuning examples D_f."),
-    "seed": integer("Seed."),
-    "phase": string("Succeeded or Failed.", enum=["Succeeded", "Failed"]),
-    "testLoss": number("Test loss, nats per target token (the fitted quantity)."),
-    "bestDevLoss": number("Best dev loss, nats per target token."),
-    "modelParams": integer("X_m the run used."),
-    "pretrainTokens": integer("X_p the run used."),
-    "reason": string("Failure reason (OOMKilled, DeadlineExceeded, InvalidConfig, ...)."),
-    "message": string("Failure detail (shortened)."),
-    "wallSeconds": number("Training and evaluation time."),
-}, required=["runId", "phase"])
+    "factor": string("Scaling factor X: model_size, pretrain_tokens or pet_size."),
+    "form": string("Law form: multiplicative (A·X^-α·D^-β + E) or additive."),
+    "params": obj("Fitted parameters (10 significant digits).", {
+        p: number(f"Parameter {p}.") for p in ("A", "E", "alpha", "beta", "B")}),
+    "intervals": obj("Bootstrap intervals per parameter (the study's confidence level).", {
+        p: _INTERVAL for p in ("A", "E", "alpha", "beta", "B")}),
+    "deltaFit": number("Mean absolute deviation on the fitting points (nats)."),
+    "deltaHeldOut": number("Mean absolute deviation on the held-out points (nats)."),
+    "converged": boolean("Whether the optimiser converged."),
+    "flags": array("Diagnostic codes of a fit not to be trusted as is (docs/law.md).",
+                   string("A diagnostic code, e.g. AtBound."), maxItems=32),
+})
+FIT_STATUS = obj(
+    "The fit of the current results (ftscale.api.fit_summary): the fitted laws with intervals, "
+    "Δ_fit and Δ_held-out, critical data sizes, skipped factors. fit.json on the results "
+    "volume has everything unrounded.", {
+        "job": string("The fit Job that produced it."),
+        "inputDigest": string("Digest of the fit's input (law settings, runs and losses)."),
+        "phase": string("Succeeded or Failed.",
+                        enum=[phases.FIT_SUCCEEDED_PHASE, phases.FIT_FAILED_PHASE]),
+        "reason": string("Why the fit failed (CamelCase)."),
+        "message": string("What the fit found, or why it failed.",
+                          maxLength=4096),
+        "schema": string("The summary's schema, ftscale.io/fit-summary/v2."),
+        "laws": array("Fitted laws.", FIT_LAW, maxItems=256),
+        "critical": array("Critical data sizes: where two methods' multiplicative laws cross.",
+                          obj("Crossings of two methods at one X.", {
+                              "methods": array("The two methods.", string("A method."),
+                                               maxItems=2),
+                              "factor": string("The factor X."),
+                              "x": number("The X value."),
+                              "dataSizes": array("Crossing data sizes (empty: none in range).",
+                                                 number("A data size."), maxItems=16),
+                          }), maxItems=1024),
+        "betterForm": string("The law form with the lower mean held-out error."),
+        "skipped": array("Factors the results cannot support, left out with the reason.",
+                         obj("A skipped factor.", {
+                             "method": string("Method."), "factor": string("Factor."),
+                             "reason": string("Why it was not fitted.", maxLength=1024)}),
+                         maxItems=64),
+        "dropped": array("Detail left out to keep the summary under 3 KB.",
+                         string("What was left out."), maxItems=8),
+    })
 
 STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every pass.", {
     "observedGeneration": integer("The .metadata.generation this status describes."),
     "phase": string("Summary: Pending, Running, Fitting, Fitted, Failed.",
-                    enum=["Pending", "Running", "Fitting", "Fitted", "Failed"]),
+                    enum=list(phases.STUDY_PHASES)),
     "progress": string("Terminal runs / all runs, e.g. 12/30 (for kubectl get)."),
     "runsTotal": integer("Runs in the grid."),
     "runsSucceeded": integer("Runs that finished with a result."),
@@ -635,13 +675,7 @@ STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every
     # ~2 s per status write), which is most of the harvest latency at that scale.
     "results": array("One compact entry per terminal run.", RESULT_ENTRY, maxItems=MAX_RUNS,
                      **{"x-kubernetes-list-type": "atomic"}),
-    "fit": {
-        "type": "object",
-        "description": "Compact summary of the fit Job (fitted parameters per method, factor "
-                       "and form; Δ_fit and Δ_held-out; critical data sizes). The full fit "
-                       "is in fit.json on the results volume.",
-        "x-kubernetes-preserve-unknown-fields": True,
-    },
+    "fit": FIT_STATUS,
     "conditions": array("Conditions: Progressing, Succeeded, Failed, Fitted, Degraded.",
                         CONDITION, **{"x-kubernetes-list-type": "map",
                                       "x-kubernetes-list-map-keys": ["type"]}),
@@ -672,9 +706,9 @@ def crd() -> dict:
                                 "app.kubernetes.io/component": "crd"}},
         "spec": {
             "group": GROUP,
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL,
-                      "singular": "scalingstudy", "shortNames": ["sst"],
-                      "categories": ["ftscale", "all"]},
+            "names": {"kind": KIND, "listKind": meta.LIST_KIND, "plural": PLURAL,
+                      "singular": meta.SINGULAR, "shortNames": list(meta.SHORT_NAMES),
+                      "categories": list(meta.CATEGORIES)},
             "scope": "Namespaced",
             "versions": [{
                 "name": VERSION,

@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ftscale.identity import RunKey, job_name, run_id
+from ftscale.identity import RunKey, run_id
 from ftscale.spec import with_defaults
 
 FMT = "fmt"
@@ -56,9 +56,6 @@ class PlannedRun:
     @property
     def run_id(self) -> str:
         return run_id(self.key)
-
-    def job_name(self, study: str) -> str:
-        return job_name(study, self.key)
 
 
 def default_size(method: dict[str, Any]) -> int | None:

@@ -12,11 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-# 10 base-32 characters = 50 bits: collision odds in a 10^4-run study are ~1e-8.
-RUN_ID_LENGTH = 10
-# Kubernetes object names (DNS-1123 labels, as Job names feed pod labels) stop at 63 characters.
-MAX_JOB_NAME = 63
-MAX_STUDY_NAME = MAX_JOB_NAME - RUN_ID_LENGTH - 1
+from ftscale.api.meta import MAX_JOB_NAME, MAX_STUDY_NAME, RUN_ID_LENGTH  # noqa: F401
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lower case: DNS-safe
 

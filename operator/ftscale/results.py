@@ -19,22 +19,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ftscale.api.outcomes import (  # noqa: F401 - re-exported: results.FAILED etc.
+    BACKOFF_LIMIT_EXCEEDED, COMPACT_LIMIT, DEADLINE_EXCEEDED, FAILED, GPU_OUT_OF_MEMORY,
+    INTERRUPTED, INVALID_CONFIG, NON_FINITE_LOSS, OOM_KILLED, OUTCOMES, RUNTIME_ERROR, SUCCEEDED)
+
 SCHEMA = "ftscale.io/run-result/v1"
-# The kubelet keeps 4096 bytes of a termination message; stay well inside it.
-COMPACT_LIMIT = 3000
-
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-OUTCOMES = (SUCCEEDED, FAILED)
-
-# Failure reasons (machine-readable, CamelCase as Kubernetes reasons are).
-INVALID_CONFIG = "InvalidConfig"  # trainer exit code 2: retrying cannot help
-NON_FINITE_LOSS = "NonFiniteLoss"
-OOM_KILLED = "OOMKilled"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
-BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
-RUNTIME_ERROR = "RuntimeError"
-INTERRUPTED = "Interrupted"
 
 
 class ResultError(ValueError):

@@ -29,8 +29,7 @@ from typing import Any, Callable
 import jsonschema
 import yaml
 
-API_VERSION = "ftscale.io/v1alpha1"
-KIND = "ScalingStudy"
+from ftscale.api.meta import API_VERSION, KIND, MAX_STUDY_NAME
 
 
 class StudyValidationError(ValueError):
@@ -256,7 +255,8 @@ def _default_size(m: dict) -> int:
 Recheck = Callable[[Any, Any], bool]
 CEL_RECHECKS: dict[str, Recheck] = {
     # root
-    "self.metadata.name.size() <= 52": lambda s, o: len(s["metadata"].get("name", "")) <= 52,
+    f"self.metadata.name.size() <= {MAX_STUDY_NAME}":
+        lambda s, o: len(s["metadata"].get("name", "")) <= MAX_STUDY_NAME,
     # task
     "!has(self.promptTemplate) || self.promptTemplate in ['translate', 'summarize', 'plain'] || "
     "self.promptTemplate.contains('{source}')": lambda s, o: not _has(s, "promptTemplate")

@@ -1,13 +1,8 @@
 """`ftscale-train` / `python -m ftscale_trainer`: run one finetuning condition from a JSON config.
 
-Exit codes (the Job's podFailurePolicy and `ftscale run` rely on them):
-  0    Succeeded; result written
-  2    invalid config (unknown key, bad value, model/data that does not exist): retrying cannot help
-  3    non-finite loss (NaN/inf): the same config would diverge again
-  143  stopped by SIGTERM/SIGINT (preemption); a checkpoint is in <output>/checkpoint when an
-       output folder was given, and the same command resumes from it
-  1    any other runtime failure
-Every failure still writes a Failed result document (reason from ftscale.results) when it can.
+Exit codes: the table in ftscale.api.outcomes (the Job's podFailurePolicy and `ftscale run`'s
+retries are derived from it; docs/run-contract.md lists it). Every failure still writes a Failed
+result document with the table's reason when it can.
 """
 
 from __future__ import annotations
@@ -18,10 +13,10 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import replace
 
 from ftscale import results
-
-EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 143
+from ftscale.api import outcomes as oc
 
 DESCRIPTION = """\
 Finetune one base model with one method on one data size and report one run result.
@@ -35,8 +30,8 @@ Unset optimisation fields take the per-method defaults (--defaults METHOD prints
 Outputs: the compact result JSON goes to $TERMINATION_MESSAGE_PATH (or /dev/termination-log
 when it exists) and to stdout; with --output DIR, DIR/result.json (full, with loss curves),
 DIR/config.json (the resolved config that ran) and DIR/checkpoint/ on preemption.
-Exit codes: 0 ok, 2 invalid config, 3 non-finite loss, 143 preempted (rerun resumes), 1 other.
-"""
+Exit codes:
+""" + "\n".join(f"  {e.code:<4} {e.reason or 'Succeeded'}: {e.meaning}" for e in oc.EXIT_CODES)
 
 
 def _log(message: str) -> None:
@@ -60,23 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def termination_path() -> str | None:
-    path = os.environ.get("TERMINATION_MESSAGE_PATH")
-    if path:
-        return path
-    return "/dev/termination-log" if os.path.exists("/dev/termination-log") else None
-
-
 def write_result(result: results.RunResult, output_dir: str | None) -> None:
     """Compact form to the termination message path and stdout; full form to output_dir."""
     compact = result.to_compact_json()
-    path = termination_path()
-    if path:
-        try:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(compact)
-        except OSError as exc:
-            _log(f"could not write the termination message to {path}: {exc}")
+    problem = oc.write_termination_message(compact)
+    if problem:
+        _log(problem)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         tmp = os.path.join(output_dir, "result.json.tmp")
@@ -105,10 +89,7 @@ def _failed(doc_or_config, reason: str, message: str) -> results.RunResult:
             model=pick("model", str, "unknown"), method=pick("method", str, "unknown"),
             pet_size=pick("pet_size", int, None), data_size=pick("data_size", int, 0),
             seed=pick("seed", int, 0))
-    result.outcome = results.FAILED
-    result.reason = reason
-    result.message = message
-    return result
+    return replace(result, outcome=oc.FAILED, reason=reason, message=message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,49 +98,49 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.defaults:
         print(json.dumps(defaults_for(args.defaults, args.model_params), indent=2))
-        return EXIT_OK
+        return oc.EXIT_OK
     if not args.config:
         print("ftscale-train: --config is required (see --help)", file=sys.stderr)
-        return EXIT_CONFIG
+        return oc.EXIT_INVALID_CONFIG
     raw: object = None
     try:
         with open(args.config, encoding="utf-8") as handle:
             raw = json.load(handle)
     except (OSError, ValueError) as exc:
         _log(f"invalid config: cannot read {args.config}: {exc}")
-        write_result(_failed(None, results.INVALID_CONFIG, f"cannot read config: {exc}"), args.output)
-        return EXIT_CONFIG
+        write_result(_failed(None, oc.INVALID_CONFIG, f"cannot read config: {exc}"), args.output)
+        return oc.EXIT_INVALID_CONFIG
     output_dir = args.output or (raw.get("output_dir") if isinstance(raw, dict) else None)
     try:
         config = TrainConfig.from_dict(raw)
     except ConfigError as exc:
         _log(f"invalid config: {exc}")
-        write_result(_failed(raw, results.INVALID_CONFIG, str(exc)), output_dir)
-        return EXIT_CONFIG
+        write_result(_failed(raw, oc.INVALID_CONFIG, str(exc)), output_dir)
+        return oc.EXIT_INVALID_CONFIG
     if args.check:
         _log("config is valid")
-        return EXIT_OK
+        return oc.EXIT_OK
     port = args.metrics_port if args.metrics_port is not None else config.metrics_port
 
     from ftscale_trainer import train  # imports torch: after the cheap checks
 
     try:
         result = train.run(config, output_dir, port, _log)
-        code = EXIT_OK
-        effective = result.config
+        reason, message, effective = None, None, result.config
     except ConfigError as exc:
-        _log(f"invalid config: {exc}")
-        result, code, effective = _failed(config, results.INVALID_CONFIG, str(exc)), EXIT_CONFIG, None
+        reason, message, effective = oc.INVALID_CONFIG, str(exc), None
     except train.NonFiniteLoss as exc:
-        _log(f"failed: {exc}")
-        result, code, effective = _failed(config, results.NON_FINITE_LOSS, str(exc)), EXIT_NONFINITE, None
+        reason, message, effective = oc.NON_FINITE_LOSS, str(exc), None
     except train.Interrupted as exc:
-        _log(str(exc))
-        result, code, effective = _failed(config, results.INTERRUPTED, str(exc)), EXIT_INTERRUPTED, None
+        reason, message, effective = oc.INTERRUPTED, str(exc), None
     except Exception as exc:  # noqa: BLE001 — any crash still reports a Failed result
         traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}"
-        result, code, effective = _failed(config, results.RUNTIME_ERROR, message), EXIT_RUNTIME, None
+        reason = oc.GPU_OUT_OF_MEMORY if _is_cuda_oom(exc) else oc.RUNTIME_ERROR
+        message, effective = f"{type(exc).__name__}: {exc}", None
+    if reason is not None:
+        _log(f"failed ({reason}): {message}")
+        result = _failed(config, reason, message)
+    code = oc.exit_code_for(reason)
     if _is_main_process():
         if output_dir and effective:
             os.makedirs(output_dir, exist_ok=True)
@@ -167,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(effective, handle, indent=2, sort_keys=True)
         write_result(result, output_dir)
     return code
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    """CUDA out of memory: the same config on the same GPU runs out again (not retried)."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
 
 
 def _is_main_process() -> bool:

@@ -1,7 +1,7 @@
-"""Status conditions of a ScalingStudy: types, reasons, and a setter that keeps
-lastTransitionTime when a condition's status does not change (Kubernetes API conventions).
+"""Status conditions of a ScalingStudy: a setter that keeps lastTransitionTime when a
+condition's status does not change (Kubernetes API conventions).
 
-Types:
+Types (defined in ftscale.api.phases):
 - Progressing  True while runs or the fit are still to finish.
 - Succeeded    True when every run is terminal, failures are within maxFailedRuns and the law
                is fitted.
@@ -15,26 +15,15 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-PROGRESSING = "Progressing"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-FITTED = "Fitted"
-DEGRADED = "Degraded"
-TYPES = (PROGRESSING, SUCCEEDED, FAILED, FITTED, DEGRADED)
+# Types and reasons are facts others read (kubectl, docs, tests): ftscale.api.phases owns them.
+from ftscale.api.phases import (ALL_RUNS_SUCCEEDED, COMPLETED, CONDITION_TYPES as TYPES,  # noqa: E402,F401
+                                DEGRADED, FAILED, FIT_FAILED, FIT_IN_PROGRESS, FIT_SUCCEEDED,
+                                FITTED, INVALID_SPEC, NO_SUCCESSFUL_RUNS, NOT_FINISHED,
+                                PROGRESSING, RUNS_IN_PROGRESS, STUDY_TERMINAL_FAILED, SUCCEEDED,
+                                TOO_MANY_FAILED_RUNS, WAITING_FOR_RUNS,
+                                WITHIN_FAILURE_BUDGET)
 
-# ---- reasons (CamelCase, machine-readable) ----
-RUNS_IN_PROGRESS = "RunsInProgress"
-FIT_IN_PROGRESS = "FitInProgress"
-COMPLETED = "Completed"  # every run terminal and the fit done (or impossible)
-ALL_RUNS_SUCCEEDED = "AllRunsSucceeded"
-WITHIN_FAILURE_BUDGET = "WithinFailureBudget"
-TOO_MANY_FAILED_RUNS = "TooManyFailedRuns"
-FIT_SUCCEEDED = "FitSucceeded"
-FIT_FAILED = "FitFailed"
-FIT_PENDING = "WaitingForRuns"
-NO_SUCCESSFUL_RUNS = "NoSuccessfulRuns"
-INVALID_SPEC = "InvalidSpec"
-NOT_FINISHED = "NotFinished"
+FIT_PENDING = WAITING_FOR_RUNS
 
 
 def condition(kind: str, status: bool, reason: str, message: str, generation: int | None) -> dict[str, Any]:
@@ -55,12 +44,3 @@ def merge_conditions(old: Iterable[dict[str, Any]] | None, new: Iterable[dict[st
         out.append({**cond, "lastTransitionTime": stamp})
     out.sort(key=lambda c: TYPES.index(c["type"]) if c["type"] in TYPES else len(TYPES))
     return out
-
-
-def find(conditions: Iterable[dict[str, Any]] | None, kind: str) -> dict[str, Any] | None:
-    return next((c for c in conditions or () if c.get("type") == kind), None)
-
-
-def is_true(conditions: Iterable[dict[str, Any]] | None, kind: str) -> bool:
-    found = find(conditions, kind)
-    return bool(found and found.get("status") == "True")

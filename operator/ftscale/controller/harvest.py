@@ -7,7 +7,8 @@ Job and pod status instead, in this order of specificity:
 
 1. the trainer's own Failed result (e.g. NonFiniteLoss) — it knows best;
 2. the container was OOMKilled;
-3. exit code 2 — invalid config (podFailurePolicy fails the Job at once);
+3. a non-retriable exit code (ftscale.api.outcomes: invalid config, non-finite loss, CUDA out
+   of memory) — the podFailurePolicy failed the Job at once;
 4. the Job's DeadlineExceeded (activeDeadlineSeconds);
 5. the Job's BackoffLimitExceeded (retries spent) — with the last pod's exit code/log tail;
 6. anything else: RuntimeError with the Job's own message.
@@ -20,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ftscale import results as rc
+from ftscale.api import outcomes as oc
+from ftscale.api.fit_summary import FitSummary, FitSummaryError, fit_status
+from ftscale.api.phases import FIT_FAILED_PHASE, FIT_SUCCEEDED_PHASE
 from ftscale.controller.observe import JobView, PodView
 from ftscale.identity import RunKey
-
-# Controller-side reasons (the trainer never reports these; they describe what the operator saw).
-RESULT_MISSING = "ResultMissing"  # Job Complete but no readable result in any pod
-BAD_RESULT = "BadResult"  # a termination message that is not a valid result of this run
 
 # How much of a non-JSON termination message (FallbackToLogsOnError: the log tail) to keep.
 MESSAGE_LIMIT = 400
@@ -91,12 +91,12 @@ def harvest_run(study: str, key: RunKey, job: JobView, pods: Iterable[PodView], 
                 result, problem = parse_termination_message(study, key, pod.message)
                 if result is not None:
                     return Harvest(result, job.finished_at)
-                return Harvest(failed_result(study, key, BAD_RESULT, f"{problem}: {_short(pod.message, 200)}",
+                return Harvest(failed_result(study, key, oc.BAD_RESULT, f"{problem}: {_short(pod.message, 200)}",
                                              x_values), job.finished_at)
         since = now - (job.finished_at or now)
         if since < grace_seconds:
             return Harvest(None, job.finished_at, waiting=True)
-        return Harvest(failed_result(study, key, RESULT_MISSING,
+        return Harvest(failed_result(study, key, oc.RESULT_MISSING,
                                      "the Job completed but no pod with its result remains",
                                      x_values), job.finished_at)
 
@@ -129,53 +129,54 @@ def failure_reason(job: JobView, last: PodView | None) -> tuple[str, str]:
     """(reason, message) of a Failed Job from its condition and its last pod (see module doc)."""
     tail = _short(last.message) if last is not None else None
     if last is not None and last.reason == "OOMKilled":
-        return rc.OOM_KILLED, f"container was OOMKilled (exit code {last.exit_code}); " \
+        return oc.OOM_KILLED, f"container was OOMKilled (exit code {last.exit_code}); " \
                               f"give the model more memory (spec.models[].resources)"
-    if last is not None and last.exit_code == 2:
-        return rc.INVALID_CONFIG, tail or "trainer rejected its config (exit code 2)"
+    if last is not None and last.exit_code in oc.NON_RETRIABLE_EXIT_CODES:
+        # The podFailurePolicy failed the Job on this code at once; the table names the reason.
+        entry = oc.BY_CODE[last.exit_code]
+        return entry.reason, tail or f"exit code {entry.code}: {entry.meaning}"
     if job.finished_reason == "DeadlineExceeded":
-        return rc.DEADLINE_EXCEEDED, job.finished_message or "activeDeadlineSeconds exceeded"
+        return oc.DEADLINE_EXCEEDED, job.finished_message or "activeDeadlineSeconds exceeded"
     if job.finished_reason in ("BackoffLimitExceeded", "PodFailurePolicy"):
         detail = f"; last exit code {last.exit_code}" if last is not None and last.exit_code is not None else ""
         base = job.finished_message or "retries exhausted"
-        return rc.BACKOFF_LIMIT_EXCEEDED, f"{base}{detail}" + (f": {tail}" if tail else "")
-    return rc.RUNTIME_ERROR, job.finished_message or tail or f"Job failed ({job.finished_reason})"
+        return oc.BACKOFF_LIMIT_EXCEEDED, f"{base}{detail}" + (f": {tail}" if tail else "")
+    return oc.RUNTIME_ERROR, job.finished_message or tail or f"Job failed ({job.finished_reason})"
 
 
 # ---- the fit Job ----------------------------------------------------------------------------
 
 
-def _fit_from_pod(pod: PodView, base: dict[str, Any]) -> dict[str, Any]:
+def _fit_from_pod(pod: PodView, job: JobView) -> dict[str, Any]:
     try:
-        summary = json.loads(pod.message or "")
-    except ValueError:
-        return {**base, "phase": "Failed", "reason": BAD_RESULT,
-                "message": f"fit summary is not JSON: {_short(pod.message, 200)}"}
-    if not isinstance(summary, dict):
-        return {**base, "phase": "Failed", "reason": BAD_RESULT, "message": "fit summary is not a JSON object"}
-    return {**summary, **base, "phase": "Succeeded"}
+        summary = FitSummary.parse(pod.message or "")
+    except FitSummaryError as exc:
+        return fit_status(job.name, job.fit_digest, FIT_FAILED_PHASE, reason=oc.BAD_RESULT,
+                          message=f"{exc}: {_short(pod.message, 200)}")
+    return fit_status(job.name, job.fit_digest, FIT_SUCCEEDED_PHASE, summary=summary,
+                      message=summary.headline())
 
 
 def harvest_fit(job: JobView, pods: Iterable[PodView], now: float, grace_seconds: float) -> dict[str, Any] | None:
-    """The fit Job's outcome as a status.fit document, or None while there is none yet.
+    """The fit Job's outcome as a status.fit document (ftscale.api.fit_summary.fit_status), or
+    None while there is none yet.
 
-    Succeeded: the fit summary JSON the law job printed to its termination message, plus
-    `phase` — taken as soon as the fit pod exited 0, like a run's early harvest. Failed (the
-    Job's verdict): phase, reason and message (log tail).
+    Succeeded: the fit summary the law job wrote to its termination message — taken as soon as
+    the fit pod exited 0, like a run's early harvest. Failed (the Job's verdict): reason and
+    message (the log tail).
     """
     own = sorted((p for p in pods if p.job == job.name), key=lambda p: (p.finished_at or 0.0, p.name))
-    base = {"job": job.name, "inputDigest": job.fit_digest}
     for pod in reversed(own):
         if pod.phase == "Succeeded" and pod.exit_code == 0:
-            return _fit_from_pod(pod, base)
+            return _fit_from_pod(pod, job)
     if not job.terminal:
         return None
     if job.finished == "Complete":
         if now - (job.finished_at or now) < grace_seconds:
             return None
-        return {**base, "phase": "Failed", "reason": RESULT_MISSING,
-                "message": "the fit Job completed but its pod is gone"}
+        return fit_status(job.name, job.fit_digest, FIT_FAILED_PHASE, reason=oc.RESULT_MISSING,
+                          message="the fit Job completed but its pod is gone")
     ran = [p for p in own if p.exit_code is not None or p.phase == "Failed"]
     last = ran[-1] if ran else None
     reason, message = failure_reason(job, last)
-    return {**base, "phase": "Failed", "reason": reason, "message": message}
+    return fit_status(job.name, job.fit_digest, FIT_FAILED_PHASE, reason=reason, message=message)

@@ -1,21 +1,17 @@
 """Names of everything the operator creates or recognises: one place, so that the Helm chart,
 the docs, the tests and `kubectl get jobs -l ...` all agree.
 
-Child names are derived from the run identity (ftscale.identity), never from counters or
-randomness: a second create of the same child is an AlreadyExists, i.e. success.
+Child names are derived from the run identity (ftscale.identity.job_name is the one spelling of
+a run's Job name), never from counters or randomness: a second create of the same child is an
+AlreadyExists, i.e. success. The API's group/version/kind live in ftscale.api.meta.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from ftscale.identity import MAX_JOB_NAME, RUN_ID_LENGTH, RunKey, job_name
-
-GROUP = "ftscale.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "ScalingStudy"
-PLURAL = "scalingstudies"
+from ftscale.api.meta import (API_VERSION, GROUP, KIND, MAX_JOB_NAME,  # noqa: F401 - re-exported
+                             NO_PET_SIZE_LABEL, PLURAL, RUN_ID_LENGTH, VERSION)
 
 # ---- labels on every child (Jobs, their pods, ConfigMaps) ----
 LABEL_STUDY = "ftscale.io/study"  # the owning study's name: the selector of all watches
@@ -55,11 +51,6 @@ CACHE_DIR = "/cache"
 SHM_DIR = "/dev/shm"
 
 
-def run_job_name(study: str, key: RunKey) -> str:
-    """`<study>-<run id>`, from ftscale.identity (the one source of truth)."""
-    return job_name(study, key)
-
-
 def results_configmap_name(study: str) -> str:
     """The ConfigMap holding every harvested run result of a study (and the fit input)."""
     return f"{study}-results"
@@ -82,4 +73,4 @@ def fit_job_name(study: str, input_digest: str) -> str:
 
 def label_value(value: object) -> str:
     """Label values: None becomes "none" (full-model tuning has no PET size)."""
-    return "none" if value is None else str(value)
+    return NO_PET_SIZE_LABEL if value is None else str(value)

@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping
 
 from ftscale import results as rc
+from ftscale.api import phases as ph
+from ftscale.api.phases import (RUN_PHASES, STUDY_FAILED, STUDY_FITTED, STUDY_FITTING,
+                                STUDY_PENDING, STUDY_RUNNING)
+from ftscale.api.status import entry_from_result as status_entry, result_from_entry
 from ftscale.grid import fit_job_input
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
@@ -25,17 +29,7 @@ from ftscale.controller.observe import JobView, PodView, format_time
 from ftscale.controller.settings import OperatorSettings
 from ftscale.controller.templates import DesiredRun, StudyRef, fit_job, run_job
 
-PENDING, QUEUED, RUNNING = "Pending", "Queued", "Running"
-RUN_PHASES = (PENDING, QUEUED, RUNNING, rc.SUCCEEDED, rc.FAILED)
-
-# Study summary phases (status.phase, the CRD's enum).
-STUDY_PENDING, STUDY_RUNNING, STUDY_FITTING, STUDY_FITTED, STUDY_FAILED = (
-    "Pending", "Running", "Fitting", "Fitted", "Failed")
-
-# Failure messages in status entries are cut to this many characters (status stays small at
-# 2,000 runs; the full message is in the results ConfigMap and the Event).
-STATUS_MESSAGE_LIMIT = 200
-
+PENDING, QUEUED, RUNNING = ph.RUN_PENDING, ph.RUN_QUEUED, ph.RUN_RUNNING
 
 
 @dataclass(frozen=True)
@@ -76,40 +70,6 @@ class Plan:
     run_phases: dict[str, str] = field(default_factory=dict)
     # A Job finished but its pod (with the result) is not cached yet: look again shortly.
     waiting: bool = False
-
-
-# ---- status entries ------------------------------------------------------------------------
-
-
-def status_entry(result: rc.RunResult) -> dict[str, Any]:
-    """A RunResult → its compact status.results entry (CRD RESULT_ENTRY); None fields omitted.
-
-    Only what the fit and `kubectl get` need: every field costs the API server time on each
-    status write of a 1,000-run study (bestDevLoss, wall time etc. are in the results ConfigMap).
-    """
-    message = result.message
-    if message and len(message) > STATUS_MESSAGE_LIMIT:
-        message = message[: STATUS_MESSAGE_LIMIT - 1] + "…"
-    entry = {
-        "runId": result.run_id, "model": result.model, "method": result.method,
-        "petSize": result.pet_size, "dataSize": result.data_size, "seed": result.seed,
-        "phase": result.outcome, "testLoss": result.test_loss,
-        "modelParams": result.model_params, "pretrainTokens": result.pretrain_tokens,
-        "reason": result.reason, "message": message,
-    }
-    return {k: v for k, v in entry.items() if v is not None}
-
-
-def result_from_entry(study: str, entry: Mapping[str, Any]) -> rc.RunResult:
-    """A status entry back to a (compact) RunResult: what the fit input is built from."""
-    return rc.RunResult(
-        study=study, run_id=entry["runId"], model=entry.get("model", ""),
-        method=entry.get("method", ""), pet_size=entry.get("petSize"),
-        data_size=int(entry.get("dataSize", 0)), seed=int(entry.get("seed", 0)),
-        model_params=entry.get("modelParams"), pretrain_tokens=entry.get("pretrainTokens"),
-        outcome=entry.get("phase", rc.FAILED), reason=entry.get("reason"),
-        message=entry.get("message"), best_dev_loss=entry.get("bestDevLoss"),
-        test_loss=entry.get("testLoss"), wall_seconds=entry.get("wallSeconds"))
 
 
 # ---- fit input -----------------------------------------------------------------------------
@@ -212,7 +172,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     active = 0
     ttl = execution.get("ttlSecondsAfterFinished")
     for run in desired:
-        name = run.job_for(study.name)
+        name = run.job_name
         job = run_jobs.get(name)
         known = old_entries.get(run.run_id)
         if known is not None:
@@ -248,7 +208,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         entries[run.run_id] = status_entry(got.result)
 
     # Jobs of runs no longer in the grid: stop the unfinished ones (their GPUs are wasted).
-    wanted = {r.job_for(study.name) for r in desired}
+    wanted = {r.job_name for r in desired}
     for job in run_jobs.values():
         if job.name not in wanted and not job.terminal and not job.deleting and not deleting:
             out.delete_jobs.append(job.name)
@@ -299,7 +259,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         digest = fit_input_digest(spec, ordered)
         job_name = names.fit_job_name(study.name, digest)
         if fit_status and fit_status.get("inputDigest") == digest and fit_status.get("phase"):
-            fitted = fit_status.get("phase") == "Succeeded"
+            fitted = fit_status.get("phase") == ph.FIT_SUCCEEDED_PHASE
             fit_failed = not fitted
             fit_reason = cond.FIT_SUCCEEDED if fitted else cond.FIT_FAILED
             fit_message = _fit_message(fit_status)
@@ -315,12 +275,17 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             else:
                 fit_status = doc
                 out.fit_finished = doc
-                fitted = doc.get("phase") == "Succeeded"
+                fitted = doc.get("phase") == ph.FIT_SUCCEEDED_PHASE
                 fit_failed = not fitted
                 fit_reason = cond.FIT_SUCCEEDED if fitted else cond.FIT_FAILED
                 fit_message = _fit_message(doc)
                 out.events.append(Event("Normal" if fitted else "Warning",
-                                        "Fitted" if fitted else "FitFailed", fit_message))
+                                        ph.EVENT_FITTED if fitted else ph.EVENT_FIT_FAILED,
+                                        fit_message))
+                for skipped in (doc.get("skipped") or ()) if fitted else ():
+                    out.events.append(Event("Warning", ph.EVENT_FACTOR_SKIPPED,
+                                            f"{skipped['method']}/{skipped['factor']} was not "
+                                            f"fitted: {skipped['reason']}"))
                 if ttl is not None and job.ttl is None and not job.deleting:
                     out.ttl_patches.append((job_name, int(ttl)))
         elif job_name in pending_creates:
@@ -344,9 +309,14 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                        f"{counts[QUEUED]} queued, {counts[PENDING]} pending)", generation),
         cond.condition(cond.SUCCEEDED, succeeded_study,
                        (cond.ALL_RUNS_SUCCEEDED if failed == 0 else cond.WITHIN_FAILURE_BUDGET)
-                       if succeeded_study else cond.NOT_FINISHED,
+                       if succeeded_study else
+                       (cond.STUDY_TERMINAL_FAILED if failed_study and not progressing
+                        else cond.NOT_FINISHED),
                        f"{succeeded} runs succeeded, {failed} failed; law fitted" if succeeded_study
-                       else "the study has not finished", generation),
+                       else (f"the study ended Failed ({succeeded} runs succeeded, {failed} "
+                             "failed); see the Failed condition"
+                             if failed_study and not progressing
+                             else "the study has not finished"), generation),
         cond.condition(cond.FAILED, failed_study,
                        (cond.TOO_MANY_FAILED_RUNS if degraded else fit_reason) if failed_study
                        else cond.NOT_FINISHED,
@@ -399,12 +369,21 @@ def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView, ttl: int |
     if ttl is not None and job.ttl is None and not job.deleting:
         out.ttl_patches.append((name, int(ttl)))
     if not result.ok:
-        out.events.append(Event("Warning", "RunFailed", _describe_failure(run, result)))
+        out.events.append(Event("Warning", ph.EVENT_RUN_FAILED, _describe_failure(run, result)))
 
 
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    keys = set(old) | set(new)
-    return any(old.get(k) != new.get(k) for k in keys)
+    """Whether writing `new` changes the stored status. A None in `new` is a key the merge
+    patch removes, which the stored status does not have at all: the same thing."""
+    return _without_none(old) != _without_none(new)
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def _describe_failure(run: DesiredRun, result: rc.RunResult) -> str:
@@ -415,7 +394,7 @@ def _describe_failure(run: DesiredRun, result: rc.RunResult) -> str:
 
 
 def _fit_message(doc: Mapping[str, Any]) -> str:
-    if doc.get("phase") == "Succeeded":
-        summary = doc.get("summary") or doc.get("message")
-        return f"fit Job {doc.get('job')} succeeded" + (f": {summary}" if isinstance(summary, str) else "")
+    """The Fitted condition's message, from status.fit (ftscale.api.fit_summary.fit_status)."""
+    if doc.get("phase") == ph.FIT_SUCCEEDED_PHASE:
+        return f"fit Job {doc.get('job')} succeeded: {doc.get('message')}"
     return f"fit Job {doc.get('job')} failed: {doc.get('reason')}: {doc.get('message')}"

@@ -13,12 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ftscale.api import meta, outcomes
 from ftscale.controller import names
 from ftscale.controller.settings import OperatorSettings
 from ftscale.identity import RunKey
-
-# Exit code with which the trainer (and the law job) say "invalid config: do not retry".
-INVALID_CONFIG_EXIT_CODE = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class StudyRef:
         # controller=true: the garbage collector deletes children with the study, and
         # `kubectl get jobs` shows who owns them. blockOwnerDeletion keeps foreground deletion
         # honest (needs the ownerReferences permission the chart grants on the CRD's finalizers).
-        return {"apiVersion": names.API_VERSION, "kind": names.KIND, "name": self.name,
+        return {"apiVersion": meta.API_VERSION, "kind": meta.KIND, "name": self.name,
                 "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
 
 
@@ -47,16 +45,13 @@ class DesiredRun:
     gpus: int = 0
     resources: dict[str, Any] = field(default_factory=dict)  # {"requests": {...}, "limits": {...}}
     x_values: dict[str, Any] = field(default_factory=dict)  # model_params / pretrain_tokens if known
-    # The run's Job name (ftscale.identity.job_name), given by desired_runs; "" = compute it.
+    # The run's Job name: ftscale.identity.job_name(study, key), the one spelling of it.
     job_name: str = ""
     # Cached: hashing the identity 1,000 times per pass was most of a pass's time.
     run_id: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_id", self.key.run_id)
-
-    def job_for(self, study: str) -> str:
-        return self.job_name or names.run_job_name(study, self.key)
 
 
 def common_labels(study: str, component: str) -> dict[str, str]:
@@ -76,15 +71,8 @@ def run_labels(study: str, key: RunKey) -> dict[str, str]:
     }
 
 
-def pod_failure_policy(container: str) -> dict[str, Any]:
-    """Disruption (preemption, eviction, node drain) never counts against backoffLimit;
-    exit code 2 (invalid config) fails the Job at once — retrying cannot fix a config."""
-    return {"rules": [
-        {"action": "FailJob",
-         "onExitCodes": {"containerName": container, "operator": "In",
-                         "values": [INVALID_CONFIG_EXIT_CODE]}},
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-    ]}
+# The Job's podFailurePolicy is derived from the exit-code table (ftscale.api.outcomes).
+pod_failure_policy = outcomes.pod_failure_policy
 
 
 def _pod_security(settings: OperatorSettings) -> dict[str, Any]:
@@ -210,7 +198,7 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
                            {"name": "FTSCALE_RUN_ID", "value": run.run_id}],
         "resources": resources,
         "securityContext": dict(CONTAINER_SECURITY),
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": outcomes.TERMINATION_MESSAGE_PATH,
         # The trainer writes its result JSON there; if it dies first, the log tail explains why.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": scratch_mounts + pvc_mounts + [
@@ -248,7 +236,7 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": run.job_for(study.name), "namespace": study.namespace,
+        "metadata": {"name": run.job_name, "namespace": study.namespace,
                      "labels": job_labels, "ownerReferences": [study.owner_reference()]},
         "spec": job_spec,
     }
@@ -287,7 +275,7 @@ def fit_job(study: StudyRef, spec: Mapping[str, Any], input_digest: str,
         "env": BASE_ENV + [{"name": "FTSCALE_STUDY", "value": study.name}],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": dict(CONTAINER_SECURITY),
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": outcomes.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": scratch_mounts + pvc_mounts + [
             {"name": "fit-input", "mountPath": names.CONFIG_DIR, "readOnly": True}],

@@ -11,10 +11,13 @@ Input document (JSON; the operator puts it in a ConfigMap, `ftscale run` in its 
     }
 
 A run may be listed under several factors. Failed results and run ids without a result are
-skipped and counted. Output: DIR/fit.json (the full fit result), DIR/fit.md (report sections),
-DIR/*.png (plots); the compact summary (< 3 KB) goes to $TERMINATION_MESSAGE_PATH, else to
-/dev/termination-log when that exists, and to stdout. Exit 0 = fitted, 2 = bad input (message
-says what to fix), 1 = the fit itself failed. Torch-free.
+skipped and counted. A factor whose runs cannot determine its law is skipped with the reason
+(ftscale.law.study: the one rule, the same under `ftscale run`). Output: DIR/fit.json (the full
+fit result), DIR/fit.md (report sections), DIR/*.png (plots); the fit summary
+(ftscale.api.fit_summary.FitSummary, < 3 KB) goes to the termination-message path
+(ftscale.api.outcomes) and to stdout. Exit codes (ftscale.api.outcomes): 0 fitted, 2 bad input
+or nothing that can be fitted (the message says what to fix), 1 the fit itself failed.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ import os
 import sys
 from pathlib import Path
 
+from ftscale.api.outcomes import (EXIT_INVALID_CONFIG, EXIT_OK, EXIT_RUNTIME_ERROR,
+                                  write_termination_message)
 from ftscale.law.errors import FitError, LawInputError
 from ftscale.law.markdown import render_markdown
 from ftscale.law.options import LawOptions
 from ftscale.law.plots import plot_study
-from ftscale.law.study import FactorRows, fit_study, json_safe
+from ftscale.law.study import FactorRows, StudyFit, fit_study, json_safe
 from ftscale.law.table import parse_run_result
 
 
@@ -66,37 +71,27 @@ def build_factors(doc: dict) -> tuple[dict[str, list[FactorRows]], dict]:
     return out, {"failed_runs_skipped": failed, "runs_without_result": missing}
 
 
-def termination_path() -> Path | None:
-    env = os.environ.get("TERMINATION_MESSAGE_PATH")
-    if env:
-        return Path(env)
-    default = Path("/dev/termination-log")
-    return default if default.exists() else None
-
-
-def write_termination(text: str) -> None:
-    path = termination_path()
-    if path is None:
-        return
-    try:
-        path.write_text(text)
-    except OSError:
-        pass  # a read-only path must not turn a good fit into a failed Job
+def fit_document(doc: dict, progress=None) -> tuple[StudyFit, dict]:
+    """A fit input document → (the study fit, input counts). The one function the fit Job and
+    `ftscale run` call. Raises LawInputError (bad input, or no factor can be fitted) or
+    FitError."""
+    options = LawOptions.from_spec(doc.get("law") if isinstance(doc, dict) else None)
+    factors, counts = build_factors(doc)
+    return fit_study(factors, options, progress=progress), counts
 
 
 def run(input_path: Path, output: Path) -> int:
     try:
         doc = json.loads(input_path.read_text())
     except (OSError, ValueError) as exc:
-        return _fail(2, f"cannot read {input_path} as JSON ({exc}); give the fit input document")
+        return _fail(EXIT_INVALID_CONFIG,
+                     f"cannot read {input_path} as JSON ({exc}); give the fit input document")
     try:
-        options = LawOptions.from_spec(doc.get("law") if isinstance(doc, dict) else None)
-        factors, counts = build_factors(doc)
-        sf = fit_study(factors, options)
+        sf, counts = fit_document(doc)
     except LawInputError as exc:
-        return _fail(2, str(exc))
+        return _fail(EXIT_INVALID_CONFIG, str(exc))
     except FitError as exc:
-        return _fail(1, str(exc))
+        return _fail(EXIT_RUNTIME_ERROR, str(exc))
     output.mkdir(parents=True, exist_ok=True)
     full = sf.to_dict()
     full["study"] = doc.get("study")
@@ -105,15 +100,19 @@ def run(input_path: Path, output: Path) -> int:
                                                allow_nan=False))
     (output / "fit.md").write_text(render_markdown(sf))
     plot_study(sf, output / "plots")
-    summary = sf.summary_json()
-    write_termination(summary)
+    summary = sf.summary().to_json()
+    problem = write_termination_message(summary)
+    if problem:
+        print(f"ftscale fit job: {problem}", file=sys.stderr)
     print(summary)
-    return 0
+    return EXIT_OK
 
 
 def _fail(code: int, message: str) -> int:
+    """A failed fit: the message on stderr, which the Job's FallbackToLogsOnError policy
+    turns into the termination message the operator reads as the reason."""
     print(f"ftscale fit job: {message}", file=sys.stderr)
-    write_termination(json.dumps({"error": message[:2500]}))
+    write_termination_message(f"ftscale fit job: {message}"[:2500])
     return code
 
 

@@ -25,14 +25,12 @@ from ftscale.law.fit import (BootstrapSummary, FactorData, FittedLaw, check_enou
                              fit_law, free_mask, joint_points, make_factor, minimise,
                              params_from_theta, replicate_counts)
 from ftscale.law.model import ADDITIVE, JOINT_FORMS, MULTIPLICATIVE, SINGLE
-from ftscale.law.options import DEFAULT_STAGE1, FACTORS, LawOptions
+from ftscale.law.options import DEFAULT_STAGE1, FACTORS, LARGEST, NONE, AxisHoldout, LawOptions
 from ftscale.law.solver import polish
 from ftscale.law.threads import single_threaded_blas
 from ftscale.results import SUCCEEDED
 
 FIT_SCHEMA = "ftscale.io/fit-result/v1"
-SUMMARY_SCHEMA = "ftscale.io/fit-summary/v1"
-SUMMARY_LIMIT = 3000  # bytes; the kubelet keeps 4096 of a termination message
 D_COLUMN, LOSS_COLUMN = "data_size", "test_loss"
 # Critical sizes are compared on the base-model factors only: PET size means different things
 # for different methods (prompt length vs LoRA rank) and full-model tuning has none.
@@ -61,6 +59,8 @@ class StudyFit:
     comparison: dict
     notes: tuple[str, ...] = ()
     methods: tuple[str, ...] = field(default=())
+    # (method, factor) pairs the results cannot support: {"method", "factor", "reason"}.
+    skipped: tuple[dict, ...] = ()
 
     def law(self, method: str, factor: str, form: str = MULTIPLICATIVE) -> FittedLaw | None:
         for law in self.laws:
@@ -79,70 +79,20 @@ class StudyFit:
             "critical_data_sizes": list(self.critical),
             "eq3": list(self.eq3),
             "form_comparison": self.comparison,
+            "skipped_factors": list(self.skipped),
             "notes": list(self.notes),
         }
 
     def to_json(self) -> str:
         return json.dumps(json_safe(self.to_dict()), indent=2, sort_keys=True, allow_nan=False)
 
-    def to_summary(self, limit: int = SUMMARY_LIMIT) -> dict:
-        """Compact summary for a termination message (under `limit` bytes as JSON).
+    def summary(self):
+        """The fit summary (ftscale.api.fit_summary.FitSummary) exactly as the fit Job hands it
+        over — written and read back, so that `ftscale run` and the operator see the same
+        numbers to the last digit."""
+        from ftscale.api.fit_summary import FitSummary
 
-        laws: "method/factor/form" -> values in the order of "cols" (parameters to 8 significant
-        digits, Δs, converged); ci: the same keys -> [lo, hi] per interval column (4 digits);
-        critical: multiplicative-law crossings per method pair, factor and X (null = none).
-        When it does not fit, detail is dropped in this order and listed under "dropped":
-        additive intervals, critical sizes, all intervals, additive laws. fit.json keeps all.
-        """
-        cols = ["A", "E", "alpha", "beta", "B", "dFit", "dHeld", "converged"]
-        ci_cols = ["A", "E", "alpha", "beta", "B"]
-        laws, cis = {}, {}
-        for law in self.laws:
-            key = f"{dict(law.group).get('method')}/{law.factor}/{law.form[:3]}"
-            vals = law.params.values()
-            laws[key] = [_sig(vals.get(c)) for c in ci_cols] + [
-                _sig(law.delta_fit, 4), _sig(law.delta_heldout, 4), law.convergence.converged]
-            if law.intervals:
-                cis[key] = [[_sig(law.intervals[c][0], 4), _sig(law.intervals[c][1], 4)]
-                            if c in law.intervals else None for c in ci_cols]
-        crit = {}
-        for c in self.critical:
-            if c["form"] != MULTIPLICATIVE:
-                continue
-            key = f"{'/'.join(c['methods'])}/{c['factor']}"
-            crit.setdefault(key, []).append(
-                [_sig(c["x"], 4), [_sig(r["data_size"], 4) for r in c["crossings"]] or None])
-        doc = {"schema": SUMMARY_SCHEMA, "cols": cols, "laws": laws, "ci": cis,
-               "critical": crit, "betterForm": self.comparison.get("better_form"),
-               "dropped": []}
-        steps = [
-            ("additive intervals", lambda d: d.__setitem__(
-                "ci", {k: v for k, v in d["ci"].items() if not k.endswith("/add")})),
-            ("critical data sizes", lambda d: d.pop("critical")),
-            ("intervals", lambda d: d.pop("ci")),
-            ("additive laws", lambda d: d.__setitem__(
-                "laws", {k: v for k, v in d["laws"].items() if not k.endswith("/add")})),
-        ]
-        for name, step in steps:
-            if len(_compact(doc).encode()) <= limit:
-                break
-            step(doc)
-            doc["dropped"].append(name)
-        return doc
-
-    def summary_json(self, limit: int = SUMMARY_LIMIT) -> str:
-        return _compact(self.to_summary(limit))
-
-
-def _sig(value, digits: int = 8):
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(f"{value:.{digits}g}")
-
-
-def _compact(doc) -> str:
-    return json.dumps(json_safe(doc), separators=(",", ":"), sort_keys=True, allow_nan=False)
-
+        return FitSummary.parse(FitSummary.from_study_fit(self).to_json())
 
 def json_safe(obj):
     """Replace non-finite floats (not valid JSON) by None, recursively."""
@@ -189,50 +139,112 @@ def fit_study(factors_by_method: Mapping[str, Sequence[FactorRows]],
         return _fit_study(factors_by_method, options, progress)
 
 
-def _prepare(method: str, frs: Sequence[FactorRows], options: LawOptions,
-             notes: list[str]) -> _MethodFit:
+def _prepare(method: str, frs: Sequence[FactorRows], options: LawOptions, forms: Sequence[str],
+             notes: list[str], skipped: list[dict]) -> _MethodFit | None:
+    """One method's factor tables, split and checked. The one rule for what cannot be fitted:
+    a factor whose runs cannot determine its law (too few X or D values, too few points, a
+    design that cannot tell α from β) is skipped — recorded in `skipped` with the reason — and
+    the rest is fitted. None when nothing of the method is left."""
     run_ids: dict[str, int] = {}
-    factors = {}
+    factors: dict[str, FactorData] = {}
     for fr in frs:
+        if fr.factor not in FACTORS:
+            raise LawInputError(f"{method}: unknown factor {fr.factor!r}; use "
+                                f"{', '.join(FACTORS)}")
+        if fr.factor in factors or any(s["method"] == method and s["factor"] == fr.factor
+                                       for s in skipped):
+            raise LawInputError(f"{method}: factor {fr.factor} given twice; merge its rows")
         rows = [r for r in fr.rows if r.get("outcome", SUCCEEDED) in (None, SUCCEEDED)]
         if len(rows) < len(fr.rows):
             notes.append(f"{method}/{fr.factor}: {len(fr.rows) - len(rows)} failed run(s) "
                          "left out")
-        if fr.factor not in FACTORS:
-            raise LawInputError(f"{method}: unknown factor {fr.factor!r}; use "
-                                f"{', '.join(FACTORS)}")
-        if fr.factor in factors:
-            raise LawInputError(f"{method}: factor {fr.factor} given twice; merge its rows")
-        x_axis, d_axis = options.holdout.for_factor(fr.factor)
-        factors[fr.factor] = make_factor(fr.factor, fr.x_column, rows, D_COLUMN,
-                                         LOSS_COLUMN, x_axis, d_axis, run_ids,
-                                         f"{method}/{fr.factor}")
+        what = f"{method}/{fr.factor}"
+        try:
+            ids = dict(run_ids)
+            factor = _make_factor(fr, rows, options, forms, ids, what, notes)
+        except LawInputError as exc:
+            skipped.append({"method": method, "factor": fr.factor, "reason": str(exc)})
+            continue
+        factors[fr.factor] = factor
+        run_ids = ids
+    stage1 = _checked(method, factors, options, forms, skipped)
     if not factors:
-        raise LawInputError(f"{method}: no factor tables; give at least one FactorRows")
-    wanted = options.stage1_factors or DEFAULT_STAGE1
-    stage1 = [f for f in wanted if f in factors] or list(factors)
+        return None
     return _MethodFit(method, factors, len(run_ids), stage1)
+
+
+def _make_factor(fr: FactorRows, rows, options: LawOptions, forms, run_ids, what: str,
+                 notes: list[str]) -> FactorData:
+    """make_factor with the held-out split of the options — except that holding out the
+    largest value of an axis (the default) is not done when it would leave a single value of
+    that axis to fit: with two model sizes (or two data sizes) the exponent can be fitted, not
+    also tested by extrapolation. The note says so."""
+    x_axis, d_axis = options.holdout.for_factor(fr.factor)
+    factor = make_factor(fr.factor, fr.x_column, rows, D_COLUMN, LOSS_COLUMN, x_axis, d_axis,
+                         dict(run_ids), what)
+    pts, fit = factor.points, factor.fit_mask
+    axes = [("d", "D_f", pts.d)] + ([("x", "X", pts.x)] if fr.x_column is not None else [])
+    for axis, label, values in axes if forms else ():
+        mode = (x_axis if axis == "x" else d_axis).mode
+        if mode == LARGEST and len(np.unique(values[fit])) < 2 <= len(np.unique(values)):
+            notes.append(f"{what}: only {len(np.unique(values))} {label} values, so the largest "
+                         f"is not held out (Δ_held-out does not measure extrapolation in {label})")
+            if axis == "x":
+                x_axis = AxisHoldout(NONE)
+            else:
+                d_axis = AxisHoldout(NONE)
+    return make_factor(fr.factor, fr.x_column, rows, D_COLUMN, LOSS_COLUMN, x_axis, d_axis,
+                       run_ids, what)
+
+
+def _checked(method: str, factors: dict[str, FactorData], options: LawOptions, forms,
+             skipped: list[dict]) -> list[str]:
+    """Drop (into `skipped`) the factors whose fitting set cannot determine the law; returns
+    the stage-1 factors. Stage-1 factors need the whole law's points, the others only the
+    stage-2 parameters (β and E come from stage 1)."""
+    def keep(name: str, stage2: bool) -> bool:
+        try:
+            for form in forms:
+                check_enough(factors[name], form, f"{method}/{name}", stage2=stage2)
+        except LawInputError as exc:
+            skipped.append({"method": method, "factor": name, "reason": str(exc)})
+            del factors[name]
+            return False
+        return True
+
+    wanted = options.stage1_factors or DEFAULT_STAGE1
+    stage1 = [f for f in wanted if f in factors and keep(f, False)]
+    if not stage1:  # no model-size or pretraining sweep: stage 1 pools what there is
+        stage1 = [f for f in list(factors) if keep(f, False)]
+    for name in [f for f in factors if f not in stage1]:
+        keep(name, True)
+    return stage1
 
 
 def _fit_study(factors_by_method, options: LawOptions, progress) -> StudyFit:
     notes: list[str] = []
-    methods = [_prepare(m, frs, options, notes) for m, frs in factors_by_method.items()]
+    skipped: list[dict] = []
     joint_forms = [f for f in options.forms if f in JOINT_FORMS]
+    if not factors_by_method:
+        raise LawInputError("no method has factor tables: nothing to fit")
+    prepared = [_prepare(m, frs, options, joint_forms, notes, skipped)
+                for m, frs in factors_by_method.items()]
+    methods = [mf for mf in prepared if mf is not None]
+    if not methods and joint_forms:
+        raise LawInputError("no factor of any method could be fitted: " + "; ".join(
+            s["reason"] for s in skipped))
     laws: list[FittedLaw] = []
     for mf in methods:
         if not any(f in mf.factors for f in (options.stage1_factors or DEFAULT_STAGE1)):
             notes.append(f"{mf.name}: stage 1 pooled {', '.join(mf.stage1)} (no model-size or "
                          "pretraining-data sweep)")
         for form in joint_forms:
-            for name in mf.stage1:
-                check_enough(mf.factors[name], form, f"{mf.name}/{name}")
             s1 = [mf.factors[n] for n in mf.stage1]
             mf.stage1_fit[form] = minimise(s1, form, options.residual, options.delta,
                                            options.strategy)
             beta, e = mf.stage1_fit[form][0][:2]
             mf.stage2_fit[form] = {}
             for name, fac in mf.factors.items():
-                check_enough(fac, form, f"{mf.name}/{name}", stage2=True)
                 mf.stage2_fit[form][name] = minimise([fac], form, options.residual,
                                                      options.delta, options.strategy,
                                                      shared=(beta, e))
@@ -253,7 +265,7 @@ def _fit_study(factors_by_method, options: LawOptions, progress) -> StudyFit:
                                        samples, boot, stage1=conv1))
     single = []
     if SINGLE in options.forms:
-        for mf, (method, frs) in zip(methods, factors_by_method.items()):
+        for method, frs in factors_by_method.items():
             for fr in frs:
                 x_axis, d_axis = options.holdout.for_factor(fr.factor)
                 rows = [r for r in fr.rows if r.get("outcome", SUCCEEDED) in (None, SUCCEEDED)]
@@ -268,8 +280,11 @@ def _fit_study(factors_by_method, options: LawOptions, progress) -> StudyFit:
                 except LawInputError as exc:
                     notes.append(f"single-variable laws skipped for {method}/{fr.factor}: {exc}")
     critical, eq3s = _critical(methods, laws, joint_forms, options)
+    for item in skipped:
+        notes.append(f"{item['method']}/{item['factor']} skipped: {item['reason']}")
     return StudyFit(options, tuple(laws), tuple(single), tuple(critical), tuple(eq3s),
-                    compare_forms(laws), tuple(notes), tuple(m.name for m in methods))
+                    compare_forms(laws), tuple(notes), tuple(m.name for m in methods),
+                    tuple(skipped))
 
 
 def _bootstrap_study(methods: list[_MethodFit], forms, options: LawOptions, progress) -> None:

@@ -11,8 +11,9 @@ one small class (`Executor`). What a restart sees is what is on disk (ftscale.lo
 Trainer processes run in their own session, so a Ctrl-C reaches only `ftscale run`, which then
 stops them (SIGTERM: the trainer saves a checkpoint; SIGKILL after a grace period), records
 nothing for them and exits 130; the same command resumes. Retries follow the Job semantics of
-the cluster: a crash is retried up to execution.backoffLimit times; an invalid config (trainer
-exit code 2), a non-finite loss and a deadline are not.
+the cluster, from the same exit-code table (ftscale.api.outcomes): a retriable failure (a crash,
+an interruption, the OOM killer) is retried up to execution.backoffLimit times; a non-retriable
+one (invalid config, non-finite loss, CUDA out of memory) and a deadline are not.
 
 Two launchers start a trainer (same CLI, same files, same exit codes):
 * `fork` (default when the trainer is importable here): this process imports the trainer and
@@ -31,28 +32,20 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
                                    check_identity)
-from ftscale.results import (DEADLINE_EXCEEDED, FAILED as OUTCOME_FAILED,
-                             INTERRUPTED as REASON_INTERRUPTED,
-                             INVALID_CONFIG, NON_FINITE_LOSS, OOM_KILLED, RUNTIME_ERROR,
-                             ResultError, RunResult, parse_result)
+from ftscale.api import outcomes as oc
+from ftscale.results import ResultError, RunResult, parse_result
 
-# The trainer's exit code for "this config can never run" (ftscale_trainer: ConfigError).
-EXIT_INVALID_CONFIG = 2
-EXIT_NON_FINITE_LOSS = 3
 # How long a stopped trainer gets to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.2
 LOG_TAIL_BYTES = 1500
-# Failure reasons a retry can cure (as on the cluster, where only these burn backoffLimit or
-# are not counted at all); InvalidConfig, NonFiniteLoss and DeadlineExceeded are final.
-RETRIABLE_REASONS = (RUNTIME_ERROR, OOM_KILLED, REASON_INTERRUPTED)
 
 
 # ---- resume decisions ----------------------------------------------------------------------
@@ -94,18 +87,17 @@ def describe(run: PlannedRun) -> str:
 
 # ---- outcome of one trainer process ----------------------------------------------------------
 def failure_of(exit_code: int, timed_out: bool) -> tuple[str, bool, str]:
-    """(reason, retriable, message) for a trainer that ended without a usable result."""
+    """(reason, retriable, message) for a trainer that ended without a usable result: the
+    exit-code table (ftscale.api.outcomes) decides, as the Job's podFailurePolicy does."""
     if timed_out:
-        return DEADLINE_EXCEEDED, False, "killed after execution.activeDeadlineSeconds"
-    if exit_code == EXIT_INVALID_CONFIG:
-        return INVALID_CONFIG, False, "the trainer rejected its config (exit code 2)"
-    if exit_code == EXIT_NON_FINITE_LOSS:
-        return NON_FINITE_LOSS, False, ("the loss became NaN/inf (exit code 3); lower the "
-                                        "learning rate for this method or model")
+        return oc.DEADLINE_EXCEEDED, False, "killed after execution.activeDeadlineSeconds"
     if exit_code in (-signal.SIGKILL, 128 + signal.SIGKILL):
-        return OOM_KILLED, True, ("killed by SIGKILL, most likely the out-of-memory killer; "
-                                  "lower batchSize or run fewer runs at once (--parallel)")
-    return RUNTIME_ERROR, True, f"the trainer exited with code {exit_code}"
+        return oc.OOM_KILLED, True, ("killed by SIGKILL, most likely the out-of-memory killer; "
+                                     "lower batchSize or run fewer runs at once (--parallel)")
+    entry = oc.BY_CODE.get(exit_code) or oc.BY_CODE[oc.EXIT_RUNTIME_ERROR]
+    if entry.code == oc.EXIT_OK:  # exited 0 but left no usable result
+        entry = oc.BY_CODE[oc.EXIT_RUNTIME_ERROR]
+    return entry.reason, entry.retriable, f"the trainer exited with code {exit_code}: {entry.meaning}"
 
 
 def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, timed_out: bool,
@@ -113,7 +105,7 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
     """The result of a finished attempt and whether to retry it.
 
     A result the trainer wrote is taken (a Failed one is retried when its reason is in
-    RETRIABLE_REASONS). Without a usable one, a Failed result is made from the exit code."""
+    the exit-code table's retriable reasons). Without a usable one, a Failed result is made from the exit code."""
     path = attempt_dir / "result.json"
     problem = None
     if path.is_file() and not timed_out:
@@ -121,7 +113,7 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
             result = parse_result(path.read_bytes())
             problem = check_identity(result, run.key, run.run_id)
             if problem is None:
-                return result, (not result.ok and result.reason in RETRIABLE_REASONS)
+                return result, (not result.ok and oc.is_retriable(result.reason))
         except ResultError as exc:
             problem = str(exc)
     reason, retriable, message = failure_of(exit_code, timed_out)
@@ -132,7 +124,7 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
     k = run.key
     failed = RunResult(study=study, run_id=run.run_id, model=k.model, method=k.method,
                        pet_size=k.pet_size, data_size=k.data_size, seed=k.seed,
-                       outcome=OUTCOME_FAILED, reason=reason, message=message)
+                       outcome=oc.FAILED, reason=reason, message=message)
     return failed, retriable
 
 
@@ -352,7 +344,7 @@ class Executor:
             self.on_event("retry", act.run, result)
             return None
         if result.wall_seconds is None:
-            result.wall_seconds = round(time.monotonic() - act.started, 3)
+            result = replace(result, wall_seconds=round(time.monotonic() - act.started, 3))
         self.workdir.commit_result(act.run.run_id, result)
         if not result.ok:
             self.failed += 1

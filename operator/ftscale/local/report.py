@@ -11,7 +11,6 @@ plot comparing the methods on each model.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import sys
 import time
@@ -24,58 +23,34 @@ from ftscale.local.workdir import Workdir, write_atomic
 from ftscale.results import RunResult
 from ftscale.spec import Study
 
-# A fit that the data cannot support raises LawInputError naming "<method>/<factor>"; the
-# report drops that factor and fits the rest, at most this many times.
-MAX_DROPPED_FACTORS = 12
-
-
 # ---- the fit ---------------------------------------------------------------------------------
 def fit_results(study: Study, results: list[RunResult], progress: TextIO | None = None):
-    """(StudyFit or None, notes). Factors the finished runs cannot support are dropped with a
-    note instead of failing the whole fit (a study still running, failed runs)."""
-    from ftscale.law import LawInputError, LawOptions, fit_study
-    from ftscale.law.job import build_factors
+    """(StudyFit or None, notes): the cluster's fit Job's own function (ftscale.law.job.
+    fit_document) on the same input document (ftscale.grid.fit_job_input). Factors the runs
+    cannot support are skipped by the law engine with a reason (StudyFit.skipped), exactly as
+    on a cluster; None only when nothing at all can be fitted."""
+    from ftscale.law import LawInputError, LawOptions
+    from ftscale.law.job import fit_document
 
     doc = grid.fit_job_input(study.name, study.spec, results)
-    notes: list[str] = []
     if not doc["factors"]:
         return None, ["no factor has runs at two or more X values yet: nothing to fit"]
     options = LawOptions.from_spec(doc["law"])
-    factors, counts = build_factors(doc)
     bar = None
-    if progress is not None and options.bootstrap:
+    n_forms = len([f for f in options.forms if f != "single"])
+    if progress is not None and options.bootstrap and n_forms:
         from tqdm import tqdm
-        n_forms = len([f for f in options.forms if f != "single"])
-        bar = tqdm(total=options.bootstrap * len(factors), desc="fit (bootstrap)",
-                   unit="resample", file=progress, leave=False) if n_forms else None
+        n_methods = len(doc["factors"])
+        bar = tqdm(total=options.bootstrap * n_methods, desc="fit (bootstrap)",
+                   unit="resample", file=progress, leave=False)
     try:
-        for _ in range(MAX_DROPPED_FACTORS + 1):
-            if not any(factors.values()):
-                return None, notes + ["no factor could be fitted"]
-            try:
-                if bar is not None:
-                    bar.reset()
-                return fit_study(factors, options, progress=bar.update if bar else None), notes
-            except LawInputError as exc:
-                dropped = _drop_named_factor(factors, str(exc))
-                if dropped is None:
-                    raise
-                notes.append(f"{dropped} left out of the fit: {exc}")
+        study_fit, _counts = fit_document(doc, progress=bar.update if bar else None)
+    except LawInputError as exc:
+        return None, [f"no law was fitted: {exc}"]
     finally:
         if bar is not None:
             bar.close()
-    return None, notes
-
-
-def _drop_named_factor(factors: dict, message: str) -> str | None:
-    for method, tables in factors.items():
-        for table in tables:
-            if re.search(rf"\b{re.escape(method)}/{re.escape(table.factor)}\b", message):
-                tables.remove(table)
-                if not tables:
-                    del factors[method]
-                return f"{method}/{table.factor}"
-    return None
+    return study_fit, []
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -231,7 +206,7 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
         write_atomic(wd.fit_file, study_fit.to_json())
         plots = _plot_fit(study_fit, wd.plots_dir, notes)
         if metrics is not None:
-            metrics.fit_done(_fit_parameters(study_fit))
+            metrics.fit_done(study_fit.summary())
     elif metrics is not None:
         metrics.fit_done(None, failed=True)
     overview = plot_methods(runs, results, study_fit, wd.plots_dir / "methods_per_model.png")
@@ -299,7 +274,24 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
     write_atomic(wd.report_file, "\n".join(lines))
     for n in notes:
         print(f"note: {n}", file=out)
+    _write_html_report(wd, study, runs, results, study_fit, notes, fit_seconds, out)
     return wd.report_file
+
+
+def _write_html_report(wd: Workdir, study: Study, runs, results, study_fit, notes,
+                       fit_seconds: float, out: TextIO) -> None:
+    """report.html next to report.md, from the same data (ftscale.report); a page that
+    cannot be made costs a warning, never report.md."""
+    from ftscale.report import build_report_model, write_html
+
+    try:
+        path = write_html(wd.report_file.with_name("report.html"), build_report_model(
+            study.name, study.spec, runs, results, study_fit, notes,
+            source=str(wd.study_file), fit_seconds=fit_seconds))
+    except Exception as exc:  # noqa: BLE001 - report.md is already written; say what broke
+        print(f"warning: report.html not written ({type(exc).__name__}: {exc})", file=out)
+        return
+    print(f"report: {path.resolve()}", file=out)
 
 
 def _plot_fit(study_fit, outdir: Path, notes: list[str]) -> list[Path]:
@@ -317,14 +309,3 @@ def _plot_fit(study_fit, outdir: Path, notes: list[str]) -> list[Path]:
         except Exception as exc:  # noqa: BLE001 - a plotting bug must not lose the report
             notes.append(f"the {what} could not be drawn ({type(exc).__name__}: {exc})")
     return paths
-
-
-def _fit_parameters(study_fit) -> list[dict[str, Any]]:
-    out = []
-    for law in study_fit.laws:
-        method = dict(law.group).get("method")
-        for name, value in law.params.values().items():
-            if value is not None and math.isfinite(value):
-                out.append({"method": method, "factor": law.factor, "form": law.form,
-                            "parameter": name, "value": value})
-    return out

@@ -1,10 +1,12 @@
 """Builders shared by the controller unit tests: a small study, Jobs and Pods as the API
-would return them (raw dicts), turned into the views the operator caches."""
+would return them (raw dicts), turned into the views the operator caches. Termination messages
+are what the producers really write (tests/producers.py): the trainer's for runs, the fit Job's
+for the fit."""
 
 from __future__ import annotations
 
 import copy
-import json
+import functools
 
 from ftscale import results as rc
 from ftscale.controller import names
@@ -12,6 +14,9 @@ from ftscale.controller.desired import desired_runs
 from ftscale.controller.observe import format_time, job_view, pod_view
 from ftscale.controller.settings import OperatorSettings
 from ftscale.controller.templates import StudyRef
+from ftscale.identity import job_name
+
+from producers import fit_job_message, planted_results, trainer_message
 
 NOW = 1_800_000_000.0
 SETTINGS = OperatorSettings(trainer_image="trainer:test", identity="test", result_grace_seconds=30.0)
@@ -48,7 +53,7 @@ def job(run, *, finished=None, reason=None, message=None, at=NOW - 5, suspended=
     if run is not None:
         labels[names.LABEL_RUN] = run.run_id
     body = {
-        "metadata": {"name": name or names.run_job_name(STUDY.name, run.key), "labels": labels,
+        "metadata": {"name": name or job_name(STUDY.name, run.key), "labels": labels,
                      "annotations": annotations or {}, "creationTimestamp": format_time(NOW - 100)},
         "spec": {"suspend": suspended, **({"ttlSecondsAfterFinished": ttl} if ttl is not None else {})},
         "status": {"conditions": conditions, "active": 0 if finished else 1},
@@ -85,9 +90,22 @@ def result(run, loss=2.5, **over):
 def succeeded(run, loss=2.5):
     """A finished run: its Complete Job and its Succeeded pod carrying the result JSON."""
     j = job(run, finished="Complete")
-    return j, pod(j.name, run, message=result(run, loss).to_compact_json())
+    return j, pod(j.name, run, message=trainer_message(result(run, loss)))
 
 
-def fit_summary():
-    return json.dumps({"fits": [{"method": "fmt", "factor": "model_size", "form": "multiplicative",
-                                 "params": {"A": 10.0, "alpha": 0.3, "beta": 0.2, "E": 1.0}}]})
+# A study whose results the fit can determine: 3 model sizes × 4 data sizes per method.
+FIT_SPEC = {
+    "task": {"name": "toy-en-de"},
+    "models": [{"name": f"m{i}", "source": f"toy:m{i}", "parameters": p}
+               for i, p in enumerate((1000, 4000, 16000))],
+    "methods": [{"name": "fmt"}, {"name": "lora", "sizes": [4]}],
+    "dataSizes": [100, 200, 400, 800],
+    "seeds": [0],
+    "law": {"bootstrap": 20},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def fit_summary() -> str:
+    """The fit pod's termination message: the fit Job's entry point on planted results."""
+    return fit_job_message(STUDY.name, FIT_SPEC, planted_results(STUDY.name, FIT_SPEC))

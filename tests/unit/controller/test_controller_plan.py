@@ -5,7 +5,10 @@ from __future__ import annotations
 from ftscale import results as rc
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
-from ftscale.controller.plan import Plan, plan, status_entry
+from ftscale.identity import job_name
+from ftscale.api.fit_summary import FitSummary
+from ftscale.api.status import entry_from_result as status_entry
+from ftscale.controller.plan import Plan, plan
 
 from controller_testkit import NOW, SETTINGS, STUDY, fit_summary, job, pod, result, runs, spec, succeeded
 
@@ -24,7 +27,7 @@ def test_fresh_study_creates_up_to_max_parallel_runs_with_deterministic_names():
     assert len(grid) == 8
     p = run_plan()
     created = [m["metadata"]["name"] for m in p.create_jobs]
-    assert created == [names.run_job_name(STUDY.name, r.key) for r in grid[:3]]
+    assert created == [job_name(STUDY.name, r.key) for r in grid[:3]]
     assert p.status["runsQueued"] == 3 and p.status["runsPending"] == 5 and p.status["runsTotal"] == 8
     assert p.status["progress"] == "0/8" and p.status["phase"] == "Running"
     c = conditions_of(p)
@@ -37,11 +40,11 @@ def test_fresh_study_creates_up_to_max_parallel_runs_with_deterministic_names():
 
 def test_jobs_created_but_not_yet_cached_count_against_parallelism():
     grid = runs()
-    lagging = {names.run_job_name(STUDY.name, r.key) for r in grid[:3]}
+    lagging = {job_name(STUDY.name, r.key) for r in grid[:3]}
     p = run_plan(pending_creates=lagging)
     assert p.create_jobs == []
     # one of them shows up in the cache, two still lagging: still no room
-    p = run_plan(jobs=[job(grid[0])], pending_creates=lagging - {names.run_job_name(STUDY.name, grid[0].key)})
+    p = run_plan(jobs=[job(grid[0])], pending_creates=lagging - {job_name(STUDY.name, grid[0].key)})
     assert p.create_jobs == []
 
 
@@ -175,7 +178,10 @@ def test_every_run_terminal_creates_the_fit_input_and_job_once():
     assert c["Fitted"]["status"] == "True" and c["Succeeded"]["status"] == "True"
     assert c["Progressing"]["status"] == "False" and c["Failed"]["status"] == "False"
     assert done.status["phase"] == "Fitted" and done.status["fit"]["phase"] == "Succeeded"
-    assert done.status["fit"]["fits"][0]["params"]["alpha"] == 0.3
+    summary = FitSummary.parse(fit_summary())
+    fmt = next(law for law in summary.laws if law.method == "fmt" and law.form == "multiplicative")
+    assert FitSummary.parse(done.status["fit"]).laws == summary.laws
+    assert abs(fmt.params["alpha"] - 0.12) < 0.03  # the planted law (tests/producers.py)
     assert any(e.reason == "Fitted" for e in done.events)
     # and after that the study is at rest: no writes
     rest = run_plan(s, status=done.status)
@@ -287,7 +293,7 @@ def test_two_thousand_results_fit_in_one_configmap():
     full = result(grid[0], generation={"bleu": 12.3456}, tokens_seen=123456789, steps=20000,
                   total_params=1234567890, trainable_params=1234567, device="cuda:NVIDIA H100 80GB HBM3 x8")
     p = run_plan(jobs=[job(grid[0], finished="Complete")],
-                 pods=[pod(names.run_job_name("demo", grid[0].key), grid[0], message=full.to_compact_json())])
+                 pods=[pod(job_name("demo", grid[0].key), grid[0], message=full.to_compact_json())])
     value = p.results_data[f"{grid[0].run_id}.json"]
     assert rc.parse_result(value).generation == {"bleu": 12.3456}  # slim, but still the contract
     assert 2000 * (len(value) + 20) < 1024 * 1024

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ftscale.api import outcomes
 from ftscale.controller import names
 from ftscale.controller.templates import fit_job, run_job
 
@@ -64,7 +65,11 @@ def test_failure_policy_deadline_backoff_and_no_ttl_or_suspend():
     assert "ttlSecondsAfterFinished" not in js  # set only after harvest
     assert "suspend" not in js  # never written by the operator (Kueue's business)
     rules = js["podFailurePolicy"]["rules"]
-    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2]
+    # every non-retriable trainer exit fails the Job at once: a bad config (2), a loss that
+    # went NaN (3), CUDA out of memory (4) — never backoffLimit more GPU time
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3, 4]
+    assert sorted(rules[0]["onExitCodes"]["values"]) == sorted(
+        e.code for e in outcomes.EXIT_CODES if e.code and not e.retriable)
     assert rules[0]["onExitCodes"]["containerName"] == names.RUN_CONTAINER
     assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"][0]["type"] == "DisruptionTarget"
 

@@ -1,0 +1,27 @@
+"""The ScalingStudy API's identity and name limits: the CRD generator, the operator, the
+local executor and the tests read them from here."""
+
+from __future__ import annotations
+
+GROUP = "ftscale.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ScalingStudy"
+LIST_KIND = f"{KIND}List"
+PLURAL = "scalingstudies"
+SINGULAR = "scalingstudy"
+SHORT_NAMES = ("sst",)
+CATEGORIES = ("ftscale", "all")
+
+# ---- name limits ----
+# Run ids: 10 base-32 characters = 50 bits, collision odds in a 10^4-run study ~1e-8.
+RUN_ID_LENGTH = 10
+# Job names feed pod labels (job-name), which stop at 63 characters (DNS-1123 labels).
+MAX_JOB_NAME = 63
+# Run Job names are `<study>-<run id>`: the study name leaves room for the dash and the id.
+MAX_STUDY_NAME = MAX_JOB_NAME - RUN_ID_LENGTH - 1
+# Model and method names go into labels and into run Job labels' values.
+MAX_MODEL_NAME = 30
+
+# Label value (Job labels, metric labels) of a run without a PET size (full-model tuning).
+NO_PET_SIZE_LABEL = "none"
