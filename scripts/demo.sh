@@ -7,7 +7,7 @@
 #    $FTSCALE_CACHE/toy);
 # 3. runs examples/demo-study.yaml with `ftscale run` (3 model sizes × FMT, LoRA, prompt tuning
 #    × 5 data sizes) and fits the scaling laws;
-# 4. prints the report's path.
+# 4. prints the report's paths (report.md and report.html).
 #
 # The study's workdir is $FTSCALE_DEMO_DIR (default $FTSCALE_CACHE/demo). Running `make demo`
 # again resumes it (finished runs are kept, the report is refreshed); `FRESH=1 make demo`
@@ -46,5 +46,8 @@ fi
 echo
 echo "demo finished in ${elapsed} s (exit code $rc)."
 echo "report: $workdir/report.md"
+if [ -f "$workdir/report.html" ]; then
+  echo "        $workdir/report.html (one self-contained page: open it in a browser)"
+fi
 echo "plots:  $workdir/plots/"
 exit "$rc"
