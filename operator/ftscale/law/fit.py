@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ftscale.law.errors import FitError, LawInputError
+from ftscale.law.diagnostics import Flag, check_design, law_flags
+from ftscale.law.errors import FitError, LawInputError, NotIdentifiable
 from ftscale.law.model import (ADDITIVE, JOINT_FORMS, MULTIPLICATIVE, SINGLE, Points,
                                layout_names)
 from ftscale.law.options import AxisHoldout, HoldoutSpec, LawOptions
@@ -20,6 +21,9 @@ from ftscale.law.table import PointSet, average_seeds, run_arrays
 from ftscale.law.threads import single_threaded_blas
 
 _LOG_MAX = 709.0  # exp() of more than this is inf in float64
+# The single-variable law has 3 parameters; 4 distinct data sizes leave one degree of freedom
+# to tell a fit from an interpolation.
+SINGLE_MIN_DATA_SIZES = 4
 
 
 # ---- parameters in original units --------------------------------------------------------
@@ -135,19 +139,21 @@ def make_factor(name: str, x_column: str | None, rows: Sequence[Mapping], d: str
 
 
 def check_enough(factor: FactorData, form: str, what: str, stage2: bool = False) -> None:
-    """Raise LawInputError when the fitting set cannot determine the law."""
+    """Raise LawInputError when the fitting set cannot determine the law: NotIdentifiable
+    (a subclass) when its design cannot separate the exponents (docs/law.md §9). A stage-2
+    law has β fixed, so only its X needs to vary: D ∝ X is fine there."""
     pts = factor.points
     fit = factor.fit_mask
     n_fit = int(fit.sum())
     n_params = {MULTIPLICATIVE: 4, ADDITIVE: 5, SINGLE: 3}[form] - (2 if stage2 else 0)
     if form != SINGLE and len(np.unique(pts.x[fit])) < 2:
         values = ", ".join(f"{v:g}" for v in np.unique(pts.x))
-        raise LawInputError(
+        raise NotIdentifiable(
             f"{what}: the {form} law needs at least 2 distinct X values to fit after the "
             f"held-out split, found X = {values}; add runs at other X values, use --holdout none, "
             "or fit --form single")
     if len(np.unique(pts.d[fit])) < 2:
-        raise LawInputError(
+        raise NotIdentifiable(
             f"{what}: the law needs at least 2 distinct data sizes to fit after the held-out "
             "split; add runs at other data sizes or use --holdout none")
     if n_fit < n_params + 1:
@@ -155,6 +161,8 @@ def check_enough(factor: FactorData, form: str, what: str, stage2: bool = False)
             f"{what}: {n_fit} fitting point(s) for a {form} law with {n_params} free parameters; "
             f"it needs at least {n_params + 1} (unique X, D) points — add runs or use "
             "--holdout none")
+    if form != SINGLE and not stage2:
+        check_design(np.log(pts.x[fit]), np.log(pts.d[fit]), what)
 
 
 def joint_points(factors: Sequence[FactorData], d_ref: float,
@@ -291,6 +299,12 @@ class FittedLaw:
     stage1: Convergence | None = None
     bootstrap: BootstrapSummary | None = None
     samples: tuple[LawParams | None, ...] = field(default=(), repr=False)
+    # Diagnostics (ftscale.law.diagnostics, docs/law.md §9): empty for a healthy fit.
+    flags: tuple[Flag, ...] = ()
+    # Signed mean of L̂ − L over fitting / held-out points (nats): > 0 means the law predicts
+    # higher losses than observed. Δ_fit/Δ_held-out are the same without the sign.
+    bias_fit: float = 0.0
+    bias_heldout: float | None = None
 
     @property
     def label(self) -> str:
@@ -312,6 +326,9 @@ class FittedLaw:
             "intervals": {k: list(v) for k, v in self.intervals.items()},
             "delta_fit": self.delta_fit,
             "delta_heldout": self.delta_heldout,
+            "bias_fit": self.bias_fit,
+            "bias_heldout": self.bias_heldout,
+            "flags": [f.to_dict() for f in self.flags],
             "n_fit_points": self.n_fit,
             "n_heldout_points": self.n_heldout,
             "n_runs": self.n_runs,
@@ -332,23 +349,36 @@ def finish_law(form: str, factor: FactorData, params: LawParams, conv: Convergen
                group, samples=(), boot: BootstrapSummary | None = None,
                stage1: Convergence | None = None, x_value: float | None = None,
                factor_name: str | None = None) -> FittedLaw:
-    """Δs, points and intervals for a fitted law."""
+    """Δs, signed biases, points, intervals and diagnostic flags for a fitted law.
+
+    A law with `stage1` set is a stage-2 law: its β came from the pooled stage-1 fit, so its
+    own (log X, log D) correlation is not flagged (docs/law.md §9).
+    """
     p = factor.points
     pred = params.predict(p.x, p.d)
-    err = np.abs(pred - p.y)
+    signed = pred - p.y
+    err = np.abs(signed)
     fit = factor.fit_mask
     pts = tuple({"x": float(p.x[i]), "d": float(p.d[i]), "loss": float(p.y[i]),
                  "n_runs": int(p.n_runs[i]), "pred": float(pred[i]),
                  "heldout": bool(factor.heldout[i])} for i in range(p.size))
+    level = boot.level if boot else 0.95
+    intervals = intervals_of(samples, level)
+    delta_fit = float(np.mean(err[fit]))
+    delta_heldout = float(np.mean(err[~fit])) if (~fit).any() else None
+    flags = law_flags(params=params, convergence=conv, stage1=stage1, x=p.x, d=p.d, y=p.y,
+                      pred=pred, fit_mask=fit, delta_fit=delta_fit,
+                      delta_heldout=delta_heldout, intervals=intervals, samples=samples,
+                      requested=boot.requested if boot else 0, level=level,
+                      check_design=stage1 is None and factor.x_column is not None)
     return FittedLaw(
         form=form, factor=factor_name if factor_name is not None else factor.name,
         x_column=factor.x_column, group=tuple(group), params=params,
-        intervals=intervals_of(samples, boot.level if boot else 0.95),
-        delta_fit=float(np.mean(err[fit])),
-        delta_heldout=float(np.mean(err[~fit])) if (~fit).any() else None,
+        intervals=intervals, delta_fit=delta_fit, delta_heldout=delta_heldout,
         n_fit=int(fit.sum()), n_heldout=int((~fit).sum()), n_runs=int(p.n_runs.sum()),
         convergence=conv, points=pts, x_value=x_value, stage1=stage1, bootstrap=boot,
-        samples=tuple(samples))
+        samples=tuple(samples), flags=flags, bias_fit=float(np.mean(signed[fit])),
+        bias_heldout=float(np.mean(signed[~fit])) if (~fit).any() else None)
 
 
 def percentile_interval(values, level: float) -> tuple[float, float] | None:
@@ -390,24 +420,26 @@ def fit_law(rows: Sequence[Mapping], *, form: str = MULTIPLICATIVE, x: str = "mo
             delta: float = 1e-3, holdout: HoldoutSpec | str | dict | None = None,
             bootstrap: int = 0, seed: int = 0, strategy: str = "varpro",
             confidence: float = 0.95, group: Sequence[tuple[str, object]] = (),
-            progress=None) -> list[FittedLaw]:
+            progress=None, notes: list[str] | None = None) -> list[FittedLaw]:
     """Fit one law form to one table of runs (no two-stage protocol: one factor, all free).
 
     Joint forms return one FittedLaw; the single-variable form returns one per X value with
     enough points (≥ 4 distinct D after the held-out split; X values with fewer are skipped).
     The held-out split is by value: holdout's x and d (default the largest of each; the single
     form ignores x). bootstrap > 0 adds percentile intervals from that many case resamples of
-    the runs (seeded). progress: optional callable(n) called after each replicate.
+    the runs (seeded). progress: optional callable(n) called after each replicate. notes: a
+    list that receives one-line remarks (e.g. the X values the single form dropped).
 
     Raises LawInputError for bad columns/values/too few points; FitError when no finite fit.
     """
     with single_threaded_blas():
         return _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed,
-                        strategy, confidence, group, progress)
+                        strategy, confidence, group, progress,
+                        notes if notes is not None else [])
 
 
 def _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed, strategy,
-             confidence, group, progress) -> list[FittedLaw]:
+             confidence, group, progress, notes) -> list[FittedLaw]:
     opts = LawOptions(forms=(form,), residual=residual, delta=delta,
                       holdout=holdout if isinstance(holdout, HoldoutSpec)
                       else HoldoutSpec.parse(holdout),
@@ -415,7 +447,7 @@ def _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed, 
     what = " ".join(f"{k}={v}" for k, v in group) or "table"
     x_axis, d_axis = opts.holdout.for_factor(None)
     if form == SINGLE:
-        return _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress)
+        return _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress, notes)
     run_ids: dict[str, int] = {}
     factor = make_factor(x, x, rows, d, loss, x_axis, d_axis, run_ids, what)
     check_enough(factor, form, what)
@@ -446,7 +478,8 @@ def _bootstrap_one(factor: FactorData, form: str, theta: np.ndarray, d_ref: floa
     return samples, boot
 
 
-def _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress) -> list[FittedLaw]:
+def _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress,
+                notes: list[str]) -> list[FittedLaw]:
     runs_by_x: dict[float, list] = {}
     if x is not None:
         xs = run_arrays(rows, x, d, loss, what=what).x
@@ -460,8 +493,9 @@ def _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress) -> list[F
         run_ids: dict[str, int] = {}
         factor = make_factor(x or "all", None, runs_by_x[xv], d, loss, AxisHoldout("none"),
                              d_axis, run_ids, f"{what} X={xv:g}")
-        if int(factor.fit_mask.sum()) < 4:
-            skipped.append(xv)
+        n_d = len(np.unique(factor.points.d[factor.fit_mask]))
+        if n_d < SINGLE_MIN_DATA_SIZES:
+            skipped.append((xv, n_d))
             continue
         theta, conv, d_ref = minimise([factor], SINGLE, opts.residual, opts.delta, opts.strategy)
         params = params_from_theta(theta, SINGLE, 0, 0.0, d_ref)
@@ -470,7 +504,11 @@ def _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress) -> list[F
                          x_value=xv if x is not None else None, factor_name=x)
         out.append(law)
     if not out:
-        raise LawInputError(f"{what}: no X value has the 4 distinct data sizes the single-"
-                            "variable law needs after the held-out split; add data sizes or use "
-                            "--holdout none")
+        raise LawInputError(f"{what}: no X value has the {SINGLE_MIN_DATA_SIZES} distinct data "
+                            "sizes the single-variable law needs after the held-out split; add "
+                            "data sizes or use --holdout none")
+    if skipped:
+        notes.append(f"{what}: single-variable law not fitted at X = " + ", ".join(
+            f"{xv:g} ({n} data size{'s' if n != 1 else ''})" for xv, n in skipped)
+            + f": it needs {SINGLE_MIN_DATA_SIZES} distinct data sizes after the held-out split")
     return out
