@@ -248,6 +248,9 @@ MODEL = obj(
         "gpus": integer("nvidia.com/gpu per run pod of this model; overrides "
                         "execution.gpusPerRun. Locally: devices one run uses.", minimum=0,
                         maximum=64),
+        "image": string("Trainer image for this model's runs (cluster only); overrides "
+                        "execution.image, e.g. an image with this model's own dependencies.",
+                        maxLength=512),
         "resources": resources("CPU/memory requests and limits for this model's run pods; "
                                "overrides execution.resources key by key."),
         "training": training("Training settings for this model only, over spec.training and "
@@ -466,6 +469,12 @@ EXECUTION = obj(
                         "was installed with."),
         "imagePullPolicy": string("Image pull policy of run pods.",
                                   enum=["Always", "IfNotPresent", "Never"]),
+        "command": array("The trainer's command, for a trainer of your own that honours the "
+                         "run contract (docs/run-contract.md): it is started with "
+                         "`--config FILE --output DIR` appended. Default: "
+                         "[python, -m, ftscale_trainer]. Locally the same command runs as a "
+                         "subprocess.", string("One argument.", maxLength=1024),
+                         minItems=1, maxItems=32),
         "gpusPerRun": integer("nvidia.com/gpu per run pod unless the model sets gpus. "
                               "0 runs on CPU.", minimum=0, maximum=64, default=0),
         # Read by ftscale.costplan (tests/unit/test_costplan.py keeps the enum equal to its

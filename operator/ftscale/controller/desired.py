@@ -31,5 +31,6 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
             resources=dict(planned.resources or {}),
             x_values=x_values,
             job_name=job_name(study, planned.key),
+            image=planned.model.get("image"),
         ))
     return out

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ftscale.api import meta, outcomes
+from ftscale.api import meta, outcomes, run_contract
 from ftscale.controller import names
 from ftscale.controller.settings import OperatorSettings
 from ftscale.identity import RunKey
@@ -45,6 +45,7 @@ class DesiredRun:
     gpus: int = 0
     resources: dict[str, Any] = field(default_factory=dict)  # {"requests": {...}, "limits": {...}}
     x_values: dict[str, Any] = field(default_factory=dict)  # model_params / pretrain_tokens if known
+    image: str | None = None  # spec.models[].image: overrides execution.image for this model
     # The run's Job name: ftscale.identity.job_name(study, key), the one spelling of it.
     job_name: str = ""
     # Cached: hashing the identity 1,000 times per pass was most of a pass's time.
@@ -183,16 +184,15 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
         # Extended resources: limits only (requests default to limits and must equal them).
         resources.setdefault("limits", {})[settings.gpu_resource] = run.gpus
         resources.get("requests", {}).pop(settings.gpu_resource, None)
-    command = ["python", "-m", "ftscale_trainer",
-               "--config", f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}"]
     results = (execution.get("volumes") or {}).get("results")
-    if results:
-        command += ["--output", f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/{run.run_id}"]
-    if settings.trainer_metrics_port:
-        command += ["--metrics-port", str(settings.trainer_metrics_port)]
+    output = (f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/{run.run_id}"
+              if results else None)
+    command = run_contract.trainer_argv(execution.get("command"),
+                                        f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}", output,
+                                        settings.trainer_metrics_port)
     container = {
         "name": names.RUN_CONTAINER,
-        "image": trainer_image(execution, settings),
+        "image": run.image or trainer_image(execution, settings),
         "command": command,
         "env": BASE_ENV + [{"name": "FTSCALE_STUDY", "value": study.name},
                            {"name": "FTSCALE_RUN_ID", "value": run.run_id}],

@@ -40,6 +40,7 @@ from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
                                    check_identity)
 from ftscale.api import outcomes as oc
+from ftscale.api import run_contract
 from ftscale.results import ResultError, RunResult, parse_result
 
 # How long a stopped trainer gets to exit after SIGTERM before SIGKILL.
@@ -129,23 +130,32 @@ def harvest(run: PlannedRun, study: str, attempt_dir: Path, exit_code: int, time
 
 
 def trainer_args(config_path: Path, output_dir: Path) -> list[str]:
-    return ["--config", str(config_path), "--output", str(output_dir)]
+    return run_contract.trainer_argv((), str(config_path), str(output_dir))[
+        len(run_contract.DEFAULT_COMMAND):]
 
 
-def trainer_command(config_path: Path, output_dir: Path) -> list[str]:
-    """The trainer entry point; $FTSCALE_TRAINER_CMD replaces `python -m ftscale_trainer`
-    (e.g. to run a trainer from another environment)."""
+def trainer_command(config_path: Path, output_dir: Path,
+                    command: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The run's command line (ftscale.api.run_contract, as in the run Job): `command` is
+    spec.execution.command (a trainer of your own); $FTSCALE_TRAINER_CMD overrides both (e.g.
+    to run a trainer from another environment). A leading `python` is this interpreter, as in
+    the trainer image."""
     base = os.environ.get("FTSCALE_TRAINER_CMD")
-    cmd = shlex.split(base) if base else [sys.executable, "-m", "ftscale_trainer"]
-    return cmd + trainer_args(config_path, output_dir)
+    cmd = shlex.split(base) if base else list(command or run_contract.DEFAULT_COMMAND)
+    if cmd and cmd[0] == "python":
+        cmd[0] = sys.executable
+    return run_contract.trainer_argv(cmd, str(config_path), str(output_dir))
 
 
 # ---- launchers -------------------------------------------------------------------------------
 FORK, SUBPROCESS = "fork", "subprocess"
 
 
-def choose_launcher() -> str:
-    """fork when this process can import the trainer and nothing asks otherwise."""
+def choose_launcher(command: list[str] | None = None) -> str:
+    """fork when this process can import the trainer and nothing asks otherwise (a trainer of
+    your own, spec.execution.command, always runs as a subprocess)."""
+    if command and list(command) != list(run_contract.DEFAULT_COMMAND):
+        return SUBPROCESS
     wanted = os.environ.get("FTSCALE_LAUNCHER")
     if wanted in (FORK, SUBPROCESS):
         return wanted if wanted == SUBPROCESS or hasattr(os, "fork") else SUBPROCESS
@@ -277,6 +287,7 @@ class Executor:
                  gpus: tuple[str, ...] = (), backoff_limit: int = 0,
                  deadline_seconds: float | None = None, max_failed_runs: int = -1,
                  failed_before: int = 0, launcher: str = SUBPROCESS,
+                 command: list[str] | None = None,
                  on_event: Callable[[str, PlannedRun, RunResult | None], None] | None = None):
         self.workdir = workdir
         self.study = study
@@ -294,6 +305,7 @@ class Executor:
         self.active: dict[str, _Active] = {}
         self.attempts: dict[str, int] = {}
         self.launcher = launcher
+        self.command = command
 
     # -- one process --
     def _gpus_for(self, run: PlannedRun) -> int:
@@ -326,7 +338,7 @@ class Executor:
             proc = ForkedTrainer(trainer_args(config_path, attempt_dir), log_path, env)
         else:
             proc = subprocess.Popen(
-                trainer_command(config_path, attempt_dir),
+                trainer_command(config_path, attempt_dir, self.command),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)  # Ctrl-C reaches us only; we stop children in order
         self.active[run.run_id] = _Active(run, proc, log, time.monotonic(), gpus, attempt)

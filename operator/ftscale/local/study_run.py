@@ -249,14 +249,15 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
               "Failed": failed_before}
     progress = _Progress(len(plan.todo), len(plan.finished), len(runs), study.name, err,
                          metrics, counts)
-    launcher = choose_launcher() if plan.todo else "subprocess"
+    launcher = choose_launcher(execution.get("command")) if plan.todo else "subprocess"
     started = time.monotonic()
     executor = Executor(wd, study.name, plan.todo, configs, parallel=n_parallel,
                         threads=threads, gpus=devices.gpus,
                         backoff_limit=execution["backoffLimit"],
                         deadline_seconds=execution.get("activeDeadlineSeconds"),
                         max_failed_runs=execution["maxFailedRuns"], failed_before=failed_before,
-                        launcher=launcher, on_event=progress)
+                        launcher=launcher, command=execution.get("command"),
+                        on_event=progress)
     try:
         outcome = executor.run()
     finally:

@@ -126,3 +126,18 @@ def test_fit_job_reads_the_configmap_and_needs_no_api():
     cm = next(v for v in ps["volumes"] if v["name"] == "fit-input")
     assert cm["configMap"]["name"] == "demo-fit-input"
     assert names.fit_job_name("demo", "abc123") != names.fit_job_name("demo", "abc124")
+
+
+def test_a_trainer_of_your_own_runs_with_the_contracts_flags_and_a_model_can_bring_its_image():
+    s = spec(command=["python", "/opt/my_trainer.py"])
+    s["models"][1]["image"] = "registry.example/big-model-trainer:2"
+    by_model = {r.key.model: r for r in runs(s)}
+    own = run_job(STUDY, s, by_model["tiny-1"], SETTINGS)
+    container = pod_spec(own)["containers"][0]
+    assert container["command"][:2] == ["python", "/opt/my_trainer.py"]
+    assert container["command"][2:4] == ["--config", f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}"]
+    assert container["image"] == "trainer:1"
+    other = pod_spec(run_job(STUDY, s, by_model["tiny-2"], SETTINGS))["containers"][0]
+    assert other["image"] == "registry.example/big-model-trainer:2"
+    default = pod_spec(run_job(STUDY, spec(), runs()[0], SETTINGS))["containers"][0]
+    assert default["command"][:3] == ["python", "-m", "ftscale_trainer"]

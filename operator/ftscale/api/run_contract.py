@@ -1,0 +1,26 @@
+"""What a run process is started with — the same on a cluster (the run Job's container
+command) and locally (`ftscale run`'s subprocess). docs/run-contract.md states the whole
+contract for trainers of your own: this command line, the config file, the result document
+(ftscale.results), the exit codes (ftscale.api.outcomes) and SIGTERM.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+# spec.execution.command replaces this (a trainer of your own).
+DEFAULT_COMMAND = ("python", "-m", "ftscale_trainer")
+CONFIG_FLAG = "--config"  # the run's JSON config (TrainConfig fields)
+OUTPUT_FLAG = "--output"  # folder for result.json (full form), config.json, checkpoints
+METRICS_PORT_FLAG = "--metrics-port"  # serve Prometheus metrics while training
+
+
+def trainer_argv(command: Sequence[str] | None, config_path: str, output_dir: str | None = None,
+                 metrics_port: int | None = None) -> list[str]:
+    """The full command line of one run: `command` (or the default) + the contract's flags."""
+    argv = list(command or DEFAULT_COMMAND) + [CONFIG_FLAG, config_path]
+    if output_dir:
+        argv += [OUTPUT_FLAG, output_dir]
+    if metrics_port:
+        argv += [METRICS_PORT_FLAG, str(metrics_port)]
+    return argv
