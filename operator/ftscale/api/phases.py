@@ -42,6 +42,7 @@ TOO_MANY_FAILED_RUNS = "TooManyFailedRuns"
 FIT_SUCCEEDED = "FitSucceeded"
 FIT_FAILED = "FitFailed"
 NO_SUCCESSFUL_RUNS = "NoSuccessfulRuns"
+NOTHING_TO_FIT = "NothingToFit"  # no factor of any method can be fitted from the results
 INVALID_SPEC = "InvalidSpec"
 NOT_FINISHED = "NotFinished"
 WAITING_FOR_RUNS = "WaitingForRuns"

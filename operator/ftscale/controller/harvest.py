@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from ftscale import results as rc
 from ftscale.api import outcomes as oc
 from ftscale.api.fit_summary import FitSummary, FitSummaryError, fit_status
-from ftscale.api.phases import FIT_FAILED_PHASE, FIT_SUCCEEDED_PHASE
+from ftscale.api.phases import FIT_FAILED_PHASE, FIT_SUCCEEDED_PHASE, NOTHING_TO_FIT
 from ftscale.controller.observe import JobView, PodView
 from ftscale.identity import RunKey
 
@@ -179,4 +179,8 @@ def harvest_fit(job: JobView, pods: Iterable[PodView], now: float, grace_seconds
     ran = [p for p in own if p.exit_code is not None or p.phase == "Failed"]
     last = ran[-1] if ran else None
     reason, message = failure_reason(job, last)
+    if reason == oc.INVALID_CONFIG:
+        # The operator writes the fit input itself: the fit Job's "bad input" exit means the
+        # results cannot be fitted — what `ftscale run` reports for the same results.
+        reason = NOTHING_TO_FIT
     return fit_status(job.name, job.fit_digest, FIT_FAILED_PHASE, reason=reason, message=message)

@@ -10,6 +10,7 @@ plot comparing the methods on each model.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ftscale import grid
+from ftscale.api.fit_summary import fit_status
+from ftscale.api.phases import FIT_FAILED_PHASE, FIT_SUCCEEDED_PHASE, NOTHING_TO_FIT
 from ftscale.local.workdir import Workdir, write_atomic
 from ftscale.results import RunResult
 from ftscale.spec import Study
@@ -203,12 +206,20 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
             old.unlink()
     plots: list[Path] = []
     if study_fit is not None:
+        summary = study_fit.summary()
         write_atomic(wd.fit_file, study_fit.to_json())
+        write_atomic(wd.fit_status_file, json.dumps(fit_status(
+            None, None, FIT_SUCCEEDED_PHASE, summary=summary, message=summary.headline()),
+            indent=2, sort_keys=True))
         plots = _plot_fit(study_fit, wd.plots_dir, notes)
         if metrics is not None:
-            metrics.fit_done(study_fit.summary())
-    elif metrics is not None:
-        metrics.fit_done(None, failed=True)
+            metrics.fit_done(summary)
+    else:
+        write_atomic(wd.fit_status_file, json.dumps(fit_status(
+            None, None, FIT_FAILED_PHASE, reason=NOTHING_TO_FIT, message="; ".join(notes)),
+            indent=2, sort_keys=True))
+        if metrics is not None:
+            metrics.fit_done(None, failed=True)
     overview = plot_methods(runs, results, study_fit, wd.plots_dir / "methods_per_model.png")
     if overview:
         plots.insert(0, overview)

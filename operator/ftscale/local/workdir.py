@@ -115,6 +115,11 @@ class Workdir:
         return self.root / "fit.json"
 
     @property
+    def fit_status_file(self) -> Path:
+        """What a cluster study's status.fit holds, for the same results (ftscale.api)."""
+        return self.root / "fit-status.json"
+
+    @property
     def results_table(self) -> Path:
         return self.root / "results.jsonl"
 

@@ -319,3 +319,36 @@ def test_the_fit_is_harvested_as_soon_as_its_pod_exits_zero():
     # a failing fit pod alone is not a verdict (the Job may retry)
     r = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, phase="Failed", exit_code=1, message="x")])
     assert conditions_of(r)["Fitted"]["reason"] == cond.FIT_IN_PROGRESS
+
+
+def test_a_new_fit_replaces_every_field_of_a_failed_one():
+    """status.fit after a failed fit and then a successful one carries nothing of the failure:
+    the status write is a merge patch, so every key the new fit lacks must be written as null."""
+    s = spec()
+    grid, jobs, pods = _all_done(s)
+    p = run_plan(s, jobs=jobs, pods=pods)
+    name = p.fit_job["metadata"]["name"]
+    annotations = {names.ANNOTATION_FIT_DIGEST: p.fit_input["inputDigest"]}
+    failed_job = job(None, component=names.COMPONENT_FIT, name=name, finished="Failed",
+                     reason="PodFailurePolicy", annotations=annotations)
+    failed = run_plan(s, status=p.status, jobs=[failed_job],
+                      pods=[pod(name, phase="Failed", exit_code=2,
+                                message="ftscale fit job: no factor of any method could be fitted")])
+    assert failed.status["fit"]["phase"] == "Failed"
+    assert failed.status["fit"]["reason"] == "NothingToFit"
+    assert conditions_of(failed)["Failed"]["status"] == "True"
+    assert conditions_of(failed)["Succeeded"]["reason"] == cond.STUDY_TERMINAL_FAILED
+    # the same results fitted again (say after a law-option change), this time successfully
+    ok_job = job(None, component=names.COMPONENT_FIT, name=name, finished="Complete",
+                 annotations=annotations)
+    stale = dict(failed.status, fit={k: v for k, v in failed.status["fit"].items()
+                                     if v is not None})  # as the API server stores it
+    stale["fit"]["phase"] = None  # a new Job for the same digest: harvest it again
+    ok = run_plan(s, status={**stale, "fit": {**stale["fit"], "inputDigest": "other"}},
+                  jobs=[ok_job], pods=[pod(name, message=fit_summary())])
+    fit = ok.status["fit"]
+    assert fit["phase"] == "Succeeded" and fit["laws"]
+    assert "reason" in fit and fit["reason"] is None  # null in the merge patch: removed
+    assert "fit Job" not in (fit["message"] or "") and "could be fitted" not in fit["message"]
+    c = conditions_of(ok)
+    assert c["Fitted"]["status"] == "True" and "could be fitted" not in c["Fitted"]["message"]
