@@ -32,7 +32,14 @@ examples:
   ftscale fit results.jsonl --group-by method --x pretrain_tokens --holdout x=209e9,d=largest
   ftscale fit results.jsonl --group-by method --json > fit.json --plot plots/
 
-exit codes: 0 fitted; 2 bad input (the message says what to fix); 1 the fit itself failed.
+Every law carries diagnostic flags (docs/law.md §9: a parameter at a bound, an interval of
+zero width or spanning more than a decade, A and alpha trading off, a flat law, held-out
+error far above the fit error, no convergence); they are printed under the table and in
+--json as "flags".
+
+exit codes: 0 every fit converged (read the flags); 1 a fit failed or did not converge (the
+results are still printed, marked); 2 bad input, or a table whose design cannot separate the
+law's exponents (one X value, D proportional to X): the message says what to fix or add.
 """
 
 
@@ -85,20 +92,33 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
     else:
         print(text)
+    for note in doc.get("notes", ()):
+        print(f"ftscale fit: note: {note}", file=sys.stderr)
     if args.plot:
         from ftscale.law.plots import plot_critical_sets, plot_laws
 
         paths = plot_laws(laws, args.plot)
         paths += plot_critical_sets(doc["critical_data_sizes"], args.plot)
         print(f"wrote {len(paths)} chart(s) to {args.plot}", file=sys.stderr)
+    failed = [law for law in laws if not law.convergence.converged]
+    if failed:
+        print(f"ftscale fit: {len(failed)} fit(s) did not converge: " + ", ".join(
+            _law_name(law) for law in failed) + "; their parameters are not a minimum "
+            "(see the flags)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _law_name(law) -> str:
+    x = f" X={law.x_value:g}" if law.x_value is not None else ""
+    return f"{_group_name(law.group)}/{law.form}{x}"
 
 
 def run_fit(args) -> tuple[dict, list, str]:
     """Load, group, fit; returns (JSON document, fitted laws, readable text)."""
     from tqdm import tqdm
 
-    from ftscale.law.critical import critical_entry, eq3_entry
+    from ftscale.law.critical import critical_entry, eq3_entry, observed_overlap
     from ftscale.law.errors import LawInputError
     from ftscale.law.fit import fit_law
     from ftscale.law.options import HoldoutSpec, LawOptions
@@ -116,6 +136,7 @@ def run_fit(args) -> tuple[dict, list, str]:
     groups = group_rows(table, group_cols)
     n_fits = len(groups) * len(forms)
     laws = []
+    notes: list[str] = []
     with tqdm(total=n_fits * max(1, opts.bootstrap), desc="fitting", unit="fit",
               disable=None, leave=False, file=sys.stderr) as bar:
         for key, rows in groups:
@@ -124,7 +145,7 @@ def run_fit(args) -> tuple[dict, list, str]:
                                 residual=opts.residual, delta=opts.delta, holdout=holdout,
                                 bootstrap=opts.bootstrap, seed=opts.seed,
                                 strategy=opts.strategy, confidence=opts.confidence,
-                                group=key, progress=bar.update)
+                                group=key, progress=bar.update, notes=notes)
                 if not opts.bootstrap:
                     bar.update(1)
     critical, eq3s = [], []
@@ -135,12 +156,13 @@ def run_fit(args) -> tuple[dict, list, str]:
             for l2 in of_form[i + 1:]:
                 names = (_group_name(l1.group), _group_name(l2.group))
                 xs = sorted({p["x"] for p in l1.points} | {p["x"] for p in l2.points})
-                ds = [p["d"] for p in l1.points] + [p["d"] for p in l2.points]
+                d_range = observed_overlap([p["d"] for p in l1.points],
+                                           [p["d"] for p in l2.points])
                 for x in xs:
                     critical.append({"form": form, "factor": args.x,
                                      **critical_entry(l1.params, l2.params, x, names,
                                                       l1.samples, l2.samples, opts.confidence,
-                                                      (min(ds), max(ds)))})
+                                                      d_range)})
                 if form == "multiplicative":
                     e = eq3_entry(l1.params, l2.params, names, l1.samples, l2.samples,
                                   opts.confidence)
@@ -157,6 +179,7 @@ def run_fit(args) -> tuple[dict, list, str]:
         "critical_data_sizes": critical,
         "eq3": eq3s,
         "form_comparison": comparison,
+        "notes": notes,
     })
     return doc, laws, render_text(doc, laws, table.skipped_failed)
 
@@ -222,6 +245,14 @@ def render_text(doc, laws, skipped) -> str:
     if boot:
         lines.append(f"[lo, hi]: {boot.level:.0%} bootstrap percentile intervals, "
                      f"{boot.requested} resamples of runs (seed {boot.seed}); points: fit+held-out")
+    flagged = [l for l in laws if l.flags]
+    if flagged:
+        lines.append("")
+        lines.append("flags (docs/law.md §9; a flagged law's numbers are not to be trusted as they "
+                     "stand):")
+        for law in flagged:
+            for f in law.flags:
+                lines.append(f"  {_law_name(law)}: {f.label()}: {f.message}")
     edges = [l for l in laws if l.convergence.start_on_grid_edge]
     if edges:
         lines.append("note: the best start of " + ", ".join(
@@ -234,7 +265,10 @@ def render_text(doc, laws, skipped) -> str:
         crows = []
         for c in crit:
             pair = " vs ".join(c["methods"])
-            if c["no_crossing"]:
+            if c.get("equal_everywhere"):
+                crows.append([c["form"], pair, _fmt(c["x"]), "no crossing", "–",
+                              "equal everywhere"])
+            elif c["no_crossing"]:
                 crows.append([c["form"], pair, _fmt(c["x"]), "no crossing", "–",
                               f"{c['better_everywhere']} better everywhere"])
             for r in c["crossings"]:

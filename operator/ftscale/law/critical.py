@@ -1,9 +1,17 @@
 """Critical finetuning data size: where two methods' fitted laws predict the same loss.
 
-For methods M1, M2 at a fixed X, solve pred_M1(X, D) = pred_M2(X, D) for D. In s = log D the
-difference g(s) = pred1 − pred2 is smooth; we scan it on a dense grid over SEARCH_RANGE and
-refine every sign change with Brent's method (bracketing, so it cannot wander off). Two power
-laws plus constants can cross 0, 1 or 2 times; "no crossing" is reported explicitly.
+For methods M1, M2 at a fixed X, solve pred_M1(X, D) = pred_M2(X, D) for D. At fixed X every
+form is one power term plus a constant, pred_i = c_i·D^−β_i + K_i (multiplicative:
+c = A·X^−α, K = E; additive: c = B, K = A·X^−α + E; single: c = A, K = E), so in s = log D
+
+    h(s) = c1·e^−β1·s − c2·e^−β2·s + (K1 − K2),   h'(s) = −β1·c1·e^−β1·s + β2·c2·e^−β2·s.
+
+h' has at most one zero, s* = log(β1·c1 / (β2·c2)) / (β1 − β2), which exists when β1·β2 > 0
+and β1 ≠ β2; h is monotone on each side of it. So the search range is split at s* and each
+piece holds at most one crossing, found by Brent's method on the log-ratio of the predictions
+(same sign as h, no overflow) wherever the piece's ends differ in sign: two crossings cannot be
+missed however close they are, and nothing depends on a scan resolution. Identical laws are
+reported as equal everywhere, not as one method being better.
 
 Eq. 3 of the paper (multiplicative law, gap equal to E1 − E2): D_c = H·X^γ with
 H = (A1/A2)^(1/(β1−β2)) and γ = (α2 − α1)/(β1 − β2); H is kept as log10 H since it routinely
@@ -18,42 +26,92 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ftscale.law.fit import LawParams, percentile_interval
+from ftscale.law.model import ADDITIVE, SINGLE
 
 # Searched data sizes, in examples: 1 to 1e30 — far beyond any real dataset, so a crossing
 # outside it is "no crossing" for every practical purpose (and is said so).
 SEARCH_RANGE = (1.0, 1e30)
-SCAN_POINTS = 600
-# Differences below this (nats) are "equal": two identical laws do not cross anywhere.
-EQUAL_TOL = 1e-12
+# Two laws whose power terms and constants agree to this relative precision are the same law:
+# they are "equal everywhere" (no method better at any data size).
+EQUAL_RTOL = 1e-12
+
+
+def power_form(law: LawParams, x: float) -> tuple[float, float, float]:
+    """The law at X = x as (log c, β, log K): pred(D) = c·D^−β + K (see the module docstring).
+    log K is −inf when K = 0."""
+    lx = math.log(x)
+    if law.form == ADDITIVE:
+        return law.log_B, law.beta, float(np.logaddexp(law.log_A - law.alpha * lx, law.log_E))
+    if law.form == SINGLE:
+        return law.log_A, law.beta, law.log_E
+    return law.log_A - law.alpha * lx, law.beta, law.log_E
+
+
+def _close(a: float, b: float) -> bool:
+    return a == b or abs(a - b) <= EQUAL_RTOL * max(1.0, abs(a), abs(b))
+
+
+def equal_everywhere(law1: LawParams, law2: LawParams, x: float) -> bool:
+    """Whether the two laws predict the same loss at every data size at X = x."""
+    c1, b1, k1 = power_form(law1, x)
+    c2, b2, k2 = power_form(law2, x)
+    return _close(c1, c2) and _close(b1, b2) and _close(k1, k2)
+
+
+def turning_point(law1: LawParams, law2: LawParams, x: float) -> float | None:
+    """s* = log D where pred1 − pred2 has its extremum, or None when it is monotone."""
+    c1, b1, _ = power_form(law1, x)
+    c2, b2, _ = power_form(law2, x)
+    if b1 * b2 <= 0 or _close(b1, b2):
+        return None
+    return (math.log(b1 / b2) + c1 - c2) / (b1 - b2)
 
 
 def crossings(law1: LawParams, law2: LawParams, x: float,
               search=SEARCH_RANGE) -> list[float]:
-    """Data sizes D in `search` where the two laws predict the same loss at X = x (sorted)."""
-    s = np.linspace(math.log(search[0]), math.log(search[1]), SCAN_POINTS)
+    """Data sizes D in `search` where the two laws predict the same loss at X = x (sorted).
+    Empty for laws equal everywhere (see equal_everywhere)."""
+    if equal_everywhere(law1, law2, x):
+        return []
 
-    def g(sv):
-        d = np.exp(sv)
-        return law1.log_predict(x, d) - law2.log_predict(x, d)  # same sign as pred1 − pred2
+    def g(sv: float) -> float:  # same sign as pred1 − pred2, computed without overflow
+        d = math.exp(sv)
+        return float(law1.log_predict(x, d) - law2.log_predict(x, d))
 
-    values = g(s)
+    lo, hi = math.log(search[0]), math.log(search[1])
+    cuts = [lo, hi]
+    s_star = turning_point(law1, law2, x)
+    if s_star is not None and lo < s_star < hi:
+        cuts.insert(1, s_star)
+    values = [g(c) for c in cuts]
     roots = []
-    for i in range(len(s) - 1):
-        a, b = values[i], values[i + 1]
-        if abs(a) < EQUAL_TOL and abs(b) < EQUAL_TOL:
-            continue
-        if a == 0.0:
-            roots.append(float(np.exp(s[i])))
-        elif a * b < 0:
-            roots.append(float(np.exp(brentq(lambda t: float(g(t)), s[i], s[i + 1],
-                                             xtol=1e-12, rtol=1e-12))))
-    return roots
+    for (a, b), (ga, gb) in zip(zip(cuts, cuts[1:]), zip(values, values[1:])):
+        if ga == 0.0:
+            roots.append(a)  # a touch at an end (or the turning point) counts once
+        elif ga * gb < 0:
+            roots.append(brentq(g, a, b, xtol=1e-12, rtol=1e-12))
+    if values[-1] == 0.0:
+        roots.append(cuts[-1])
+    return sorted({float(math.exp(r)) for r in roots})
+
+
+def observed_overlap(d1, d2) -> tuple[float, float]:
+    """The data sizes both methods were run at: the intersection of their [min, max] ranges.
+    Empty (lo > hi) when they do not overlap, so every crossing counts as extrapolated."""
+    return (max(min(d1), min(d2)), min(max(d1), max(d2)))
 
 
 def better_below_above(law1: LawParams, law2: LawParams, x: float, root: float,
-                       names: tuple[str, str]) -> tuple[str, str]:
-    """Which method has the lower predicted loss just below and just above a crossing."""
+                       names: tuple[str, str], previous: float | None = None,
+                       following: float | None = None) -> tuple[str, str]:
+    """Which method has the lower predicted loss just below and just above a crossing. The
+    probes stay 1 % from the root, or halfway (geometrically) to a neighbouring crossing when
+    that is closer, so a close pair of crossings is not stepped over."""
     lo, hi = root / 1.01, root * 1.01
+    if previous is not None:
+        lo = max(lo, math.sqrt(previous * root))
+    if following is not None:
+        hi = min(hi, math.sqrt(root * following))
     below = names[0] if law1.predict(x, lo) < law2.predict(x, lo) else names[1]
     above = names[0] if law1.predict(x, hi) < law2.predict(x, hi) else names[1]
     return below, above
@@ -77,12 +135,18 @@ def critical_entry(law1: LawParams, law2: LawParams, x: float, names: tuple[str,
 
     Intervals per crossing come from the replicates that show the same number of crossings
     (matched in order); `bootstrap_crossing_fraction` says how often a replicate crossed at all.
-    d_range: the span of data sizes observed for both methods, to flag extrapolated crossings.
+    d_range: the data sizes both methods were run at (observed_overlap, the intersection of
+    their ranges), to flag extrapolated crossings. Identical laws give `equal_everywhere: true`
+    and no "better" method.
     """
     roots = crossings(law1, law2, x)
     entry = {"x": x, "methods": list(names), "crossings": [], "no_crossing": not roots,
              "search_range": list(SEARCH_RANGE)}
-    if not roots:
+    if equal_everywhere(law1, law2, x):
+        entry["equal_everywhere"] = True
+        entry["better_everywhere"] = None
+        entry["note"] = "the two laws are equal at every data size: neither method is better"
+    elif not roots:
         d_mid = 1e4
         better = names[0] if law1.predict(x, d_mid) < law2.predict(x, d_mid) else names[1]
         entry["note"] = (f"no crossing for D in [{SEARCH_RANGE[0]:g}, {SEARCH_RANGE[1]:g}]: "
@@ -91,7 +155,9 @@ def critical_entry(law1: LawParams, law2: LawParams, x: float, names: tuple[str,
     pairs = [(a, b) for a, b in zip(samples1, samples2) if a is not None and b is not None]
     rep_roots = [crossings(a, b, x) for a, b in pairs]
     for i, root in enumerate(roots):
-        below, above = better_below_above(law1, law2, x, root, names)
+        below, above = better_below_above(law1, law2, x, root, names,
+                                          roots[i - 1] if i else None,
+                                          roots[i + 1] if i + 1 < len(roots) else None)
         item = {"data_size": root, "log10_data_size": math.log10(root),
                 "better_below": below, "better_above": above}
         if d_range is not None:

@@ -318,6 +318,8 @@ def _bootstrap_study(methods: list[_MethodFit], forms, options: LawOptions, prog
 
 
 def _critical(methods, laws, forms, options):
+    from ftscale.law.critical import observed_overlap
+
     by_key = {(dict(l.group)["method"], l.factor, l.form): l for l in laws}
     critical, eq3s = [], []
     for form in forms:
@@ -331,8 +333,9 @@ def _critical(methods, laws, forms, options):
                     xs = sorted(set(m1.factors[factor].points.x.tolist())
                                 | set(m2.factors[factor].points.x.tolist()))
                     names = (m1.name, m2.name)
-                    d1, d2 = m1.factors[factor].points.d, m2.factors[factor].points.d
-                    d_range = (min(d1.min(), d2.min()), max(d1.max(), d2.max()))
+                    # "within the observed range": inside both methods' data sizes
+                    d_range = observed_overlap(m1.factors[factor].points.d,
+                                               m2.factors[factor].points.d)
                     for x in xs:
                         entry = critical_entry(l1.params, l2.params, x, names, l1.samples,
                                                l2.samples, options.confidence, d_range)

@@ -41,7 +41,9 @@ def load_table(path: str | Path) -> LoadedTable:
     if not p.is_file():
         raise LawInputError(f"{p}: no such file; give the path of a CSV or JSONL results table")
     try:
-        text = p.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") would otherwise glue itself to the
+        # first column's name
+        text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise LawInputError(f"{p}: cannot read it as UTF-8 text ({exc}); "
                             "give a CSV or JSONL results table") from None

@@ -136,3 +136,37 @@ def test_run_result_jsonl_skips_failed(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["skipped_failed_runs"] == 1
     assert doc["fits"][0]["n_runs"] == len(lines) - 1
+
+
+def test_csv_with_a_byte_order_mark_reads(tmp_path, good_rows, capsys):
+    path = tmp_path / "bom.csv"
+    write_csv(path, [r for r in good_rows if r["method"] == "fmt"])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Excel's "CSV UTF-8"
+    assert main(["fit", str(path), "--bootstrap", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fits"][0]["n_fit_points"] > 0
+
+
+def test_single_form_says_which_x_values_it_dropped(tmp_path, good_rows, capsys):
+    rows = [r for r in good_rows if r["method"] == "fmt"]
+    rows = [r for r in rows if r["model_params"] != 2e9 or r["data_size"] in (1e5, 5e5, 1e6)]
+    table = write_csv(tmp_path / "t.csv", rows)
+    assert main(["fit", table, "--form", "single", "--bootstrap", "0", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert 2e9 not in {f["x_value"] for f in doc["fits"]}
+    assert "not fitted at X = 2e+09 (2 data sizes)" in captured.err  # 1e6 held out
+    assert any("X = 2e+09" in n for n in doc["notes"])
+
+
+def test_a_fit_that_did_not_converge_exits_1_and_still_prints(tmp_path, capsys):
+    from ftscale.law.synthetic import PlantedLaw
+
+    # α = 8 lies beyond the exponent bound: the fit stops on it (not converged)
+    law = PlantedLaw(1e72 * 1e6 ** 0.15, 8.0, 0.15, 0.75)
+    rows = factor_rows("fmt", "model_size", rng=np.random.default_rng(2), law=law)
+    table = write_csv(tmp_path / "t.csv", rows)
+    assert main(["fit", table, "--bootstrap", "0"]) == 1
+    captured = capsys.readouterr()
+    assert "NO (" in captured.out and "AtBound(alpha)" in captured.out
+    assert "did not converge" in captured.err

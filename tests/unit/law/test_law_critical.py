@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ftscale.law import LawParams, crossings, eq3
-from ftscale.law.critical import critical_entry
+from ftscale.law.critical import critical_entry, observed_overlap, turning_point
 
 
 def mult(A, alpha, beta, E):
@@ -59,3 +59,64 @@ def test_extrapolated_crossings_are_flagged():
     outside = critical_entry(fmt, prompt, 1e9, ("f", "p"), d_range=(1e5, 4.5e6))
     assert inside["crossings"][0]["within_observed_range"] is True  # root ≈ 1.3e4
     assert outside["crossings"][0]["within_observed_range"] is False
+
+
+def _two_crossing_pair(s_a, s_b, beta1=0.3, beta2=0.1, gap=0.2):
+    """Laws c1·D^−β1 + E1 and c2·D^−β2 + E2 that cross exactly at D = e^s_a and e^s_b:
+    h(s) = c1·e^−β1·s − c2·e^−β2·s + (E1 − E2) = 0 at both, linear in (c1, c2)."""
+    m = np.array([[math.exp(-beta1 * s_a), -math.exp(-beta2 * s_a)],
+                  [math.exp(-beta1 * s_b), -math.exp(-beta2 * s_b)]])
+    c1, c2 = np.linalg.solve(m, [-gap, -gap])
+    assert c1 > 0 and c2 > 0
+    return mult(c1, 0.0, beta1, 0.5 + gap), mult(c2, 0.0, beta2, 0.5)
+
+
+@pytest.mark.parametrize("d_a, d_b", [(1000.0, 1001.0), (1e4, 1.0001e4), (10.0, 1e12)])
+def test_two_close_crossings_are_both_found(d_a, d_b):
+    # a fixed scan of 600 points over 30 decades (≈ 12 % apart) missed both of a close pair
+    law1, law2 = _two_crossing_pair(math.log(d_a), math.log(d_b))
+    roots = crossings(law1, law2, 1e9)
+    assert roots == pytest.approx([d_a, d_b], rel=1e-9)
+    entry = critical_entry(law1, law2, 1e9, ("a", "b"))
+    assert [c["better_below"] for c in entry["crossings"]] == ["b", "a"]
+    assert [c["better_above"] for c in entry["crossings"]] == ["a", "b"]
+
+
+def test_turning_point_has_the_closed_form():
+    law1, law2 = _two_crossing_pair(math.log(100.0), math.log(1e6))
+    s_star = turning_point(law1, law2, 1e9)
+    h = lambda s: law1.predict(1e9, math.exp(s)) - law2.predict(1e9, math.exp(s))
+    eps = 1e-4
+    # the extremum of the difference: the slope changes sign there
+    assert (h(s_star + eps) - h(s_star)) * (h(s_star) - h(s_star - eps)) < 0
+    assert math.log(100.0) < s_star < math.log(1e6)
+
+
+def test_identical_laws_are_equal_everywhere():
+    law = mult(10, 0.3, 0.1, 0.5)
+    entry = critical_entry(law, law, 1e9, ("a", "b"))
+    assert entry["equal_everywhere"] is True and entry["better_everywhere"] is None
+    assert entry["crossings"] == [] and "equal at every data size" in entry["note"]
+    assert "equal_everywhere" not in critical_entry(law, mult(10, 0.3, 0.1, 0.6), 1e9,
+                                                    ("a", "b"))
+
+
+def test_additive_and_single_laws_cross_like_the_closed_form():
+    add1 = LawParams("additive", math.log(50), 0.2, 0.3, math.log(0.5), math.log(40))
+    add2 = LawParams("additive", math.log(50), 0.2, 0.1, math.log(0.6), math.log(3))
+    roots = crossings(add1, add2, 1e9)
+    assert roots
+    for r in roots:
+        assert add1.predict(1e9, r) == pytest.approx(add2.predict(1e9, r), rel=1e-9)
+
+
+def test_observed_range_is_the_intersection():
+    assert observed_overlap([1e3, 1e5], [1e4, 1e6]) == (1e4, 1e5)
+    lo, hi = observed_overlap([1e3, 2e3], [1e5, 1e6])
+    assert lo > hi  # disjoint: every crossing is extrapolated
+    fmt, prompt = mult(1.2e5, 0.52, 0.15, 0.75), mult(3.9e3, 0.40, 0.051, 0.75)
+    # root ≈ 1.3e4 lies in the union of [1e3, 2e4] and [1e4, 1e6] and in their intersection,
+    # but not in the intersection of [1e3, 1.2e4] and [1.5e4, 1e6]
+    entry = critical_entry(fmt, prompt, 1e9, ("f", "p"),
+                           d_range=observed_overlap([1e3, 1.2e4], [1.5e4, 1e6]))
+    assert entry["crossings"][0]["within_observed_range"] is False
