@@ -117,3 +117,81 @@ def test_saved_adapters_load_with_peft_and_give_the_final_logits(
     # The adapter moved away from its initialisation: the check above compares trained weights.
     untuned = _logits(models.HFTuned(AutoModelForCausalLM.from_pretrained(str(folder))), ids)
     assert not torch.allclose(ours, untuned, atol=1e-3)
+
+
+def _adapter_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["lora", "fmt"])
+def test_gradient_accumulation_4_x_8_matches_one_batch_of_32(mini_world, hf_checkpoints, tmp_path,
+                                                             monkeypatch, method):
+    # Also with activation checkpointing on: recomputation must not change a single gradient.
+    runs = {}
+    for name, over in {"whole": {}, "micro": dict(micro_batch_size=8, gradient_checkpointing="true")}.items():
+        config = hf_run(mini_world, hf_checkpoints["gpt_neox"], method, batch_size=32, max_steps=4,
+                        eval_interval=2, save="adapter" if method == "lora" else "model", **over)
+        (tmp_path / name).mkdir()
+        code, full, _ = run_in_process(tmp_path / name, config, monkeypatch)
+        assert code == 0
+        runs[name] = results.parse_result(full)
+    whole, micro = runs["whole"], runs["micro"]
+    assert micro.config["micro_batch_size"] == 8 and whole.config["micro_batch_size"] == 32
+    assert micro.config["gradient_checkpointing"] == "true"
+    assert micro.tokens_seen == whole.tokens_seen
+    for (_, a), (_, b) in zip(micro.curves["train"], whole.curves["train"], strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert micro.test_loss == pytest.approx(whole.test_loss, abs=1e-5)
+    if method == "lora":
+        ours, theirs = (_adapter_tensors(tmp_path / n / "out" / "adapter") for n in ("micro", "whole"))
+    else:
+        from safetensors.torch import load_file
+
+        ours, theirs = (load_file(str(tmp_path / n / "out" / "model" / "model.safetensors"))
+                        for n in ("micro", "whole"))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        if key.endswith("query_key_value.bias"):
+            # The key bias's gradient is zero up to rounding (softmax ignores a shift shared by
+            # all keys), and Adam scales rounding noise up to ±learning rate: not comparable.
+            continue
+        assert torch.allclose(ours[key], theirs[key], atol=1e-5), (key, (ours[key] - theirs[key]).abs().max())
+
+
+@pytest.mark.parametrize("backend, arch", [("native", None), ("hf", "gpt_neox")])
+def test_saved_models_load_with_transformers_and_give_the_final_logits(
+        mini_world, hf_checkpoints, tmp_path, monkeypatch, backend, arch):
+    """save: model — LoRA merged into the weights (native), the finetuned weights (fmt, hf)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = mini_world / "model" if backend == "native" else hf_checkpoints[arch]
+    method = "lora" if backend == "native" else "fmt"
+    config = hf_run(mini_world, folder, method, backend=backend, max_steps=6, eval_interval=3,
+                    save="model")
+    monkeypatch.setenv("FTSCALE_ACCELERATE", "0")
+    seen = _capture_prepared(monkeypatch)
+    final = train.run(TrainConfig.from_dict(config), str(tmp_path / "out"), None, lambda _m: None)
+    saved = final.config["save_dir"]
+    assert saved == str(tmp_path / "out" / "model")
+    ids = torch.randint(3, 300, (2, 11), generator=torch.Generator().manual_seed(4))
+    ours = _logits(seen[0].loaded.model, ids)
+    theirs = _logits(models.HFTuned(AutoModelForCausalLM.from_pretrained(saved)), ids)
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+    assert AutoTokenizer.from_pretrained(saved).eos_token == "</s>"
+
+
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_bf16_loads_frozen_base_weights_in_bf16_and_keeps_fmt_in_fp32(mini_world, backend):
+    def load(method, **extra):
+        config = TrainConfig.from_dict(base_config(mini_world, method=method, backend=backend,
+                                                   **extra)).resolved()
+        return models.load(config, str(mini_world / "model"), seed=0, precision="bf16").model
+
+    for method, size in (("lora", 4), ("prompt", 8)):
+        model = load(method, pet_size=size)
+        dtypes = {p.dtype for p in model.parameters() if not p.requires_grad}
+        trained = {p.dtype for p in model.parameters() if p.requires_grad}
+        assert dtypes == {torch.bfloat16} and trained == {torch.float32}, method
+    assert {p.dtype for p in load("fmt").parameters()} == {torch.float32}  # fp32 master weights
