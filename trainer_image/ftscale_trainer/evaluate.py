@@ -108,9 +108,7 @@ def _greedy_loop(model, ids, mask, codec, runtime, max_new_tokens: int) -> list[
 
 
 def _generate_hf(inner, ids, mask, codec, runtime, max_new_tokens: int) -> list[list[int]]:
-    """Generated ids per row from transformers' `generate` (greedy, KV cache). A peft prompt-
-    tuning model prepends its virtual tokens inside generate; the output still starts with the
-    given ids, so the new tokens are the columns after them."""
+    """Generated ids per row from transformers' `generate` (greedy, KV cache)."""
     from transformers import GenerationConfig
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
@@ -118,10 +116,29 @@ def _generate_hf(inner, ids, mask, codec, runtime, max_new_tokens: int) -> list[
     # Under several processes, keep every rank stepping until all are done (sharded weights).
     synced = runtime.world_size > 1 and torch.distributed.is_available() \
         and torch.distributed.is_initialized()
+    peft_config = getattr(inner, "active_peft_config", None)
     with runtime.autocast():
+        if getattr(peft_config, "is_prompt_learning", False):
+            return _generate_prompt_tuned(inner, ids, mask, config, synced)
         out = inner.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                              synced_gpus=synced)
     return out[:, ids.shape[1]:].tolist()
+
+
+def _generate_prompt_tuned(peft_model, ids, mask, config, synced: bool) -> list[list[int]]:
+    """Greedy ids of a peft prompt-tuning model, by the base model's `generate` on
+    [virtual tokens, left padding, source]. peft's own generate drops position ids, so a
+    left-padded row would see its source at positions shifted by its padding (measured: other
+    text than the same row alone); from the attention mask, transformers numbers the virtual
+    tokens 0..P-1 and the source from P on, as in training."""
+    base = peft_model.get_base_model()
+    prompts = peft_model.get_prompt(batch_size=ids.shape[0])
+    embeds = base.get_input_embeddings()(ids)
+    embeds = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)
+    mask = torch.cat([mask.new_ones(ids.shape[0], prompts.shape[1]), mask], dim=1)
+    # Given embeddings only, generate returns only the new tokens.
+    return base.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config,
+                         synced_gpus=synced).tolist()
 
 
 # ---- scores --------------------------------------------------------------------------------
