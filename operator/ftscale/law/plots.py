@@ -1,7 +1,8 @@
 """PNG charts of fitted laws (matplotlib, Agg backend: no display needed).
 
 * one chart per fitted law: observed seed-mean losses against D (log axis), one colour per X,
-  held-out points hollow, the fitted curve per X drawn across the whole D range;
+  held-out points hollow, the fitted curve per X drawn across the whole D range — dashed,
+  with "FLAGGED (codes)" in a red title and a legend entry, when the law has diagnostic flags;
 * one chart per (form, factor) of critical data sizes: X against the crossing D per method
   pair (no point where the laws do not cross), with bootstrap intervals as error bars.
 """
@@ -30,6 +31,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
+def line_style(law: FittedLaw) -> str:
+    """Dashed for a law with diagnostic flags (its curve is not a finding), solid otherwise."""
+    return "--" if law.flags else "-"
+
+
 def plot_law(law: FittedLaw, path: Path) -> Path:
     """One law's observed points and fitted curves; returns the written path."""
     plt = _plt()
@@ -45,7 +51,8 @@ def plot_law(law: FittedLaw, path: Path) -> Path:
         held = [p for p in pts if p["heldout"]]
         x_eval = law.x_value if law.x_value is not None else x
         label = f"X={x_eval:.3g}"
-        ax.plot(grid, law.params.predict(x_eval, grid), color=colour, lw=1.2)
+        ax.plot(grid, law.params.predict(x_eval, grid), color=colour, lw=1.2,
+                ls=line_style(law))
         if fit:
             ax.scatter([p["d"] for p in fit], [p["loss"] for p in fit], color=colour, s=18,
                        label=label, zorder=3)
@@ -59,7 +66,11 @@ def plot_law(law: FittedLaw, path: Path) -> Path:
     v = law.params.values()
     title = (f"{law.label} — {law.form}: A={v['A']:.3g} α={v.get('alpha', 0):.3g} "
              f"β={v['beta']:.3g} E={v['E']:.3g}")
-    ax.set_title(title, fontsize=8)
+    if law.flags:
+        codes = ", ".join(sorted({f.code for f in law.flags}))
+        title = f"FLAGGED ({codes})\n{title}"
+        ax.plot([], [], color="grey", ls="--", label="flagged fit (docs/law.md §9)")
+    ax.set_title(title, fontsize=8, color="firebrick" if law.flags else "black")
     ax.text(0.01, 0.01, f"Δfit={law.delta_fit:.4f}" + (
         f"  Δheld-out={law.delta_heldout:.4f}" if law.delta_heldout is not None else "")
         + "  (hollow = held out)", transform=ax.transAxes, fontsize=7)

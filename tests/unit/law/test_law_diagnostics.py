@@ -243,3 +243,28 @@ def test_flag_shape_and_codes_are_stable():
                      "ReplicatesDropped", "HeldOutMuchWorse")
     assert issubclass(NotIdentifiable, LawInputError)
     assert REPLICATES_DROPPED in CODES
+
+
+def test_report_and_plots_mark_flagged_fits(tmp_path):
+    from ftscale.law import FactorRows, LawOptions, fit_study, render_markdown
+    from ftscale.law.plots import line_style, plot_law
+
+    rng = np.random.default_rng(12)
+    healthy = factor_rows("fmt", "model_size", rng=rng)
+    flat = factor_rows("lora", "model_size", rng=rng)
+    for r in flat:
+        r["test_loss"] = 2.0
+    sf = fit_study({"fmt": [FactorRows("model_size", "model_params", healthy)],
+                    "lora": [FactorRows("model_size", "model_params", flat)]},
+                   LawOptions.from_spec({"forms": ["multiplicative"], "bootstrap": 0}))
+    good, bad = sf.law("fmt", "model_size"), sf.law("lora", "model_size")
+    assert good.flags == () and (NOT_IDENTIFIABLE, None) in codes(bad)
+    md = render_markdown(sf)
+    assert "### Diagnostics" in md and "`NotIdentifiable`" in md
+    findings = md.split("## Findings")[1].splitlines()
+    pair = [line for line in findings if line.startswith("- fmt vs lora")]
+    assert pair and all("Caution: drawn from flagged fit(s) lora/model_size/multiplicative"
+                        in line for line in pair)
+    assert any(line.startswith("- 1 fit(s) are flagged") for line in findings)
+    assert line_style(bad) == "--" and line_style(good) == "-"
+    assert plot_law(bad, tmp_path / "bad.png").stat().st_size > 0
