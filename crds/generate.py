@@ -371,6 +371,13 @@ EVALUATION = obj(
                                        default=200),
                 "maxNewTokens": integer("Longest generated output, in tokens.", minimum=1,
                                         default=64),
+                "bleuTokenizer": string(
+                    "How sacreBLEU splits text into words for BLEU: 13a (its default, for "
+                    "languages written with spaces), intl (Unicode punctuation), zh (Chinese "
+                    "characters), char, none, or flores101/flores200 (SentencePiece; needs the "
+                    "sentencepiece package and sacreBLEU's model file in the image).",
+                    enum=["13a", "intl", "zh", "char", "none", "flores101", "flores200"],
+                    default="13a"),
             }, default={}),
         "zeroShot": array("Zero-shot sets to evaluate on: names of task.zeroShotSets, or "
                           "built-in tasks of the trainer (e.g. toy-fr-de), whose test split "

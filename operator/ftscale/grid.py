@@ -211,6 +211,8 @@ def trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun, *,
         doc["generation"] = list(generation["metrics"])
         doc["generation_examples"] = generation.get("maxExamples", 200)
         doc["max_new_tokens"] = generation.get("maxNewTokens", 64)
+        if "bleu" in generation["metrics"]:
+            doc["bleu_tokenizer"] = generation.get("bleuTokenizer", "13a")
     if "devExamples" in evaluation:
         doc["dev_examples"] = evaluation["devExamples"]
     if "testExamples" in evaluation:

@@ -103,3 +103,26 @@ def test_preflight_refuses_a_flores_tokenizer_without_sentencepiece(monkeypatch)
     evaluate.preflight(TrainConfig.from_dict({**base, "generation": ["rougeL"],
                                               "bleu_tokenizer": "flores200"}))  # no BLEU: fine
     evaluate.preflight(TrainConfig.from_dict({**base, "generation": ["bleu"]}))
+
+
+def test_bleu_tokenizer_flows_from_the_study_spec_to_the_trainer():
+    from ftscale import grid
+    from ftscale.spec import StudyValidationError, load_study
+
+    def study(generation):
+        return {"apiVersion": "ftscale.io/v1alpha1", "kind": "ScalingStudy",
+                "metadata": {"name": "zh"},
+                "spec": {"task": {"name": "toy-en-de"}, "models": [{"name": "a", "source": "toy:a"}],
+                         "methods": [{"name": "fmt"}], "dataSizes": [10], "seeds": [0],
+                         "evaluation": {"generation": generation}}}
+
+    def trainer_doc(generation):
+        s = load_study(study(generation)).spec
+        return grid.trainer_config("zh", s, grid.expand(s)[0])
+
+    doc = trainer_doc({"metrics": ["bleu"], "bleuTokenizer": "zh"})
+    assert TrainConfig.from_dict(doc).bleu_tokenizer == "zh"
+    assert trainer_doc({"metrics": ["bleu"]})["bleu_tokenizer"] == "13a"  # the CRD's default
+    assert "bleu_tokenizer" not in trainer_doc({"metrics": ["rougeL"]})
+    with pytest.raises(StudyValidationError, match="bleuTokenizer"):
+        trainer_doc({"metrics": ["bleu"], "bleuTokenizer": "spacy"})
