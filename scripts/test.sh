@@ -10,6 +10,7 @@ py="$(scripts/python-env.sh)"
 tests/cluster/build.sh
 # A real Prometheus server (Debian package) for the chart's monitoring tests.
 tests/helm/setup.sh
+tests/browser/setup.sh  # a headless Chromium (Debian package) for report.html's browser tests
 set +e
 "$py" -m pytest "$@"
 rc=$?
