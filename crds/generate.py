@@ -116,6 +116,14 @@ def training(description, *, with_defaults: bool):
             exclusiveMinimum=True, minimum=0),
         "batchSize": integer("Examples per optimizer step (after gradient accumulation). "
                              "Omit for the trainer's per-method default.", minimum=1),
+        "microBatchSize": integer("Examples per forward/backward pass in each process; "
+                                  "gradients accumulate up to batchSize. Omit for the whole "
+                                  "batch, or less on a GPU where the trainer's memory estimate "
+                                  "says it would not fit.", minimum=1),
+        "gradientCheckpointing": string("Recompute activations in the backward pass to save "
+                                        "memory. `auto` turns it on only on a GPU where the "
+                                        "memory estimate needs it. Quote \"true\"/\"false\".",
+                                        enum=["auto", "true", "false"]),
         "maxSteps": integer("Upper bound on optimizer steps. Training stops at maxSteps or "
                             "maxEpochs, whichever comes first (the paper: 200K steps or 100 "
                             "epochs).", minimum=1),
@@ -308,8 +316,13 @@ METHOD = obj(
             integer("Number of finetuning examples."),
             minItems=1, maxItems=MAX_DATA_SIZES),
         "loraTargets": array(
-            "lora only: module names LoRA adapts. Default: attention and feed-forward "
-            "projections (paper §3.3).", string("A module name suffix, e.g. q_proj."),
+            "lora only: module names LoRA adapts, matched as peft does (a dotted name suffix); "
+            "`all-linear` = every linear layer of the decoder blocks, `peft-default` = peft's "
+            "per-architecture list (attention only). A list may name layers of several "
+            "architectures; one that matches no layer of a model is rejected. Default: "
+            "all-linear — attention and feed-forward, as the paper (§3.3).",
+            string("A module name suffix (q_proj, query_key_value), all-linear or "
+                   "peft-default."),
             maxItems=32),
         "loraAlpha": number("lora only: LoRA scaling alpha. Default: twice the rank.",
                             exclusiveMinimum=True, minimum=0),
@@ -537,6 +550,11 @@ EXECUTION = obj(
                               "/results"),
         }),
         "labels": string_map("Extra labels on run Jobs and pods (e.g. for cost allocation)."),
+        "save": string("What runs keep of their selected weights, under the run's results "
+                       "folder: `adapter` — LoRA and prompt adapters in peft's save_pretrained "
+                       "layout (fmt runs save nothing); `model` — full transformers checkpoints "
+                       "(fmt, and LoRA merged into the weights; prompt runs keep their adapter); "
+                       "`none`. Default: adapter.", enum=["none", "adapter", "model"]),
     },
     default={},
 )

@@ -127,6 +127,7 @@ TRAINING_KEYS = {
     "minLearningRateRatio": "min_lr_ratio", "weightDecay": "weight_decay",
     "gradientClip": "grad_clip", "precision": "precision", "evalInterval": "eval_interval",
     "earlyStoppingPatience": "early_stopping_patience",
+    "microBatchSize": "micro_batch_size", "gradientCheckpointing": "gradient_checkpointing",
 }
 METHOD_KEYS = {"loraTargets": "lora_targets", "loraAlpha": "lora_alpha",
                "loraDropout": "lora_dropout"}
@@ -134,6 +135,11 @@ TASK_KEYS = {"promptTemplate": "template", "sourceLanguage": "source_lang",
              "targetLanguage": "target_lang", "maxSourceTokens": "max_source_tokens",
              "maxTargetTokens": "max_target_tokens"}
 DATA_FORMATS = {"jsonl": "jsonl", "hf-disk": "hf_disk"}
+# execution.save (one value for the study) → the trainer's `save` per method: what each
+# method has to keep (fmt has no adapter; a prompt cannot be merged into the weights).
+SAVE_BY_METHOD = {"none": {"fmt": "none", "lora": "none", "prompt": "none"},
+                  "adapter": {"fmt": "none", "lora": "adapter", "prompt": "adapter"},
+                  "model": {"fmt": "model", "lora": "model", "prompt": "adapter"}}
 
 
 class GridError(ValueError):
@@ -245,6 +251,9 @@ def trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun, *,
     for ours, theirs in METHOD_KEYS.items():
         if ours in method:
             doc[theirs] = method[ours]
+    save = spec.get("execution", {}).get("save")
+    if save:
+        doc["save"] = SAVE_BY_METHOD[save][key.method]
     return doc
 
 

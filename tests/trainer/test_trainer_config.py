@@ -78,3 +78,27 @@ def test_round_trip_through_json():
     config = TrainConfig.from_dict(dict(GOOD, zero_shot=[{"name": "fr-de", "task": "toy-fr-de"}]))
     again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
+
+
+@pytest.mark.parametrize("save", ["none", "adapter", "model"])
+def test_every_study_save_setting_gives_each_method_a_config_the_trainer_accepts(save):
+    """execution.save and the new training fields, through grid.trainer_config, for all three
+    methods (fmt has no adapter; a prompt cannot be merged into a model)."""
+    from ftscale import grid
+    from ftscale.spec import load_study
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "demo-study.yaml")
+    with open(path, encoding="utf-8") as handle:
+        manifest = yaml.safe_load(handle)
+    manifest["spec"].setdefault("execution", {})["save"] = save
+    manifest["spec"].setdefault("training", {}).update(microBatchSize=4, gradientCheckpointing="true")
+    study = load_study(manifest)  # the CRD accepts the new fields
+    spec = study.spec
+    seen = {}
+    for run in grid.expand(spec):
+        config = TrainConfig.from_dict(grid.trainer_config(study.name, spec, run)).resolved()
+        seen[run.key.method] = config.save
+        assert config.micro_batch_size == 4 and config.gradient_checkpointing == "true"
+    assert seen == grid.SAVE_BY_METHOD[save]
