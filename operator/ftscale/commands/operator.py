@@ -41,10 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", "-n", action="append", dest="namespaces", default=None,
                         help="watch only this namespace (repeatable; default: all namespaces)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off; default 8080)")
+    parser.add_argument("--metrics-bind-address",
+                        help="address /metrics binds (default 0.0.0.0; 127.0.0.1 on a workstation)")
     parser.add_argument("--health-port", type=int, help="liveness /healthz port (0: off; default 8081)")
+    parser.add_argument("--health-bind-address", help="address /healthz binds (default 0.0.0.0)")
     parser.add_argument("--no-leader-election", action="store_true",
                         help="act without holding the Lease (only for a single replica)")
-    parser.add_argument("--lease-namespace", help="namespace of the leader-election Lease")
+    parser.add_argument("--lease-namespace",
+                        help="namespace of the leader-election Lease (default: the operator's "
+                             "own: its pod's namespace, else the kubeconfig context's)")
     parser.add_argument("--lease-name", help="name of the leader-election Lease")
     parser.add_argument("--identity", help="this replica's identity in the Lease (default: $HOSTNAME)")
     parser.add_argument("--trainer-image", help="trainer image for studies without spec.execution.image")
@@ -56,8 +61,8 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
     """Environment first, then the flags that were given (flags win)."""
     settings = OperatorSettings.from_env()
     over = {}
-    for name in ("metrics_port", "health_port", "lease_namespace", "lease_name", "identity",
-                 "trainer_image", "log_format"):
+    for name in ("metrics_port", "health_port", "metrics_bind_address", "health_bind_address",
+                 "lease_namespace", "lease_name", "identity", "trainer_image", "log_format"):
         value = getattr(args, name, None)
         if value is not None:
             over[name] = value
@@ -95,7 +100,8 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     handlers.configure(settings, args.kubeconfig)
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    liveness = (f"http://{settings.health_bind_address}:{settings.health_port}/healthz"
+                if settings.health_port else None)
     asyncio.run(kopf.operator(
         standalone=True,  # no KopfPeering: replicas coordinate through our Lease instead
         clusterwide=not settings.namespaces,

@@ -14,6 +14,7 @@ Run with `ftscale operator` (or `kopf run -m ftscale.controller.handlers --stand
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import kopf
 
 from ftscale.controller import names
-from ftscale.controller.kube import Kube, load_api_client
+from ftscale.controller.kube import Kube, load_api_client, own_namespace
 from ftscale.controller.leader import LeaderElector
 from ftscale.controller.metrics import OperatorMetrics, serve
 from ftscale.controller.observe import job_view, pod_view
@@ -117,7 +118,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
     kube = Kube(api, identity=ours.identity)
     metrics = OperatorMetrics()
     if ours.metrics_port:
-        serve(metrics, ours.metrics_port)
+        serve(metrics, ours.metrics_port, ours.metrics_bind_address)
+    if ours.leader_election and not ours.lease_namespace:
+        ours = dataclasses.replace(ours, lease_namespace=own_namespace(KUBECONFIG))
 
     def jobs_of(key):
         return list(ftscale_jobs.get(key, ()))
@@ -141,6 +144,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
         memo["tasks"].append(asyncio.create_task(elector.run(), name="ftscale-leader-election"))
     log.info("ftscale operator %s starting: namespaces=%s leader_election=%s metrics_port=%s",
              ours.identity, ",".join(ours.namespaces) or "(all)", ours.leader_election, ours.metrics_port)
+    if elector is not None:
+        # Two operators exclude each other only through the same Lease: one started with
+        # another lease namespace or name would act on the same studies at the same time.
+        log.warning("leader election through Lease %s/%s: any other ftscale operator on this "
+                    "cluster must use the same lease namespace and name (docs/operator.md, "
+                    "\"Restarts and replicas\")", ours.lease_namespace, ours.lease_name)
 
 
 @kopf.on.cleanup()

@@ -44,6 +44,30 @@ def load_api_client(kubeconfig: str | None = None, pool_size: int = 8) -> client
     return client.ApiClient(configuration)
 
 
+# In a pod, the service account's namespace (mounted by the kubelet with its token).
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def own_namespace(kubeconfig: str | None = None) -> str:
+    """The operator's own namespace: its pod's (in a cluster), else the kubeconfig current
+    context's, else "default" — as kubectl picks a namespace."""
+    try:
+        with open(IN_CLUSTER_NAMESPACE_FILE, encoding="utf-8") as handle:
+            found = handle.read().strip()
+            if found:
+                return found
+    except OSError:
+        pass
+    try:
+        _contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        found = (current or {}).get("context", {}).get("namespace")
+        if found:
+            return found
+    except (config.ConfigException, OSError, TypeError):
+        pass
+    return "default"
+
+
 class Kube:
     """Raw-JSON API calls. Raises Conflict/NotFound for 409/404 where callers care, else the
     client's ApiException (the reconciler counts it and retries the pass)."""

@@ -33,14 +33,21 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()
     # Port of the Prometheus /metrics endpoint (0 disables it).
     metrics_port: int = 8080
+    # Address the /metrics endpoint binds: 0.0.0.0 in a pod (Prometheus scrapes the pod IP);
+    # 127.0.0.1 for an operator started on a workstation.
+    metrics_bind_address: str = "0.0.0.0"
     # Port of kopf's liveness endpoint, served at /healthz (0 disables it).
     health_port: int = 8081
+    # Address the /healthz endpoint binds (the kubelet probes the pod IP).
+    health_bind_address: str = "0.0.0.0"
     # Lease-based leader election: with it, any number of replicas is safe and only the
     # holder of the Lease acts; the others keep warm caches and take over when it expires.
     leader_election: bool = True
-    # The Lease object: name and namespace (the chart sets the release namespace).
+    # The Lease object: name and namespace. Empty namespace: the operator's own — the pod's
+    # namespace in a cluster (the chart sets the release namespace), else the kubeconfig
+    # context's namespace — so every way of starting it competes for the same Lease.
     lease_name: str = "ftscale-operator"
-    lease_namespace: str = "default"
+    lease_namespace: str = ""
     # How long a Lease stays valid without renewal; a standby takes over after this.
     lease_duration_seconds: float = 15.0
     # How often the leader renews (well under the duration, so one slow renewal is harmless).
