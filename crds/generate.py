@@ -1,6 +1,6 @@
 """Writes crds/scalingstudy.yaml, the ScalingStudy CustomResourceDefinition.
 
-The YAML file is the single source of truth for the study spec (design.md): the API server,
+The YAML file is the single source of truth for the study spec (docs/study.md): the API server,
 `ftscale run` (ftscale.spec) and the operator all read it. This script exists only because the
 same sub-schemas (training settings, volumes, resources) appear in several places and must not
 drift apart; tests/unit/test_spec_crd.py fails when the committed YAML differs from what this
@@ -23,6 +23,7 @@ import yaml
 
 # The API's identity, name limits, phases and the status-entry fields are ftscale.api's facts.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
+from ftscale import spec_patterns as patterns  # noqa: E402
 from ftscale.api import meta, phases  # noqa: E402
 from ftscale.api.status import ENTRY_FIELDS, PHASE_ENUM  # noqa: E402
 
@@ -36,6 +37,15 @@ MAX_MODELS = 64
 MAX_DATA_SIZES = 64
 MAX_SEEDS = 16
 MAX_PET_SIZES = 32
+# A LoRA rank or soft-prompt length: a rank above a model's hidden size adds nothing (the
+# largest models we know have d_model ≤ 16,384, and the paper's ranks stop at 64), and a prompt
+# longer than 4,096 tokens exceeds any context the trainer supports. Above it is a typo (10⁹
+# would allocate until the run dies).
+MAX_PET_SIZE = 4096
+# Labels, node selectors and resource maps: far above any real use, and a bound the API
+# server's CEL cost estimate needs (docs/study.md, "What a bad study looks like").
+MAX_MAP_ENTRIES = 64
+MAX_RESOURCE_NAMES = 16
 
 
 # ---- small builders: every leaf gets a description -------------------------------------------
@@ -75,18 +85,46 @@ def array(description, items, **extra):
     return {"type": "array", "description": description, "items": items, **extra}
 
 
-def rule(expression, message, **extra):
-    return {"rule": expression, "message": message, **extra}
+def rule(expression, message, *, message_expression=None, field_path=None):
+    """A CEL rule. `message_expression` (CEL) words the failure with the offending value;
+    `message` is the fallback the API server uses when it cannot evaluate that expression.
+    `field_path` points the error at the field the rule is about (e.g. `.dataSizes` for a rule
+    written on spec), instead of the object the rule sits on. ftscale.spec mirrors all three."""
+    out = {"rule": expression, "message": message}
+    if message_expression:
+        out["messageExpression"] = message_expression
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
 
 
-def string_map(description):
+def label_map(description, field):
+    """Kubernetes labels (or a node selector) at `field`: keys `[prefix/]name` and values as
+    the API server checks them on the Jobs and pods they end up on — refused when the study is
+    applied, not by every Job create."""
+    key_ok = (f"k.size() <= {patterns.LABEL_KEY_MAX} && "
+              f"k.matches(r'{patterns.LABEL_KEY}')")
+    words = ("[prefix/]name, the name at most 63 letters, digits, -, _ and . starting and "
+             "ending with a letter or digit, the prefix a DNS subdomain")
     return {"type": "object", "description": description,
-            "additionalProperties": {"type": "string"}}
+            "maxProperties": MAX_MAP_ENTRIES,
+            "additionalProperties": string("A value: at most 63 letters, digits, '-', '_' and "
+                                           "'.', starting and ending with a letter or digit "
+                                           "(may be empty).",
+                                           maxLength=63, pattern=patterns.LABEL_VALUE),
+            "x-kubernetes-validations": [rule(
+                f"self.all(k, {key_ok})",
+                f"{field}: every key must be {words}",
+                message_expression=(f"'{field}: key ' + self.filter(k, !({key_ok}))[0] + "
+                                    f"' is not a label key: use {words}'"))],
+            }
 
 
+# A Kubernetes quantity, never negative (a request or limit of -8 CPUs is a typo the kubelet
+# would refuse on every pod). int-or-string: `cpu: 2` and `cpu: "500m"` are both usual.
 QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string"}],
-            "x-kubernetes-int-or-string": True,
-            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"}
+            "x-kubernetes-int-or-string": True, "minimum": 0,
+            "pattern": patterns.QUANTITY}
 
 
 def resources(description):
@@ -94,6 +132,7 @@ def resources(description):
         "type": "object",
         "description": f"{what} by resource name (cpu, memory, ephemeral-storage, ...), "
                        "as Kubernetes quantities. GPUs are set with `gpus`, not here.",
+        "maxProperties": MAX_RESOURCE_NAMES,
         "additionalProperties": dict(QUANTITY),
     }
     return obj(description, {

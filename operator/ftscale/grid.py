@@ -6,7 +6,7 @@ One function for both executors: `ftscale run` (local subprocesses) and the oper
 parallelism or law settings never renames a run, and adding a model, size, data size or seed
 only adds runs.
 
-The grid (design.md, paper §3.4):
+The grid (docs/study.md; the paper, Zhang et al. ICLR 2024, §3.4):
 * every model × method × data size × seed, where PET methods run their `defaultSize` on every
   model and their other sizes only on `sizeSweepModels` (all models when omitted);
 * a method's `dataSizes` replace `spec.dataSizes` for that method.

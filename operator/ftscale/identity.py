@@ -1,7 +1,7 @@
 """Run identity: the one source of truth for what makes two runs "the same run".
 
-A run is (model, method, PET size, data size, seed) — design.md's contract. Its id is a short,
-stable hash of exactly those values, so that ids do not move when unrelated spec fields
+A run is (model, method, PET size, data size, seed) — docs/study.md, "The grid". Its id is a
+short, stable hash of exactly those values, so that ids do not move when unrelated spec fields
 (images, resources, learning rates, ...) change, and so that the operator can rebuild all state
 from Job names after a restart. Job names are `<study>-<id>` and must stay within 63 characters.
 """

@@ -1,4 +1,4 @@
-"""The run-result contract: one JSON object per finetuning run (design.md, "Run result").
+"""The run-result contract: one JSON object per finetuning run (docs/run-contract.md).
 
 The trainer writes it, `ftscale run` stores it as a file, the operator reads it from a pod's
 termination message, and the fit reads a table of them. This module is the one source of truth
