@@ -8,9 +8,10 @@ second), else by building the transformers model on the meta device — and reso
 matches it: a module matches a target when its dotted name equals the target or ends with
 "." + target. Special entries:
 
-* "all-linear" (the default, config.DEFAULT_LORA_TARGETS): peft's rule of the same name — the
-  last name component of every linear layer except the output head, i.e. attention and
-  feed-forward projections, where the paper puts LoRA (§3.3);
+* "all-linear" (the default, config.DEFAULT_LORA_TARGETS): the layers peft's keyword of the
+  same name picks — every linear layer except the output head, i.e. the attention and
+  feed-forward projections, where the paper puts LoRA (§3.3) — written as their last name
+  components (q_proj, …), which select exactly those layers (tested against peft);
 * "peft-default": peft's per-architecture mapping
   (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`; attention only), "all-linear" for an
   architecture peft has no entry for.
