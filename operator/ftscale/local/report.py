@@ -73,9 +73,11 @@ def _size_label(method: str, size: int | None) -> str:
 def results_table(runs: list[grid.PlannedRun], results: dict[str, RunResult],
                   metric: str = "test_loss") -> list[str]:
     """Markdown pivot: one row per (model, method, PET size), one column per data size; cells
-    are seed means (± sd when there are several seeds; '·' for runs without a result)."""
+    are seed means (± sd when there are several seeds; '·' for runs without a result). A
+    generation metric's single-seed cell also shows its 95% bootstrap interval, [low, high]."""
     data_sizes = sorted({r.key.data_size for r in runs})
     cells: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    bounds: dict[tuple, tuple] = {}  # (row, data size) -> the metric's interval
     xs: dict[str, int | None] = {}
     row_keys: list[tuple] = []
     for run in runs:
@@ -91,6 +93,9 @@ def results_table(runs: list[grid.PlannedRun], results: dict[str, RunResult],
         value = result.test_loss if metric == "test_loss" else result.generation.get(metric)
         if value is not None:
             cells[row][k.data_size].append(value)
+            if metric != "test_loss" and f"{metric}_ci_low" in result.generation:
+                bounds[row, k.data_size] = (result.generation[f"{metric}_ci_low"],
+                                            result.generation.get(f"{metric}_ci_high"))
     header = "| model | X_m | method | " + " | ".join(f"D={d}" for d in data_sizes) + " |"
     lines = [header, "|---|---|---|" + "---|" * len(data_sizes)]
     for row in row_keys:
@@ -102,6 +107,9 @@ def results_table(runs: list[grid.PlannedRun], results: dict[str, RunResult],
                 out.append("·" if any(r.key.data_size == d and (r.key.model, r.key.method,
                                                                   r.key.pet_size) == row
                                       for r in runs) else "")
+            elif len(values) == 1 and (row, d) in bounds:
+                low, high = bounds[row, d]
+                out.append(f"{_fmt(values[0])} [{_fmt(low, 3)}, {_fmt(high, 3)}]")
             elif len(values) == 1:
                 out.append(_fmt(values[0]))
             else:
@@ -109,6 +117,57 @@ def results_table(runs: list[grid.PlannedRun], results: dict[str, RunResult],
         lines.append(f"| {model} | {_fmt(xs.get(model), 3)} | {_size_label(method, size)} | "
                      + " | ".join(out) + " |")
     return lines
+
+
+# A generation metric earns a table only when it can tell conditions apart: every run scored on
+# at least this many examples (below it, BLEU's 95% interval on short sentences spans several
+# points), and intervals narrower than the spread of the scores (else the table shows noise).
+MIN_GENERATION_EXAMPLES = 100
+
+
+def generation_verdict(results: list[RunResult], metric: str) -> str | None:
+    """Why `metric`'s table would show noise, or None when it can be shown. `results`: the
+    succeeded runs that report the metric (the trainer adds `<metric>_n`, `_ci_low`, `_ci_high`)."""
+    scores = [r.generation for r in results]
+    if any(f"{metric}_n" not in g or f"{metric}_ci_low" not in g for g in scores):
+        return (f"the runs do not say on how many examples {metric} was computed, nor its "
+                f"interval (results of an older trainer); a score without its sample size "
+                f"cannot be judged")
+    fewest = min(g[f"{metric}_n"] for g in scores)
+    widths = sorted(g[f"{metric}_ci_high"] - g[f"{metric}_ci_low"] for g in scores)
+    width = widths[len(widths) // 2]
+    if fewest < MIN_GENERATION_EXAMPLES:
+        return (f"{metric} was computed on only {fewest} greedy outputs per run (at least "
+                f"{MIN_GENERATION_EXAMPLES} are needed; evaluation.generation.maxExamples), and "
+                f"its 95% bootstrap interval is {_fmt(width, 2)} wide (median over runs)")
+    values = [g[metric] for g in scores]
+    spread = max(values) - min(values)
+    if len(values) > 1 and width >= spread:
+        return (f"the median 95% bootstrap interval of {metric} ({_fmt(width, 2)} wide, on "
+                f"{fewest}+ examples per run) is wider than the spread of the scores across "
+                f"conditions ({_fmt(min(values), 3)} to {_fmt(max(values), 3)}): the "
+                f"differences are within the sampling noise; raise "
+                f"evaluation.generation.maxExamples")
+    return None
+
+
+def generation_section(runs: list[grid.PlannedRun], results: dict[str, RunResult],
+                       metric: str) -> list[str]:
+    """The report's `### <metric>` section: the table with sample sizes and intervals, or the
+    reason it is left out (generation_verdict)."""
+    lines = [f"### {metric} (greedy decoding, sample of the test set)", ""]
+    scored = [results[r.run_id] for r in runs if r.run_id in results and results[r.run_id].ok
+              and metric in results[r.run_id].generation]
+    if not scored:
+        return lines + ["No succeeded run reported it.", ""]
+    verdict = generation_verdict(scored, metric)
+    if verdict:
+        return lines + [f"Table left out: {verdict}.", ""]
+    counts = sorted({r.generation[f"{metric}_n"] for r in scored})
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return lines + [f"Score on n = {n} test examples per run, with its 95% bootstrap interval "
+                    f"over those examples [low, high].", "",
+                    *results_table(runs, results, metric), ""]
 
 
 def failed_table(runs: list[grid.PlannedRun], results: dict[str, RunResult]) -> list[str]:
@@ -257,8 +316,7 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
         "",
     ]
     for metric in spec.get("evaluation", {}).get("generation", {}).get("metrics", []):
-        lines += [f"### {metric} (greedy decoding, sample of the test set)", "",
-                  *results_table(runs, results, metric), ""]
+        lines += generation_section(runs, results, metric)
     failed = failed_table(runs, results)
     if failed:
         lines += ["### Failed runs", "", *failed, ""]
