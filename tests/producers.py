@@ -13,6 +13,7 @@ producer to write it. Here:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -81,3 +82,21 @@ def planted_results(study: str, spec: dict) -> list[RunResult]:
             best_dev_loss=planted_loss(params, k.data_size, k.method, k.seed) - 0.01,
             wall_seconds=10.0))
     return out
+
+
+# A study whose results the fit can determine: 3 model sizes × 4 data sizes per method.
+FIT_SPEC = {
+    "task": {"name": "toy-en-de"},
+    "models": [{"name": f"m{i}", "source": f"toy:m{i}", "parameters": p}
+               for i, p in enumerate((1000, 4000, 16000))],
+    "methods": [{"name": "fmt"}, {"name": "lora", "sizes": [4]}],
+    "dataSizes": [100, 200, 400, 800],
+    "seeds": [0],
+    "law": {"bootstrap": 20},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def example_fit_message(study: str = "demo") -> str:
+    """The fit pod's termination message for FIT_SPEC's planted results (cached: a fit)."""
+    return fit_job_message(study, FIT_SPEC, planted_results(study, FIT_SPEC))

@@ -17,9 +17,12 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from ftscale.api.fit_summary import FitSummary
 from ftscale.local.metrics import LocalMetrics
 from ftscale.local.study_run import rerender, run_study
 from ftscale.results import RunResult
+
+from producers import example_fit_message
 
 FAKE = Path(__file__).with_name("local_fake_trainer.py")
 
@@ -169,13 +172,15 @@ def test_local_metrics_from_the_catalogue():
                     data_size=100, seed=0, outcome="Failed", reason="OOMKilled")
     m.run_finished(ok)
     m.run_finished(bad)
-    m.fit_done([{"method": "fmt", "factor": "model_size", "form": "multiplicative",
-                 "parameter": "beta", "value": 0.25}])
+    summary = FitSummary.parse(example_fit_message())
+    m.fit_done(summary)
     text = generate_latest(m.registry).decode()
     assert 'ftscale_study_runs{namespace="local",phase="Running",study="s"} 2.0' in text
     assert ('ftscale_run_test_loss{data_size="100",method="lora",model="m1",namespace="local",'
             'pet_size="4",study="s"} 2.5') in text
     assert 'ftscale_run_failures_total{namespace="local",reason="OOMKilled",study="s"} 1.0' in text
     assert 'ftscale_study_fitted{namespace="local",study="s"} 1.0' in text
+    beta = next(law.params["beta"] for law in summary.laws
+                if law.method == "fmt" and law.form == "multiplicative")
     assert ('ftscale_fit_parameter{factor="model_size",form="multiplicative",method="fmt",'
-            'namespace="local",parameter="beta",study="s"} 0.25') in text
+            f'namespace="local",parameter="beta",study="s"}} {beta}') in text

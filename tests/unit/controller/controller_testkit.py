@@ -6,7 +6,6 @@ for the fit."""
 from __future__ import annotations
 
 import copy
-import functools
 
 from ftscale import results as rc
 from ftscale.controller import names
@@ -16,7 +15,7 @@ from ftscale.controller.settings import OperatorSettings
 from ftscale.controller.templates import StudyRef
 from ftscale.identity import job_name
 
-from producers import fit_job_message, planted_results, trainer_message
+from producers import FIT_SPEC, example_fit_message, trainer_message  # noqa: F401
 
 NOW = 1_800_000_000.0
 SETTINGS = OperatorSettings(trainer_image="trainer:test", identity="test", result_grace_seconds=30.0)
@@ -93,19 +92,6 @@ def succeeded(run, loss=2.5):
     return j, pod(j.name, run, message=trainer_message(result(run, loss)))
 
 
-# A study whose results the fit can determine: 3 model sizes × 4 data sizes per method.
-FIT_SPEC = {
-    "task": {"name": "toy-en-de"},
-    "models": [{"name": f"m{i}", "source": f"toy:m{i}", "parameters": p}
-               for i, p in enumerate((1000, 4000, 16000))],
-    "methods": [{"name": "fmt"}, {"name": "lora", "sizes": [4]}],
-    "dataSizes": [100, 200, 400, 800],
-    "seeds": [0],
-    "law": {"bootstrap": 20},
-}
-
-
-@functools.lru_cache(maxsize=None)
 def fit_summary() -> str:
     """The fit pod's termination message: the fit Job's entry point on planted results."""
-    return fit_job_message(STUDY.name, FIT_SPEC, planted_results(STUDY.name, FIT_SPEC))
+    return example_fit_message(STUDY.name)
