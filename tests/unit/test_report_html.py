@@ -16,7 +16,7 @@ import pytest
 from ftscale import grid
 from ftscale.law import synthetic
 from ftscale.law.job import fit_document
-from ftscale.report import build_report_model, render_html
+from ftscale.report import build_report_model, figures, render_html
 from ftscale.report.build import flags_of
 from ftscale.report.html import SCRIPT, _environment, script_hash
 from ftscale.report.model import Flag
@@ -179,6 +179,8 @@ def test_every_plot_is_a_non_empty_inline_svg(fitted):
         drawn = [e for e in descendants(svg) if e.tag in ("path", "use", "line", "polyline")]
         assert len(drawn) > 20, "an empty plot"
         assert svg.attrs.get("viewbox") and svg.attrs.get("width")
+        assert svg.attrs.get("role") == "img" and svg.children[0].tag == "title"
+        assert svg.children[0].text.strip(), "a plot without an accessible name"
         # the figures' text is real text, e.g. the axis labels
         assert "finetuning" in svg.text or \
             "critical" in svg.text
@@ -326,3 +328,8 @@ def test_a_study_still_running_has_its_table_and_no_fit(finished):
     assert "no factor has runs at two or more X values yet" in page.text
     assert f"{len(runs)} in the grid, " in page.text
     assert len(page.find("svg")) == 1  # the overview of the runs that finished
+
+
+def test_a_dollar_in_a_label_is_text_not_mathtext():
+    # matplotlib starts mathtext at '$'; a lone one would fail the figure
+    assert figures.plain("cost $5 per run") == r"cost \$5 per run"

@@ -14,6 +14,7 @@ outlines, searchable, and drawn in the page's own fonts.
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import re
@@ -49,8 +50,9 @@ def plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def to_svg(fig, salt: str) -> str:
-    """The figure as one <svg> element (the XML prologue dropped: it is not HTML), closed."""
+def to_svg(fig, salt: str, title: str) -> str:
+    """The figure as one <svg> element (the XML prologue dropped: it is not HTML), closed,
+    with `title` (escaped) as its accessible name."""
     import matplotlib
 
     plt = _plt()
@@ -62,6 +64,9 @@ def to_svg(fig, salt: str) -> str:
     svg = text[text.index("<svg"):].strip()
     # the RDF metadata (creator, licence namespaces) means nothing inside a page
     svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
+    head = svg.index(">") + 1
+    svg = (svg[:head].replace("<svg ", '<svg role="img" ', 1)
+           + f"\n <title>{html.escape(title)}</title>" + svg[head:])
     return drop_unreferenced_ids(svg)
 
 
@@ -119,7 +124,7 @@ def law_figure(law, title: str, salt: str) -> Figure:
     res.set_title("residuals (hollow: held out)", fontsize=9)
     res.grid(True, which="both", alpha=0.25)
     fig.tight_layout()
-    return Figure(title, to_svg(fig, salt),
+    return Figure(title, to_svg(fig, salt, title),
                   "Points: seed-mean test loss of the runs; lines: the fitted law at each X.")
 
 
@@ -155,7 +160,7 @@ def critical_figure(entries: Sequence[Mapping], title: str, salt: str) -> Figure
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return Figure(title, to_svg(fig, salt),
+    return Figure(title, to_svg(fig, salt, title),
                   "The data size at which the two methods' fitted laws predict the same loss "
                   "(first crossing); bars: bootstrap interval.")
 
@@ -192,6 +197,7 @@ def overview_figure(points: Mapping[str, Mapping[str, Mapping[int, float]]],
         row[0].set_ylabel("test loss (nats/token)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    return Figure("methods compared on each model", to_svg(fig, salt),
+    title = "methods compared on each model"
+    return Figure(title, to_svg(fig, salt, title),
                   "Points: seed-mean test loss of each method at its default PET size; lines: "
                   "its fitted multiplicative model-size law.")
