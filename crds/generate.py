@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 from ftscale import spec_patterns as patterns  # noqa: E402
 from ftscale.api import meta, phases  # noqa: E402
 from ftscale.api.status import ENTRY_FIELDS, PHASE_ENUM  # noqa: E402
+from ftscale.spec import held_out_rules  # noqa: E402
 
 GROUP, VERSION, KIND, PLURAL = meta.GROUP, meta.VERSION, meta.KIND, meta.PLURAL
 
@@ -98,9 +99,9 @@ def rule(expression, message, *, message_expression=None, field_path=None):
     return out
 
 
-def label_map(description, field):
-    """Kubernetes labels (or a node selector) at `field`: keys `[prefix/]name` and values as
-    the API server checks them on the Jobs and pods they end up on — refused when the study is
+def label_map(description):
+    """Kubernetes labels (or a node selector): keys `[prefix/]name` and values as the API
+    server checks them on the Jobs and pods they end up on — refused when the study is
     applied, not by every Job create."""
     key_ok = (f"k.size() <= {patterns.LABEL_KEY_MAX} && "
               f"k.matches(r'{patterns.LABEL_KEY}')")
@@ -114,8 +115,8 @@ def label_map(description, field):
                                            maxLength=63, pattern=patterns.LABEL_VALUE),
             "x-kubernetes-validations": [rule(
                 f"self.all(k, {key_ok})",
-                f"{field}: every key must be {words}",
-                message_expression=(f"'{field}: key ' + self.filter(k, !({key_ok}))[0] + "
+                f"every key must be {words}",
+                message_expression=(f"'key ' + self.filter(k, !({key_ok}))[0] + "
                                     f"' is not a label key: use {words}'"))],
             }
 
@@ -189,7 +190,7 @@ def training(description, *, with_defaults: bool):
 def volume(description, default_mount):
     return obj(description, {
         "claimName": string("PersistentVolumeClaim in the study's namespace to mount.",
-                            minLength=1),
+                            minLength=1, maxLength=253, pattern=patterns.DNS_SUBDOMAIN),
         "mountPath": string("Where the volume is mounted in run pods.",
                             default=default_mount, pattern=r"^/"),
         "subPath": string("Sub-directory of the volume to mount instead of its root."),
@@ -212,7 +213,22 @@ def toleration():
 
 
 # ---- the spec ----------------------------------------------------------------------------
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL = patterns.DNS_LABEL
+# Built-in tasks of the trainer (ftscale_trainer.world.TASKS; tests/unit/test_spec_crd.py keeps
+# them equal): evaluation.zeroShot may name them without a task.zeroShotSets entry.
+BUILTIN_TASKS = ["toy-en-de", "toy-en-fr", "toy-fr-de", "toy-sum"]
+
+
+def relative_path(description):
+    """A path read from the data volume: relative to its mount path and never climbing out of
+    it (a `..` component), so a study reads only the volume it mounts — and, locally, only
+    files under --data-root or the study's folder. (The error's field path names the field.)"""
+    inside = ("!self.startsWith('/') && self != '..' && !self.startsWith('../') && "
+              "!self.endsWith('/..') && !self.contains('/../')")
+    return string(description, minLength=1, maxLength=1024, **{"x-kubernetes-validations": [
+        rule(inside, "must be a path relative to the data volume, without '..'",
+             message_expression="'must be a path relative to the data volume, without ..: "
+                                "got ' + self")]})
 
 TASK = obj(
     "What the models are finetuned on and evaluated with. Either a built-in task of the "
@@ -229,18 +245,19 @@ TASK = obj(
                 "format": string("jsonl: one JSON object per line; hf-disk: a dataset "
                                  "saved with datasets' save_to_disk.",
                                  enum=["jsonl", "hf-disk"], default="jsonl"),
-                "train": string("Training split (file or directory). Runs take the first "
-                                "D_f examples of a seed-specific shuffle of it.", minLength=1),
-                "dev": string("Dev split, used to pick the best checkpoint.", minLength=1),
-                "test": string("Test split: the fitted loss is measured on it.",
-                               minLength=1),
+                "train": relative_path("Training split (file or directory). Runs take the "
+                                       "first D_f examples of a seed-specific shuffle of it."),
+                "dev": relative_path("Dev split, used to pick the best checkpoint."),
+                "test": relative_path("Test split: the fitted loss is measured on it."),
                 "sourceField": string("Field holding the input text.", default="source"),
                 "targetField": string("Field holding the target text (the loss is taken "
                                       "on it only).", default="target"),
             }, required=["train", "dev", "test"]),
         "promptTemplate": string("How an input is shown to the model: translate, summarize, "
                                  "plain, or your own text in which `{source}` is replaced by "
-                                 "the source text. Omit for the task's default.", minLength=1),
+                                 "the source text (and `{source_lang}`, `{target_lang}` by the "
+                                 "language names); no other braces. Omit for the task's "
+                                 "default.", minLength=1),
         "sourceLanguage": string("Source language named by the translate/summarize "
                                  "templates, e.g. English (built-in tasks set it)."),
         "targetLanguage": string("Target language named by the templates, e.g. German."),
@@ -252,8 +269,8 @@ TASK = obj(
             obj("One zero-shot evaluation set.", {
                 "name": string("Name used in evaluation.zeroShot and in results.",
                                pattern=DNS_LABEL, maxLength=63),
-                "path": string("jsonl file on the data volume (relative to its mount path).",
-                               minLength=1),
+                "path": relative_path("jsonl file on the data volume (relative to its mount "
+                                      "path)."),
                 "sourceLanguage": string("Source language of this set, named in the prompt "
                                          "(e.g. French for a French→German set)."),
             }, required=["name", "path"]),
@@ -264,7 +281,19 @@ TASK = obj(
     rules=[rule("!has(self.promptTemplate) || self.promptTemplate in ['translate', "
                 "'summarize', 'plain'] || self.promptTemplate.contains('{source}')",
                 "spec.task.promptTemplate must be translate, summarize, plain, or contain "
-                "{source} where the input goes"),
+                "{source} where the input goes",
+                message_expression="'spec.task.promptTemplate must be translate, summarize, "
+                                   "plain, or contain {source} where the input goes: got ' + "
+                                   "self.promptTemplate",
+                field_path=".promptTemplate"),
+           rule("!has(self.promptTemplate) || self.promptTemplate in ['translate', "
+                f"'summarize', 'plain'] || self.promptTemplate.matches(r'{patterns.TEMPLATE}')",
+                "spec.task.promptTemplate may use only the placeholders {source}, {source_lang} "
+                "and {target_lang}; other braces break every run",
+                message_expression="'spec.task.promptTemplate may use only the placeholders "
+                                   "{source}, {source_lang} and {target_lang} (other braces "
+                                   "break every run): got ' + self.promptTemplate",
+                field_path=".promptTemplate"),
            rule("self == oldSelf",
                 "spec.task is immutable: results of a different task cannot be mixed into "
                 "one scaling law; create a new ScalingStudy instead")],
@@ -297,7 +326,7 @@ MODEL = obj(
                         maximum=64),
         "image": string("Trainer image for this model's runs (cluster only); overrides "
                         "execution.image, e.g. an image with this model's own dependencies.",
-                        maxLength=512),
+                        maxLength=512, pattern=patterns.IMAGE),
         "resources": resources("CPU/memory requests and limits for this model's run pods; "
                                "overrides execution.resources key by key."),
         "training": training("Training settings for this model only, over spec.training and "
@@ -307,7 +336,10 @@ MODEL = obj(
     required=["name", "source"],
     rules=[
         rule("!has(self.checkpointOf) || self.checkpointOf != self.name",
-             "models[].checkpointOf must name another model, not the model itself"),
+             "models[].checkpointOf must name another model, not the model itself",
+             message_expression="'models[].checkpointOf must name another model, not the "
+                                "model itself (' + self.name + ')'",
+             field_path=".checkpointOf"),
         rule("self.source == oldSelf.source",
              "models[].source is immutable: a different checkpoint under the same name would "
              "mix incomparable results; add a model with a new name instead"),
@@ -339,16 +371,17 @@ METHOD = obj(
     "One finetuning method: fmt (full-model tuning), lora, or prompt (soft-prompt tuning).",
     {
         "name": string("The method.", enum=["fmt", "lora", "prompt"]),
-        "sizes": array(PET_SIZES_DESC, integer("A LoRA rank or prompt length.", minimum=1),
+        "sizes": array(PET_SIZES_DESC, integer("A LoRA rank or prompt length.", minimum=1,
+                                               maximum=MAX_PET_SIZE),
                        minItems=1, maxItems=MAX_PET_SIZES),
         "defaultSize": integer("The PET size used on every model for the model-size and "
                                "pretraining-data factors. Default: the first of sizes.",
-                               minimum=1),
+                               minimum=1, maximum=MAX_PET_SIZE),
         "sizeSweepModels": array(
             "Models on which the other sizes are run (the paper sweeps PET sizes on one "
             "model only). Default: every model runs every size.",
             string("A model name from spec.models.", pattern=DNS_LABEL, maxLength=30),
-            maxItems=MAX_MODELS),
+            maxItems=MAX_MODELS, **{"x-kubernetes-list-type": "set"}),
         "dataSizes": array(
             "Finetuning data sizes for this method instead of spec.dataSizes (the paper uses "
             "larger D_f for fmt than for PET).",
@@ -374,23 +407,39 @@ METHOD = obj(
     rules=[
         rule("self.name != 'fmt' || !has(self.sizes)",
              "methods[name=fmt].sizes is not allowed: PET sizes (LoRA ranks, prompt lengths) "
-             "apply only to lora and prompt; remove sizes from the fmt entry"),
+             "apply only to lora and prompt; remove sizes from the fmt entry",
+             field_path=".sizes"),
         rule("self.name == 'fmt' || has(self.sizes)",
              "methods[].sizes is required for lora and prompt: list LoRA ranks or prompt "
              "lengths, e.g. sizes: [4]"),
         rule("!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))",
-             "methods[].sizes must be unique: remove the repeated size"),
+             "methods[].sizes must be unique: remove the repeated size",
+             message_expression="'methods[].sizes must be unique: ' + string(self.sizes.filter("
+                                "s, !self.sizes.exists_one(t, t == s))[0]) + ' is repeated'",
+             field_path=".sizes"),
         rule("!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)",
              "methods[].defaultSize must be one of methods[].sizes: add it to sizes or "
-             "change it"),
+             "change it",
+             message_expression="'methods[].defaultSize ' + string(self.defaultSize) + ' must "
+                                "be one of methods[].sizes: add it to sizes or change it'",
+             field_path=".defaultSize"),
         rule("!has(self.sizeSweepModels) || self.name != 'fmt'",
-             "methods[name=fmt].sizeSweepModels is not allowed: fmt has no PET sizes"),
+             "methods[name=fmt].sizeSweepModels is not allowed: fmt has no PET sizes",
+             field_path=".sizeSweepModels"),
         rule("!has(self.dataSizes) || self.dataSizes.all(d, d > 0)",
              "methods[].dataSizes must be positive numbers of finetuning examples: remove 0 "
-             "and negative values"),
+             "and negative values",
+             message_expression="'methods[].dataSizes must be positive numbers of finetuning "
+                                "examples: remove ' + string(self.dataSizes.filter(d, d <= 0)"
+                                "[0])",
+             field_path=".dataSizes"),
         rule("!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e "
              "== d))",
-             "methods[].dataSizes must be unique: remove the repeated data size"),
+             "methods[].dataSizes must be unique: remove the repeated data size",
+             message_expression="'methods[].dataSizes must be unique: ' + string(self.dataSizes"
+                                ".filter(d, !self.dataSizes.exists_one(e, e == d))[0]) + ' is "
+                                "repeated'",
+             field_path=".dataSizes"),
         rule("self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha) && "
              "!has(self.loraDropout))",
              "methods[].loraTargets, loraAlpha and loraDropout apply only to lora: remove them "
@@ -434,8 +483,8 @@ EVALUATION = obj(
         "zeroShot": array("Zero-shot sets to evaluate on: names of task.zeroShotSets, or "
                           "built-in tasks of the trainer (e.g. toy-fr-de), whose test split "
                           "is used.",
-                          string("A zero-shot set name.", pattern=DNS_LABEL), maxItems=16,
-                          default=[]),
+                          string("A zero-shot set name.", pattern=DNS_LABEL, maxLength=63),
+                          maxItems=16, default=[], **{"x-kubernetes-list-type": "set"}),
         "devExamples": integer("Dev examples used for checkpoint selection (all when "
                                "omitted).", minimum=1),
         "testExamples": integer("Test examples used for the test loss (all when omitted).",
@@ -455,7 +504,7 @@ FACTOR_NAMES = ["modelSize", "pretrainingTokens", "petSize"]
 def holdout_axis(what: str, **extra):
     return string(f"Held-out values of {what}: largest (the largest value, when there are at "
                   "least two), none, or values separated by '/', e.g. 209e9/283e9.",
-                  pattern=HOLDOUT_AXIS, **extra)
+                  pattern=HOLDOUT_AXIS, maxLength=256, **extra)
 
 
 def holdout_pair(description):
@@ -525,7 +574,7 @@ EXECUTION = obj(
     "(`ftscale run`) a subprocess. Mutable: it never changes results.",
     {
         "image": string("Trainer container image (cluster only). Default: the one the operator "
-                        "was installed with."),
+                        "was installed with.", maxLength=512, pattern=patterns.IMAGE),
         "imagePullPolicy": string("Image pull policy of run pods.",
                                   enum=["Always", "IfNotPresent", "Never"]),
         "command": array("The trainer's command, for a trainer of your own that honours the "
@@ -573,13 +622,15 @@ EXECUTION = obj(
                                            minimum=0),
         "queueName": string("Kueue LocalQueue for run Jobs (sets the "
                             "kueue.x-k8s.io/queue-name label; Jobs start suspended and Kueue "
-                            "admits them)."),
-        "priorityClassName": string("PriorityClass of run pods."),
-        "nodeSelector": string_map("Node labels run pods must match."),
+                            "admits them).", maxLength=63, pattern=patterns.DNS_SUBDOMAIN),
+        "priorityClassName": string("PriorityClass of run pods.", maxLength=253,
+                                    pattern=patterns.DNS_SUBDOMAIN),
+        "nodeSelector": label_map("Node labels run pods must match."),
         "tolerations": array("Tolerations of run pods (e.g. for tainted GPU nodes).",
                              toleration(), maxItems=32),
         "serviceAccountName": string("ServiceAccount of run pods; its token is never "
-                                     "mounted (runs need no API access)."),
+                                     "mounted (runs need no API access).", maxLength=253,
+                                     pattern=patterns.DNS_SUBDOMAIN),
         "volumes": obj("Volumes mounted into run pods.", {
             "models": volume("Base checkpoints (models[].source paths are relative to it).",
                              "/models"),
@@ -588,7 +639,7 @@ EXECUTION = obj(
                               "per study; without it only compact results are kept.",
                               "/results"),
         }),
-        "labels": string_map("Extra labels on run Jobs and pods (e.g. for cost allocation)."),
+        "labels": label_map("Extra labels on run Jobs and pods (e.g. for cost allocation)."),
         "save": string("What runs keep of their selected weights, under the run's results "
                        "folder: `adapter` — LoRA and prompt adapters in peft's save_pretrained "
                        "layout (fmt runs save nothing); `model` — full transformers checkpoints "
@@ -597,6 +648,24 @@ EXECUTION = obj(
     },
     default={},
 )
+
+# Parts of spec-level rules that the rule and its message expression share.
+_CHECKPOINT_OF_ONE = ("!has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
+                      "&& !has(b.checkpointOf))")
+_CHECKPOINT_OF_KNOWN = "self.models.all(m, " + _CHECKPOINT_OF_ONE + ")"
+_CHAIN_TOKENS_ONE = ("m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
+                     "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && "
+                     "c.checkpointOf == m.name))")
+_GRID_SIZE = ("self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : "
+              "self.dataSizes.size()) * (!has(m.sizes) ? self.models.size() : "
+              "(has(m.sizeSweepModels) ? self.models.size() + (m.sizes.size() - 1) * "
+              "m.sizeSweepModels.size() : self.models.size() * m.sizes.size()))).sum() * "
+              "self.seeds.size()")
+_ZERO_SHOT_ONE = ("z in [" + ", ".join(f"'{t}'" for t in BUILTIN_TASKS) + "] || "
+                  "(has(self.task.zeroShotSets) && self.task.zeroShotSets.exists(s, s.name == "
+                  "z))")
+_ZERO_SHOT_KNOWN = ("!has(self.evaluation) || !has(self.evaluation.zeroShot) || "
+                    f"self.evaluation.zeroShot.all(z, {_ZERO_SHOT_ONE})")
 
 SPEC = obj(
     "The scaling study: every combination of model × method (× PET size) × data size × seed "
@@ -627,43 +696,82 @@ SPEC = obj(
     required=["task", "models", "methods", "dataSizes"],
     rules=[
         rule("self.models.size() > 0",
-             "spec.models needs at least one model: add an entry with a name and a source"),
+             "spec.models needs at least one model: add an entry with a name and a source",
+             field_path=".models"),
         rule("self.methods.size() > 0",
              "spec.methods needs at least one method: add e.g. {name: fmt} or "
-             "{name: lora, sizes: [4]}"),
+             "{name: lora, sizes: [4]}", field_path=".methods"),
         rule("self.dataSizes.size() > 0",
-             "spec.dataSizes needs at least one data size (number of finetuning examples)"),
+             "spec.dataSizes needs at least one data size (number of finetuning examples)",
+             field_path=".dataSizes"),
         rule("self.dataSizes.all(d, d > 0)",
              "spec.dataSizes must be positive numbers of finetuning examples: remove 0 and "
-             "negative values"),
-        rule("self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == "
-             "m.checkpointOf && !has(b.checkpointOf)))",
+             "negative values",
+             message_expression="'spec.dataSizes must be positive numbers of finetuning "
+                                "examples: remove ' + string(self.dataSizes.filter(d, d <= 0)"
+                                "[0])",
+             field_path=".dataSizes"),
+        rule(_CHECKPOINT_OF_KNOWN.format(m="m"),
              "spec.models[].checkpointOf must name another model of spec.models that is not "
-             "itself a checkpoint: add that model or fix the name"),
-        rule("self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
-             "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && "
-             "c.checkpointOf == m.name)))",
+             "itself a checkpoint: add that model or fix the name",
+             message_expression="'spec.models[].checkpointOf must name another model of "
+                                "spec.models that is not itself a checkpoint: ' + "
+                                "self.models.filter(m, !(" + _CHECKPOINT_OF_ONE + "))[0]"
+                                ".checkpointOf + ' (of model ' + self.models.filter(m, !("
+                                + _CHECKPOINT_OF_ONE + "))[0].name + ') is not one'",
+             field_path=".models"),
+        rule(f"self.models.all(m, {_CHAIN_TOKENS_ONE})",
              "spec.models[].pretrainingTokens is required for every model of a checkpointOf "
-             "chain that is not a toy: model: it is the X of the pretraining-data factor"),
+             "chain that is not a toy: model: it is the X of the pretraining-data factor",
+             message_expression="'spec.models[].pretrainingTokens is required for every model "
+                                "of a checkpointOf chain that is not a toy: model (it is the X "
+                                "of the pretraining-data factor): model ' + self.models.filter("
+                                f"m, !({_CHAIN_TOKENS_ONE}))[0].name + ' has none'",
+             field_path=".models"),
         rule("self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
              "self.models.exists(x, x.name == n)))",
              "spec.methods[].sizeSweepModels must name models of spec.models: fix the name or "
-             "add the model"),
+             "add the model",
+             message_expression="'spec.methods[].sizeSweepModels must name models of "
+                                "spec.models: ' + self.methods.filter(m, has(m.sizeSweepModels))"
+                                ".map(m, m.sizeSweepModels.filter(n, !self.models.exists(x, "
+                                "x.name == n))).filter(l, l.size() > 0)[0][0] + ' is not one: "
+                                "fix the name or add the model'",
+             field_path=".methods"),
         rule("self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))",
-             "spec.dataSizes must be unique: remove the repeated data size"),
+             "spec.dataSizes must be unique: remove the repeated data size",
+             message_expression="'spec.dataSizes must be unique: ' + string(self.dataSizes"
+                                ".filter(d, !self.dataSizes.exists_one(e, e == d))[0]) + ' is "
+                                "repeated'",
+             field_path=".dataSizes"),
         rule("self.seeds.all(s, self.seeds.exists_one(t, t == s))",
-             "spec.seeds must be unique: remove the repeated seed"),
-        rule("self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : "
-             "self.dataSizes.size()) * (!has(m.sizes) ? self.models.size() : "
-             "(has(m.sizeSweepModels) ? self.models.size() + (m.sizes.size() - 1) * "
-             "m.sizeSweepModels.size() : self.models.size() * m.sizes.size()))).sum() * "
-             f"self.seeds.size() <= {MAX_RUNS}",
+             "spec.seeds must be unique: remove the repeated seed",
+             message_expression="'spec.seeds must be unique: ' + string(self.seeds.filter(s, "
+                                "!self.seeds.exists_one(t, t == s))[0]) + ' is repeated'",
+             field_path=".seeds"),
+        rule(f"{_GRID_SIZE} <= {MAX_RUNS}",
              f"spec: the grid has more than {MAX_RUNS} runs (models × methods × sizes × "
              "dataSizes × seeds): split the study, or use methods[].sizeSweepModels / "
-             "methods[].dataSizes to prune it"),
+             "methods[].dataSizes to prune it",
+             message_expression=f"'spec: the grid has ' + string({_GRID_SIZE}) + ' runs, more "
+                                f"than {MAX_RUNS} (models × methods × sizes × dataSizes × "
+                                "seeds): split the study, or use methods[].sizeSweepModels / "
+                                "methods[].dataSizes to prune it'"),
+        rule(_ZERO_SHOT_KNOWN,
+             "spec.evaluation.zeroShot must name built-in tasks ("
+             + ", ".join(BUILTIN_TASKS) + ") or sets of spec.task.zeroShotSets",
+             message_expression="self.evaluation.zeroShot"
+                                f".filter(z, !({_ZERO_SHOT_ONE}))[0] + ' is neither a built-in "
+                                f"task ({', '.join(BUILTIN_TASKS)}) nor a set of "
+                                "spec.task.zeroShotSets: add it there with a path, or fix the "
+                                "name'",
+             field_path=".evaluation.zeroShot"),
+        *[rule(text, f"{field} must leave at least two data sizes of each method to fit",
+               message_expression=message, field_path=path)
+          for text, message, field, path in held_out_rules()],
         rule("self.training == oldSelf.training",
              "spec.training is immutable: finished runs were trained with the old settings; "
-             "create a new ScalingStudy instead"),
+             "create a new ScalingStudy instead", field_path=".training"),
     ],
 )
 
@@ -769,7 +877,18 @@ def crd() -> dict:
         required=["spec"],
         rules=[rule(f"self.metadata.name.size() <= {MAX_STUDY_NAME}",
                     f"metadata.name must be at most {MAX_STUDY_NAME} characters: run Job "
-                    "names are <study>-<run id> and must fit in 63")],
+                    "names are <study>-<run id> and must fit in 63",
+                    message_expression=f"'metadata.name must be at most {MAX_STUDY_NAME} "
+                                       "characters (run Job names are <study>-<run id> and "
+                                       "must fit in 63): ' + self.metadata.name + ' has ' + "
+                                       "string(self.metadata.name.size())"),
+               rule(f"self.metadata.name.matches(r'{patterns.DNS_LABEL}')",
+                    "metadata.name must be a DNS label (lower-case letters, digits and '-'): "
+                    "it names run Jobs and labels, and locally the workdir runs/<name>",
+                    message_expression="'metadata.name must be a DNS label (lower-case "
+                                       "letters, digits and -): it names run Jobs and labels, "
+                                       "and locally the workdir runs/<name>; got ' + "
+                                       "self.metadata.name")],
     )
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

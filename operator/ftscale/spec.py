@@ -20,7 +20,9 @@ listing every problem) and `with_defaults(spec) -> dict`.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any, Callable
 import jsonschema
 import yaml
 
+from ftscale import spec_patterns as patterns
 from ftscale.api.meta import API_VERSION, KIND, MAX_STUDY_NAME
 
 
@@ -41,6 +44,27 @@ class StudyValidationError(ValueError):
         lines = "\n".join(f"  - {e}" for e in errors)
         super().__init__(f"{source} is not a valid {KIND} ({len(errors)} problem"
                          f"{'s' if len(errors) != 1 else ''}):\n{lines}")
+
+
+class StudySyntaxError(StudyValidationError):
+    """The file is not YAML. One line, `FILE:LINE:COLUMN: problem`, as compilers print it."""
+
+    def __init__(self, source: str, line: int | None, column: int | None, problem: str):
+        where = f"{source}:{line}:{column}" if line is not None else source
+        self.line, self.column = line, column
+        ValueError.__init__(self, f"{where}: not valid YAML: {problem}")
+        self.source, self.errors = source, [f"{where}: not valid YAML: {problem}"]
+
+
+def _syntax_error(source: str, exc: yaml.YAMLError) -> StudySyntaxError:
+    """The YAML error's first problem and where it is (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    text = f"{context}, {problem}" if context else problem
+    if mark is None:
+        return StudySyntaxError(source, None, None, text)
+    return StudySyntaxError(source, mark.line + 1, mark.column + 1, text)
 
 
 @dataclass(frozen=True)
@@ -182,7 +206,7 @@ def _api_server_message(error: jsonschema.ValidationError, prefix: str) -> str:
         got = _TYPE_NAMES.get(type(inst), type(inst).__name__)
         return (f"{path}: Invalid value: \"{got}\": {path} in body must be of type "
                 f"{error.validator_value}: \"{got}\"")
-    if v == "maxItems":
+    if v in ("maxItems", "maxProperties"):
         return f"{path}: Too many: {len(inst)}: must have at most {error.validator_value} items"
     if v == "maxLength":
         return f"{path}: Too long: may not be longer than {error.validator_value}"
@@ -199,21 +223,87 @@ def _api_server_message(error: jsonschema.ValidationError, prefix: str) -> str:
     elif v == "minLength":
         detail = f"should be at least {error.validator_value} chars long"
     elif v == "pattern":
+        # The API server's words, then ours: what the pattern means (ftscale.spec_patterns).
         detail = f"should match '{error.validator_value}'"
+        words = patterns.WORDS.get(error.validator_value)
+        if words:
+            return (f"{path}: Invalid value: {_go_value(inst)}: {path} in body {detail}: "
+                    f"{words}")
     else:
         detail = error.message
     return f"{path}: Invalid value: {_go_value(inst)}: {path} in body {detail}"
 
 
-def _schema_errors(schema: dict[str, Any], value: Any, prefix: str) -> list[str]:
+# Schema errors after which the API server does not evaluate CEL rules (apiextensions'
+# hasBlockingErr): wrong types, missing required fields, enum misses, too long, too many. A
+# bound, a pattern or a duplicate does not stop them.
+_BLOCKING = {"type", "required", "enum", "maxLength", "maxItems", "maxProperties"}
+
+
+def _schema_errors(schema: dict[str, Any], value: Any, prefix: str) -> tuple[list[str], bool]:
+    """(messages, whether any of them blocks the CEL rules)."""
     # OpenAPI v3.0 (what CRDs use) has boolean exclusiveMinimum/Maximum: JSON-Schema draft 4.
     validator = jsonschema.Draft4Validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
-    out = []
+    out, blocking = [], False
     for error in errors:
         if error.validator == "anyOf" and isinstance(error.instance, (int, str)):
             continue  # int-or-string quantities: the pattern check speaks for them
+        if error.validator == "minimum" and isinstance(error.instance, str):
+            continue  # a typeless int-or-string node: minimum is for its integers only
         out.append(_api_server_message(error, prefix))
+        blocking |= error.validator in _BLOCKING
+    return out, blocking
+
+
+def _go_map_literal(item: dict[str, Any], keys: list[str]) -> str:
+    """How the API server prints a map-list key in a Duplicate error (Go's %#v of the keys)."""
+    fields = ",".join(f"{json.dumps(k)}:{json.dumps(item.get(k))}" for k in keys)
+    return "map[string]interface {}{" + fields + "}"
+
+
+def list_duplicates(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    """Items repeated in `x-kubernetes-list-type: map` (by their keys) and `set` lists: the API
+    server refuses them ("Duplicate value"), e.g. two models named alike — the grid would
+    silently drop the second one."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name in value:
+                out += list_duplicates(sub, value[name], f"{path}.{name}" if path else name)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        kind = schema.get("x-kubernetes-list-type")
+        seen: list[Any] = []
+        for i, item in enumerate(value):
+            if kind == "map" and isinstance(item, dict):
+                keys = schema["x-kubernetes-list-map-keys"]
+                key = tuple(item.get(k) for k in keys)
+                if key in seen:
+                    out.append(f"{path}[{i}]: Duplicate value: {_go_map_literal(item, keys)}")
+                seen.append(key)
+            elif kind == "set":
+                if item in seen:
+                    out.append(f"{path}[{i}]: Duplicate value: {_go_value(item)}")
+                seen.append(item)
+            out += list_duplicates(schema["items"], item, f"{path}[{i}]")
+    return out
+
+
+def name_errors(name: Any) -> list[str]:
+    """metadata.name as the API server checks every object's name (an RFC 1123 subdomain),
+    before the CRD's own rule (a DNS label, for Job names and the local workdir)."""
+    if not isinstance(name, str) or not name:
+        return ["metadata.name: Required value: name or generateName is required"]
+    out = []
+    if len(name) > 253:
+        out.append(f"metadata.name: Invalid value: {_go_value(name)}: must be no more than 253 "
+                   "characters")
+    if not re.fullmatch(patterns.DNS_SUBDOMAIN.strip("^$"), name):
+        out.append(
+            f"metadata.name: Invalid value: {_go_value(name)}: a lowercase RFC 1123 subdomain "
+            "must consist of lower case alphanumeric characters, '-' or '.', and must start "
+            "and end with an alphanumeric character (e.g. 'example.com', regex used for "
+            "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
     return out
 
 
@@ -252,15 +342,160 @@ def _default_size(m: dict) -> int:
                                                               else 0)
 
 
+def _first(values: list, bad: Callable[[Any], bool]) -> Any:
+    """The first offending element (what a message expression's `.filter(...)[0]` picks)."""
+    return next(v for v in values if bad(v))
+
+
+def _repeated(values: list) -> Any:
+    return _first(values, lambda v: values.count(v) != 1)
+
+
+def _cel_str(value: Any) -> str:
+    """CEL's string(): integers and strings as they are."""
+    return str(value)
+
+
+_BUILTIN_TEMPLATES = ("translate", "summarize", "plain")
+
+
+def _template_ok(s: dict) -> bool:
+    return (not _has(s, "promptTemplate") or s["promptTemplate"] in _BUILTIN_TEMPLATES
+            or re.search(patterns.TEMPLATE, s["promptTemplate"]) is not None)
+
+
+def _relative_inside(p: str) -> bool:
+    return not (p.startswith("/") or p == ".." or p.startswith("../") or p.endswith("/..")
+                or "/../" in p)
+
+
+# ---- held-out data sizes that leave something to fit ---------------------------------------
+# (CEL path of a held-out `d` setting, the field it is, whether only PET methods use it). The
+# rule text is built here and written into the CRD by crds/generate.py, so both read one text.
+HELD_OUT_D_SETTINGS = (
+    ("self.law.heldOut.d", "spec.law.heldOut.d", False),
+    ("self.law.heldOut.factors.modelSize.d", "spec.law.heldOut.factors.modelSize.d", False),
+    ("self.law.heldOut.factors.pretrainingTokens.d",
+     "spec.law.heldOut.factors.pretrainingTokens.d", False),
+    ("self.law.heldOut.factors.petSize.d", "spec.law.heldOut.factors.petSize.d", True),
+)
+# The fit finds β from at least two data sizes (ftscale.law); fewer is not a scaling law.
+MIN_FIT_DATA_SIZES = 2
+
+
+def _held_out_parts(path: str, pet_only: bool) -> tuple[str, str]:
+    """(guard, per-method condition) of the held-out rule for one `d` setting, in CEL."""
+    parts = path.split(".")
+    guard = " && ".join(f"has({'.'.join(parts[:i + 1])})" for i in range(1, len(parts)))
+    sizes = "(has(m.dataSizes) ? m.dataSizes : self.dataSizes)"
+    kept = f"{sizes}.filter(d, !{path}.split('/').exists(v, double(v) == double(d))).size()"
+    need = (f"({sizes}.size() < {MIN_FIT_DATA_SIZES} ? {sizes}.size() : "
+            f"{MIN_FIT_DATA_SIZES})")
+    one = f"{kept} >= {need}"
+    if pet_only:
+        one = f"m.name == 'fmt' || {one}"
+    return guard, one
+
+
+def held_out_rules() -> list[tuple[str, str, str, str]]:
+    """(rule, message expression, field, field path from spec) for each held-out `d` setting: listed held-out data
+    sizes must leave each method two data sizes to fit (all of them when it has fewer)."""
+    out = []
+    for path, field_name, pet_only in HELD_OUT_D_SETTINGS:
+        guard, one = _held_out_parts(path, pet_only)
+        text = (f"!({guard}) || {path} in ['largest', 'none'] || "
+                f"self.methods.all(m, {one})")
+        message = (f"'{field_name} ' + {path} + ' leaves fewer than {MIN_FIT_DATA_SIZES} data "
+                   f"sizes of method ' + self.methods.filter(m, !({one}))[0].name + ' to fit "
+                   "(the fit needs them to find beta): hold out fewer data sizes'")
+        out.append((text, message, field_name, path[len("self"):]))
+    return out
+
+
+def _held_out_setting(s: dict, path: str) -> str | None:
+    node: Any = s
+    for part in path.split(".")[1:]:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _held_out_method_ok(s: dict, m: dict, setting: str, pet_only: bool) -> bool:
+    if pet_only and m["name"] == "fmt":
+        return True
+    sizes = m["dataSizes"] if _has(m, "dataSizes") else s["dataSizes"]
+    held = [float(v) for v in setting.split("/")]
+    kept = [d for d in sizes if not any(float(d) == v for v in held)]
+    return len(kept) >= min(len(sizes), MIN_FIT_DATA_SIZES)
+
+
+def _held_out_checks() -> tuple[dict[str, Recheck], dict[str, Callable[[Any], str]]]:
+    checks, messages = {}, {}
+    for (text, _, field_name, _), (path, _, pet_only) in zip(held_out_rules(),
+                                                          HELD_OUT_D_SETTINGS):
+        def ok(s, o, path=path, pet_only=pet_only):
+            setting = _held_out_setting(s, path)
+            return setting is None or setting in ("largest", "none") or all(
+                _held_out_method_ok(s, m, setting, pet_only) for m in s["methods"])
+
+        def message(s, path=path, pet_only=pet_only, field_name=field_name):
+            setting = _held_out_setting(s, path)
+            bad = _first(s["methods"],
+                         lambda m: not _held_out_method_ok(s, m, setting, pet_only))
+            return (f"{field_name} {setting} leaves fewer than {MIN_FIT_DATA_SIZES} data sizes "
+                    f"of method {bad['name']} to fit (the fit needs them to find beta): hold "
+                    "out fewer data sizes")
+        checks[text], messages[text] = ok, message
+    return checks, messages
+
+
+BUILTIN_TASKS = ("toy-en-de", "toy-en-fr", "toy-fr-de", "toy-sum")
+
+
+def _zero_shot_known(s: dict, z: str) -> bool:
+    return z in BUILTIN_TASKS or any(x["name"] == z for x in s["task"].get("zeroShotSets", []))
+
+
+def _checkpoint_of_ok(s: dict, m: dict) -> bool:
+    return not _has(m, "checkpointOf") or any(b["name"] == m["checkpointOf"]
+                                              and not _has(b, "checkpointOf")
+                                              for b in s["models"])
+
+
+def _chain_tokens_ok(s: dict, m: dict) -> bool:
+    return (m["source"].startswith("toy:") or _has(m, "pretrainingTokens")
+            or not (_has(m, "checkpointOf")
+                    or any(c.get("checkpointOf") == m["name"] for c in s["models"])))
+
+
+_RELATIVE_PATH_RULE = ("!self.startsWith('/') && self != '..' && !self.startsWith('../') && "
+                       "!self.endsWith('/..') && !self.contains('/../')")
+_LABEL_KEY_RULE = (f"self.all(k, k.size() <= {patterns.LABEL_KEY_MAX} && "
+                   f"k.matches(r'{patterns.LABEL_KEY}'))")
+
+
+def _label_key_ok(k: str) -> bool:
+    return len(k) <= patterns.LABEL_KEY_MAX and re.search(patterns.LABEL_KEY, k) is not None
+
+
 Recheck = Callable[[Any, Any], bool]
 CEL_RECHECKS: dict[str, Recheck] = {
     # root
     f"self.metadata.name.size() <= {MAX_STUDY_NAME}":
         lambda s, o: len(s["metadata"].get("name", "")) <= MAX_STUDY_NAME,
+    f"self.metadata.name.matches(r'{patterns.DNS_LABEL}')":
+        lambda s, o: re.search(patterns.DNS_LABEL, s["metadata"].get("name", "")) is not None,
     # task
     "!has(self.promptTemplate) || self.promptTemplate in ['translate', 'summarize', 'plain'] || "
     "self.promptTemplate.contains('{source}')": lambda s, o: not _has(s, "promptTemplate")
-    or s["promptTemplate"] in ("translate", "summarize", "plain") or "{source}" in s["promptTemplate"],
+    or s["promptTemplate"] in _BUILTIN_TEMPLATES or "{source}" in s["promptTemplate"],
+    "!has(self.promptTemplate) || self.promptTemplate in ['translate', 'summarize', 'plain'] || "
+    f"self.promptTemplate.matches(r'{patterns.TEMPLATE}')": lambda s, o: _template_ok(s),
+    # task.data paths, zero-shot set paths
+    _RELATIVE_PATH_RULE: lambda s, o: _relative_inside(s),
+    # execution.labels, execution.nodeSelector
+    _LABEL_KEY_RULE: lambda s, o: all(_label_key_ok(k) for k in s),
     # task / evaluation / spec.training
     "self == oldSelf": lambda s, o: s == o,
     "self.training == oldSelf.training": lambda s, o: s.get("training") == o.get("training"),
@@ -304,17 +539,10 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "self.dataSizes.size() > 0": lambda s, o: len(s["dataSizes"]) > 0,
     "self.dataSizes.all(d, d > 0)": lambda s, o: all(d > 0 for d in s["dataSizes"]),
     "self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
-    "&& !has(b.checkpointOf)))": lambda s, o: all(
-        not _has(m, "checkpointOf") or any(b["name"] == m["checkpointOf"]
-                                           and not _has(b, "checkpointOf") for b in s["models"])
-        for m in s["models"]),
+    "&& !has(b.checkpointOf)))": lambda s, o: all(_checkpoint_of_ok(s, m) for m in s["models"]),
     "self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
     "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && c.checkpointOf == "
-    "m.name)))": lambda s, o: all(
-        m["source"].startswith("toy:") or _has(m, "pretrainingTokens")
-        or not (_has(m, "checkpointOf")
-                or any(c.get("checkpointOf") == m["name"] for c in s["models"]))
-        for m in s["models"]),
+    "m.name)))": lambda s, o: all(_chain_tokens_ok(s, m) for m in s["models"]),
     "self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
     "self.models.exists(x, x.name == n)))": lambda s, o: all(
         n in {x["name"] for x in s["models"]}
@@ -326,6 +554,87 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
     "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
     "m.sizes.size()))).sum() * self.seeds.size() <= 2000": lambda s, o: _grid_size(s) <= 2000,
+    "!has(self.evaluation) || !has(self.evaluation.zeroShot) || self.evaluation.zeroShot.all(z, "
+    "z in ['toy-en-de', 'toy-en-fr', 'toy-fr-de', 'toy-sum'] || (has(self.task.zeroShotSets) && "
+    "self.task.zeroShotSets.exists(s, s.name == z)))": lambda s, o: all(
+        _zero_shot_known(s, z) for z in s.get("evaluation", {}).get("zeroShot", [])),
+    **_held_out_checks()[0],
+}
+
+# The rules' messageExpressions, in Python: rule text → (self) -> the message. Only evaluated
+# on failure, as the API server does, so each may assume its rule failed.
+CEL_MESSAGES: dict[str, Callable[[Any], str]] = {
+    f"self.metadata.name.size() <= {MAX_STUDY_NAME}": lambda s: (
+        f"metadata.name must be at most {MAX_STUDY_NAME} characters (run Job names are "
+        f"<study>-<run id> and must fit in 63): {s['metadata']['name']} has "
+        f"{len(s['metadata']['name'])}"),
+    f"self.metadata.name.matches(r'{patterns.DNS_LABEL}')": lambda s: (
+        "metadata.name must be a DNS label (lower-case letters, digits and -): it names run "
+        "Jobs and labels, and locally the workdir runs/<name>; got " + s["metadata"]["name"]),
+    "!has(self.promptTemplate) || self.promptTemplate in ['translate', 'summarize', 'plain'] || "
+    "self.promptTemplate.contains('{source}')": lambda s: (
+        "spec.task.promptTemplate must be translate, summarize, plain, or contain {source} "
+        "where the input goes: got " + s["promptTemplate"]),
+    "!has(self.promptTemplate) || self.promptTemplate in ['translate', 'summarize', 'plain'] || "
+    f"self.promptTemplate.matches(r'{patterns.TEMPLATE}')": lambda s: (
+        "spec.task.promptTemplate may use only the placeholders {source}, {source_lang} and "
+        "{target_lang} (other braces break every run): got " + s["promptTemplate"]),
+    _RELATIVE_PATH_RULE: lambda s: f"must be a path relative to the data volume, without ..: got {s}",
+    _LABEL_KEY_RULE: lambda s: (
+        "key " + _first(list(s), lambda k: not _label_key_ok(k)) + " is not a label key: use "
+        "[prefix/]name, the name at most 63 letters, digits, -, _ and . starting and ending "
+        "with a letter or digit, the prefix a DNS subdomain"),
+    "!has(self.checkpointOf) || self.checkpointOf != self.name": lambda s: (
+        f"models[].checkpointOf must name another model, not the model itself ({s['name']})"),
+    "!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))": lambda s: (
+        f"methods[].sizes must be unique: {_cel_str(_repeated(s['sizes']))} is repeated"),
+    "!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)": lambda s: (
+        f"methods[].defaultSize {s['defaultSize']} must be one of methods[].sizes: add it to "
+        "sizes or change it"),
+    "!has(self.dataSizes) || self.dataSizes.all(d, d > 0)": lambda s: (
+        "methods[].dataSizes must be positive numbers of finetuning examples: remove "
+        + _cel_str(_first(s["dataSizes"], lambda d: d <= 0))),
+    "!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
+        lambda s: (f"methods[].dataSizes must be unique: {_repeated(s['dataSizes'])} is "
+                   "repeated"),
+    "self.dataSizes.all(d, d > 0)": lambda s: (
+        "spec.dataSizes must be positive numbers of finetuning examples: remove "
+        + _cel_str(_first(s["dataSizes"], lambda d: d <= 0))),
+    "self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
+    "&& !has(b.checkpointOf)))": lambda s: (lambda m: (
+        "spec.models[].checkpointOf must name another model of spec.models that is not itself "
+        f"a checkpoint: {m['checkpointOf']} (of model {m['name']}) is not one"))(
+        _first(s["models"], lambda m: not _checkpoint_of_ok(s, m))),
+    "self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
+    "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && c.checkpointOf == "
+    "m.name)))": lambda s: (
+        "spec.models[].pretrainingTokens is required for every model of a checkpointOf chain "
+        "that is not a toy: model (it is the X of the pretraining-data factor): model "
+        + _first(s["models"], lambda m: not _chain_tokens_ok(s, m))["name"] + " has none"),
+    "self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
+    "self.models.exists(x, x.name == n)))": lambda s: (
+        "spec.methods[].sizeSweepModels must name models of spec.models: "
+        + next(n for m in s["methods"] for n in m.get("sizeSweepModels", [])
+               if n not in {x["name"] for x in s["models"]})
+        + " is not one: fix the name or add the model"),
+    "self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))": lambda s: (
+        f"spec.dataSizes must be unique: {_repeated(s['dataSizes'])} is repeated"),
+    "self.seeds.all(s, self.seeds.exists_one(t, t == s))": lambda s: (
+        f"spec.seeds must be unique: {_repeated(s['seeds'])} is repeated"),
+    "self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : self.dataSizes.size()) * "
+    "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
+    "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
+    "m.sizes.size()))).sum() * self.seeds.size() <= 2000": lambda s: (
+        f"spec: the grid has {_grid_size(s)} runs, more than 2000 (models × methods × sizes × "
+        "dataSizes × seeds): split the study, or use methods[].sizeSweepModels / "
+        "methods[].dataSizes to prune it"),
+    "!has(self.evaluation) || !has(self.evaluation.zeroShot) || self.evaluation.zeroShot.all(z, "
+    "z in ['toy-en-de', 'toy-en-fr', 'toy-fr-de', 'toy-sum'] || (has(self.task.zeroShotSets) && "
+    "self.task.zeroShotSets.exists(s, s.name == z)))": lambda s: (
+        _first(s["evaluation"]["zeroShot"], lambda z: not _zero_shot_known(s, z))
+        + " is neither a built-in task (toy-en-de, toy-en-fr, toy-fr-de, toy-sum) nor a set "
+          "of spec.task.zeroShotSets: add it there with a path, or fix the name"),
+    **_held_out_checks()[1],
 }
 
 
@@ -378,9 +687,13 @@ def _cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list
             # Kept honest by tests/unit/test_spec_crd.py; here only a forgotten re-check.
             continue
         if not check(value, old):
-            # The API server words a failed rule as "<path>: Invalid value: <message>".
-            out.append(f"{path or '<root>'}: Invalid value: "
-                       f"{r.get('message', 'failed rule: ' + text)}")
+            # The API server words a failed rule as "<path>: Invalid value: <message>", at the
+            # rule's fieldPath when it has one, with its messageExpression when it has one.
+            where = path + r["fieldPath"] if r.get("fieldPath") else path
+            message = r.get("message", "failed rule: " + text)
+            if r.get("messageExpression") and text in CEL_MESSAGES:
+                message = CEL_MESSAGES[text](value)
+            out.append(f"{where or '<root>'}: Invalid value: {message}")
     return out
 
 
@@ -398,8 +711,9 @@ def validate_manifest(manifest: Any, old_spec: dict[str, Any] | None = None) \
     if manifest.get("kind") != KIND:
         errors.append(f"kind: Invalid value: {_go_value(manifest.get('kind'))}: must be {KIND}")
     meta = manifest.get("metadata")
+    name_problems = name_errors(meta.get("name") if isinstance(meta, dict) else None)
     if not isinstance(meta, dict) or not meta.get("name"):
-        errors.append("metadata.name: Required value: name or generateName is required")
+        errors += name_problems
     schema = root_schema()
     # What kubectl sends never contains status; a study file with one is treated likewise.
     body = {k: v for k, v in manifest.items() if k != "status"}
@@ -408,10 +722,13 @@ def validate_manifest(manifest: Any, old_spec: dict[str, Any] | None = None) \
     if errors:
         return manifest, errors
     defaulted = apply_defaults(schema, body)
-    errors += _schema_errors({k: v for k, v in schema.items()
-                              if k != "x-kubernetes-validations"}, defaulted, "")
-    if errors:
-        # As the API server: CEL rules are not evaluated on an object the schema rejects.
+    errors += name_problems
+    schema_errors, blocking = _schema_errors({k: v for k, v in schema.items()
+                                              if k != "x-kubernetes-validations"}, defaulted, "")
+    errors += schema_errors
+    errors += list_duplicates(schema, defaulted, "")
+    if blocking:
+        # As the API server: CEL rules are not evaluated after a blocking schema error.
         errors.append(CEL_SKIPPED)
     else:
         old = None
@@ -424,13 +741,17 @@ def validate_manifest(manifest: Any, old_spec: dict[str, Any] | None = None) \
 def load_study(source: str | os.PathLike | dict[str, Any],
                old_spec: dict[str, Any] | None = None) -> Study:
     """Read (a path) or take (a dict) a ScalingStudy manifest, validate it against the CRD and
-    return it with defaults applied. Raises StudyValidationError listing every problem, or
-    OSError / yaml.YAMLError when the file cannot be read or parsed."""
+    return it with defaults applied. Raises StudyValidationError listing every problem
+    (StudySyntaxError, one line with line and column, when the file is not YAML), or OSError
+    when the file cannot be read."""
     if isinstance(source, dict):
         manifest, label = source, "the study"
     else:
         label = str(source)
-        docs = [d for d in yaml.safe_load_all(Path(source).read_text()) if d is not None]
+        try:
+            docs = [d for d in yaml.safe_load_all(Path(source).read_text()) if d is not None]
+        except yaml.YAMLError as exc:
+            raise _syntax_error(label, exc) from None
         if len(docs) != 1:
             raise StudyValidationError(label, [f"expected exactly one YAML document, found "
                                                f"{len(docs)}"])

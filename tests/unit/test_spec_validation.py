@@ -75,7 +75,7 @@ def test_defaults_do_not_override_given_values_and_are_idempotent():
     (dict(spec__methods=[{"name": "lora"}]), "methods[].sizes is required for lora and prompt"),
     (dict(spec__methods=[{"name": "prompt", "sizes": [8, 8]}]), "methods[].sizes must be unique"),
     (dict(spec__methods=[{"name": "lora", "sizes": [4], "defaultSize": 8}]),
-     "defaultSize must be one of methods[].sizes"),
+     "defaultSize 8 must be one of methods[].sizes"),
     (dict(spec__methods=[{"name": "fmt", "loraAlpha": 8}]), "apply only to lora"),
     (dict(spec__seeds=[1, 1]), "spec.seeds must be unique"),
     (dict(spec__models__1__checkpointOf="nope"), "checkpointOf must name another model"),
@@ -88,7 +88,7 @@ def test_defaults_do_not_override_given_values_and_are_idempotent():
     (dict(spec__task={"name": "x", "promptTemplate": "no placeholder"}),
      "spec.task.promptTemplate must be translate, summarize, plain, or contain {source}"),
     (dict(spec__dataSizes=list(range(1, 61)), spec__seeds=list(range(16))),
-     "the grid has more than 2000 runs"),
+     "the grid has 5760 runs, more than 2000"),
     (dict(metadata={"name": "x" * 53}), "metadata.name must be at most 52 characters"),
 ])
 def test_cel_rules_reject_with_the_crd_message(change, expected):
@@ -100,6 +100,190 @@ def test_cel_messages_carry_the_field_path():
     errors = errors_of(manifest(spec__methods=[{"name": "fmt"}, {"name": "lora"}]))
     assert errors == ['spec.methods[1]: Invalid value: methods[].sizes is required for '
                       'lora and prompt: list LoRA ranks or prompt lengths, e.g. sizes: [4]']
+
+
+# ---- issue 14: every message names the field and the offending value ----------------------
+@pytest.mark.parametrize("change, expected", [
+    (dict(spec__dataSizes=[100, 200, 100]),
+     "spec.dataSizes: Invalid value: spec.dataSizes must be unique: 100 is repeated"),
+    (dict(spec__dataSizes=[100, -5]),
+     "spec.dataSizes: Invalid value: spec.dataSizes must be positive numbers of finetuning "
+     "examples: remove -5"),
+    (dict(spec__seeds=[0, 3, 3]),
+     "spec.seeds: Invalid value: spec.seeds must be unique: 3 is repeated"),
+    (dict(spec__methods=[{"name": "prompt", "sizes": [8, 16, 8]}]),
+     "spec.methods[0].sizes: Invalid value: methods[].sizes must be unique: 8 is repeated"),
+    (dict(spec__methods=[{"name": "lora", "sizes": [4], "dataSizes": [10, 10]}]),
+     "spec.methods[0].dataSizes: Invalid value: methods[].dataSizes must be unique: 10 is "
+     "repeated"),
+    (dict(spec__models__1__checkpointOf="nope"),
+     "spec.models: Invalid value: spec.models[].checkpointOf must name another model of "
+     "spec.models that is not itself a checkpoint: nope (of model tiny-2) is not one"),
+    (dict(spec__models__1__checkpointOf="tiny-2"),
+     "spec.models[1].checkpointOf: Invalid value: models[].checkpointOf must name another "
+     "model, not the model itself (tiny-2)"),
+    (dict(spec__methods=[{"name": "lora", "sizes": [4], "sizeSweepModels": ["tiny-1", "big"]}]),
+     "spec.methods: Invalid value: spec.methods[].sizeSweepModels must name models of "
+     "spec.models: big is not one"),
+    (dict(spec__models=[{"name": "a", "source": "org/a", "pretrainingTokens": 10},
+                        {"name": "a-early", "source": "org/a-step1k", "checkpointOf": "a"}]),
+     "spec.models: Invalid value: spec.models[].pretrainingTokens is required for every model "
+     "of a checkpointOf chain that is not a toy: model (it is the X of the pretraining-data "
+     "factor): model a-early has none"),
+    (dict(metadata={"name": "x" * 53}),
+     "metadata.name must be at most 52 characters (run Job names are <study>-<run id> and "
+     "must fit in 63): " + "x" * 53 + " has 53"),
+])
+def test_list_and_name_messages_name_the_offending_value(change, expected):
+    errors = errors_of(manifest(**change))
+    assert any(e.startswith(expected) or expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize("change, expected", [
+    # LoRA ranks and prompt lengths are bounded (ftscale: ≤ 4096, crds/generate.py)
+    (dict(spec__methods=[{"name": "lora", "sizes": [10**9]}]),
+     "spec.methods[0].sizes[0]: Invalid value: 1000000000: spec.methods[0].sizes[0] in body "
+     "should be less than or equal to 4096"),
+    (dict(spec__methods=[{"name": "lora", "sizes": [4], "defaultSize": 5000}]),
+     "spec.methods[0].defaultSize: Invalid value: 5000: spec.methods[0].defaultSize in body "
+     "should be less than or equal to 4096"),
+    # names unique within lists: the grid would silently drop the second model
+    (dict(spec__models=[{"name": "tiny-1", "source": "toy:tiny-1"},
+                        {"name": "tiny-1", "source": "toy:tiny-2"}]),
+     'spec.models[1]: Duplicate value: map[string]interface {}{"name":"tiny-1"}'),
+    (dict(spec__methods=[{"name": "fmt"}, {"name": "lora", "sizes": [4]}, {"name": "fmt"}]),
+     'spec.methods[2]: Duplicate value: map[string]interface {}{"name":"fmt"}'),
+    (dict(spec__methods=[{"name": "lora", "sizes": [4, 8], "sizeSweepModels": ["tiny-1",
+                                                                              "tiny-1"]}]),
+     'spec.methods[0].sizeSweepModels[1]: Duplicate value: "tiny-1"'),
+    (dict(spec__evaluation={"zeroShot": ["toy-fr-de", "toy-fr-de"]}),
+     'spec.evaluation.zeroShot[1]: Duplicate value: "toy-fr-de"'),
+    # study names: DNS labels (Job names, labels, the local workdir runs/<name>)
+    (dict(metadata={"name": "../../x"}),
+     'metadata.name: Invalid value: "../../x": a lowercase RFC 1123 subdomain must consist'),
+    (dict(metadata={"name": "../../x"}),
+     "metadata.name must be a DNS label (lower-case letters, digits and -): it names run Jobs "
+     "and labels, and locally the workdir runs/<name>; got ../../x"),
+    (dict(metadata={"name": "a.b"}), "metadata.name must be a DNS label"),
+    # labels and node selectors as the API server checks them on Jobs and pods
+    (dict(spec__execution={"labels": {"team": "x" * 300}}),
+     "spec.execution.labels.team: Too long: may not be longer than 63"),
+    (dict(spec__execution={"labels": {"team": "m t"}}),
+     'spec.execution.labels.team: Invalid value: "m t": spec.execution.labels.team in body '
+     "should match"),
+    (dict(spec__execution={"labels": {"bad key!": "x"}}),
+     "spec.execution.labels: Invalid value: key bad key! is not a label key: use "
+     "[prefix/]name"),
+    (dict(spec__execution={"nodeSelector": {"x" * 64: "x"}}),
+     "spec.execution.nodeSelector: Invalid value: key " + "x" * 64 + " is not a label key"),
+    # quantities ≥ 0, with words for the pattern
+    (dict(spec__execution={"resources": {"limits": {"cpu": -8}}}),
+     "spec.execution.resources.limits.cpu: Invalid value: -8: spec.execution.resources.limits"
+     ".cpu in body should be greater than or equal to 0"),
+    (dict(spec__execution={"resources": {"limits": {"cpu": "-8"}}}),
+     'spec.execution.resources.limits.cpu: Invalid value: "-8"'),
+    # images and names of other objects
+    (dict(spec__execution={"image": "ghcr.io/x/trainer :1"}),
+     'spec.execution.image: Invalid value: "ghcr.io/x/trainer :1"'),
+    (dict(spec__models__0__image="Trainer"), 'spec.models[0].image: Invalid value: "Trainer"'),
+    (dict(spec__execution={"serviceAccountName": "Runs_SA"}),
+     'spec.execution.serviceAccountName: Invalid value: "Runs_SA"'),
+    (dict(spec__execution={"volumes": {"data": {"claimName": "My Data"}}}),
+     'spec.execution.volumes.data.claimName: Invalid value: "My Data"'),
+    # held-out settings that leave nothing to fit
+    (dict(spec__law={"heldOut": {"d": "100/200"}}),
+     "spec.law.heldOut.d: Invalid value: spec.law.heldOut.d 100/200 leaves fewer than 2 data "
+     "sizes of method fmt to fit"),
+    (dict(spec__law={"heldOut": {"factors": {"modelSize": {"d": "2e2"}}}}),
+     "spec.law.heldOut.factors.modelSize.d: Invalid value: spec.law.heldOut.factors.modelSize.d "
+     "2e2 leaves fewer than 2 data sizes of method fmt to fit"),
+    (dict(spec__law={"heldOut": {"factors": {"petSize": {"d": "100"}}}}),
+     "spec.law.heldOut.factors.petSize.d: Invalid value: spec.law.heldOut.factors.petSize.d 100 "
+     "leaves fewer than 2 data sizes of method lora to fit"),
+    # paths stay inside the data volume
+    (dict(spec__task={"name": "mine", "data": {"train": "/etc/passwd", "dev": "d", "test": "t"}}),
+     "spec.task.data.train: Invalid value: must be a path relative to the data volume, "
+     "without ..: got /etc/passwd"),
+    (dict(spec__task={"name": "mine", "data": {"train": "t", "dev": "a/../../d", "test": "t"}}),
+     "spec.task.data.dev: Invalid value: must be a path relative to the data volume, "
+     "without ..: got a/../../d"),
+    (dict(spec__task={"name": "toy-en-de", "zeroShotSets": [{"name": "z", "path": "../z"}]}),
+     "spec.task.zeroShotSets[0].path: Invalid value: must be a path relative to the data "
+     "volume, without ..: got ../z"),
+    # templates: only the placeholders the trainer fills
+    (dict(spec__task={"name": "toy-en-de", "promptTemplate": "{source} in {lang}"}),
+     "spec.task.promptTemplate: Invalid value: spec.task.promptTemplate may use only the "
+     "placeholders {source}, {source_lang} and {target_lang} (other braces break every run): "
+     "got {source} in {lang}"),
+    (dict(spec__task={"name": "toy-en-de", "promptTemplate": "{source} {0}"}),
+     "spec.task.promptTemplate may use only the placeholders"),
+    (dict(spec__task={"name": "toy-en-de", "promptTemplate": "{source} }"}),
+     "spec.task.promptTemplate may use only the placeholders"),
+    # zero-shot sets that exist
+    (dict(spec__evaluation={"zeroShot": ["toy-fr-de", "fr-de-news"]}),
+     "spec.evaluation.zeroShot: Invalid value: fr-de-news is neither a built-in task "
+     "(toy-en-de, toy-en-fr, toy-fr-de, toy-sum) nor a set of spec.task.zeroShotSets"),
+])
+def test_bad_input_is_refused_naming_field_and_value(change, expected):
+    errors = errors_of(manifest(**change))
+    assert any(e.startswith(expected) or expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize("change", [
+    dict(spec__methods=[{"name": "lora", "sizes": [4096]}]),
+    dict(spec__execution={"labels": {"ftscale.io/team": "mt", "cost-center": "",
+                                     "a_b.c": "x-1"},
+                          "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-h100"}}),
+    dict(spec__execution={"image": "localhost:5000/ftscale/trainer:0.1.0-rc1",
+                          "serviceAccountName": "ftscale.runs"}),
+    dict(spec__execution={"image": "trainer@sha256:" + "a" * 64}),
+    dict(spec__execution={"resources": {"requests": {"cpu": "+1.5", "memory": "1e3"},
+                                        "limits": {"cpu": 0, "memory": ".5Gi"}}}),
+    dict(spec__law={"heldOut": {"d": "200", "x": "1e9/2e9"}}, spec__dataSizes=[100, 200, 400]),
+    dict(spec__law={"heldOut": {"factors": {"petSize": {"d": "100/200"}}}},
+         spec__methods=[{"name": "fmt"}, {"name": "lora", "sizes": [4], "dataSizes": [50, 60]}]),
+    dict(spec__task={"name": "mine", "data": {"train": "a/..b/train.jsonl", "dev": "./dev",
+                                              "test": "x..y"},
+                     "promptTemplate": "Translate {source_lang} to {target_lang}: {source} ->",
+                     "zeroShotSets": [{"name": "news", "path": "news.jsonl"}]},
+         spec__evaluation={"zeroShot": ["news", "toy-fr-de"]}),
+])
+def test_values_near_the_bounds_are_accepted(change):
+    assert errors_of(manifest(**change)) == []
+
+
+def test_the_builtin_tasks_are_the_trainers():
+    from ftscale.spec import BUILTIN_TASKS
+    from ftscale_trainer import world
+    assert set(BUILTIN_TASKS) == set(world.TASKS)
+
+
+def test_a_schema_error_that_is_not_blocking_still_runs_the_rules():
+    """As the API server (hasBlockingErr): a bound or a pattern does not stop the CEL rules;
+    a wrong type, a missing field, an enum miss, too long or too many does."""
+    from ftscale.spec import CEL_SKIPPED
+    errors = errors_of(manifest(spec__law={"huberDelta": 0}, spec__dataSizes=[1, 1]))
+    assert any("huberDelta" in e for e in errors)
+    assert any("spec.dataSizes must be unique" in e for e in errors)
+    assert CEL_SKIPPED not in errors
+
+
+def test_yaml_syntax_errors_are_one_line_with_line_and_column(tmp_path):
+    from ftscale.spec import StudySyntaxError
+    path = tmp_path / "s.yaml"
+    path.write_text("apiVersion: ftscale.io/v1alpha1\nkind: ScalingStudy\nmetadata:\n"
+                    "  name: s\nspec:\n  models: [{name: a, source: toy:a}\n  methods: []\n")
+    with pytest.raises(StudySyntaxError) as info:
+        load_study(path)
+    text = str(info.value)
+    assert "\n" not in text and "Traceback" not in text
+    assert text == (f"{path}:7:3: not valid YAML: while parsing a flow sequence, expected ',' "
+                    "or ']', but got '<scalar>'")
+    assert (info.value.line, info.value.column) == (7, 3)
+    path.write_text("spec:\n\tmodels: []\n")
+    with pytest.raises(StudySyntaxError) as info:
+        load_study(path)
+    assert str(info.value).startswith(f"{path}:2:1: not valid YAML: ")
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -26,7 +26,8 @@ from ftscale.local.executor import Executor, choose_launcher, describe, plan_res
 from ftscale.local.metrics import LocalMetrics
 from ftscale.local.workdir import CORRUPT, DONE, FAILED, INTERRUPTED, NEW, Workdir
 from ftscale.results import RunResult
-from ftscale.spec import Study, StudyValidationError, load_study, validate_manifest
+from ftscale.spec import (Study, StudySyntaxError, StudyValidationError, load_study,
+                           validate_manifest)
 
 EXIT_OK = 0
 EXIT_RUNS_FAILED = 1
@@ -176,6 +177,9 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
     # 1. the study
     try:
         study = load_study(study_file)
+    except StudySyntaxError as exc:
+        print(f"error: {exc}", file=err)  # one line: FILE:LINE:COLUMN: what is wrong
+        return EXIT_USAGE
     except StudyValidationError as exc:
         print(f"error: {exc}", file=err)
         print("Fix the fields above (`kubectl explain scalingstudy.spec` or docs/study.md "
