@@ -1,5 +1,8 @@
 """Data pipeline pieces: nested seeded subsets, templates, target-only loss masks, batch order."""
 
+import json
+import random
+
 import pytest
 
 from ftscale_trainer import data
@@ -145,3 +148,28 @@ def test_truncation_with_a_real_bpe_tokenizer_keeps_the_cue(mini_world):
         assert text.startswith("Summarize the following document in French:")
         body = text.split("\n")[1]
         assert e.source.startswith(body) and body
+
+
+def test_multilingual_subsets_keep_the_language_mix_and_stay_nested(tmp_path):
+    langs = ["en"] * 66 + ["fr"] * 20 + ["de"] * 14
+    rows = [data.Example(f"doc {i}", f"sum {i}", lang) for i, lang in enumerate(langs)]
+    for seed in (0, 1, 2):
+        full = data.subset(rows, 100, seed)
+        for size in (10, 25, 50):
+            picked = data.subset(rows, size, seed)
+            assert picked == full[:size]  # nested
+            for lang, share in (("en", 0.66), ("fr", 0.20), ("de", 0.14)):
+                assert abs(sum(e.lang == lang for e in picked) - share * size) <= 1, (seed, size, lang)
+    assert data.subset(rows, 20, 0) != data.subset(rows, 20, 1)
+    # The same from a lazily read JSONL file (the language read from the raw line).
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"source": e.source, "target": e.target, "lang": e.lang},
+                                       ensure_ascii=False) + "\n" for e in rows))
+    lazy = data.load_examples(str(path), "jsonl", "source", "target", lazy=True)
+    assert data.subset(lazy, 30, 4) == data.subset(rows, 30, 4)
+    # Examples without a language draw as before: the first D_f of the seeded permutation
+    # (every translation study's subsets stay what they were).
+    plain = [data.Example(e.source, e.target) for e in rows]
+    order = list(range(100))
+    random.Random("ftscale-subset-4").shuffle(order)
+    assert data.subset(plain, 30, 4) == [plain[i] for i in order[:30]]
