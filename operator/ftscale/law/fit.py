@@ -16,7 +16,7 @@ from ftscale.law.errors import FitError, LawInputError, NotIdentifiable
 from ftscale.law.model import (ADDITIVE, JOINT_FORMS, MULTIPLICATIVE, SINGLE, Points,
                                layout_names)
 from ftscale.law.options import AxisHoldout, HoldoutSpec, LawOptions
-from ftscale.law.solver import Convergence, minimise_one_factor, polish
+from ftscale.law.solver import Convergence, minimise_one_factor, polish, polish_many
 from ftscale.law.table import PointSet, average_seeds, run_arrays
 from ftscale.law.threads import single_threaded_blas
 
@@ -413,6 +413,33 @@ def replicate_counts(rng: np.random.Generator, n_runs: int) -> np.ndarray:
     return np.bincount(rng.integers(0, n_runs, size=n_runs), minlength=n_runs)
 
 
+# Replicates are polished in chunks (solver.polish_many): up to this many (replicate, point)
+# cells per chunk keeps the B × n × P Jacobian near 2 MB per parameter, and at most this many
+# replicates per chunk lets a progress bar move (the rows of a chunk never interact, so the
+# chunking does not change any replicate's result).
+CHUNK_CELLS = 50_000
+CHUNK_MAX_REPLICATES = 100
+
+
+def replicate_chunks(n_replicates: int, n_points: int) -> list[range]:
+    """Consecutive ranges of replicate indices, each polished as one batch."""
+    size = max(1, min(CHUNK_MAX_REPLICATES, CHUNK_CELLS // max(1, n_points)))
+    return [range(i, min(i + size, n_replicates)) for i in range(0, n_replicates, size)]
+
+
+def polish_replicates(factors: Sequence[FactorData], d_ref: float, counts: Sequence[np.ndarray],
+                      starts: np.ndarray, form: str, residual: str, delta: float,
+                      free: np.ndarray, strategy: str):
+    """Polish one bootstrap replicate per entry of `counts` (run multiplicities) of the joint
+    problem over `factors`, all at once, from `starts` ((P,) or one row per replicate).
+    Returns (B × P optima, list of B Convergences)."""
+    base = joint_points(factors, d_ref)
+    reps = [joint_points(factors, d_ref, c) for c in counts]
+    ys = np.stack([p.y for p in reps])
+    ws = np.stack([p.w for p in reps])
+    return polish_many(starts, base, ys, ws, form, residual, delta, free, strategy=strategy)
+
+
 # ---- fit_law: one table, one form ---------------------------------------------------------
 
 def fit_law(rows: Sequence[Mapping], *, form: str = MULTIPLICATIVE, x: str = "model_params",
@@ -459,20 +486,20 @@ def _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed, 
 
 def _bootstrap_one(factor: FactorData, form: str, theta: np.ndarray, d_ref: float,
                    opts: LawOptions, n_unique: int, progress, x_ref: float | None = None):
+    """Bootstrap replicates of one fit, each re-polished from the full fit `theta`."""
     if opts.bootstrap <= 0:
         return (), None
     rng = np.random.default_rng(opts.seed)
+    counts = [replicate_counts(rng, n_unique) for _ in range(opts.bootstrap)]
     free = free_mask(form, 1, shared_fixed=False)
     samples = []
-    for _ in range(opts.bootstrap):
-        counts = replicate_counts(rng, n_unique)
-        pts = joint_points([factor], d_ref, counts)
-        th, conv = polish(theta, pts, form, opts.residual, opts.delta, free,
-                          strategy=opts.strategy)
-        samples.append(params_from_theta(th, form, 0, factor.x_ref, d_ref)
-                       if conv.converged else None)
+    for chunk in replicate_chunks(len(counts), int(factor.fit_mask.sum())):
+        thetas, convs = polish_replicates([factor], d_ref, [counts[i] for i in chunk], theta,
+                                          form, opts.residual, opts.delta, free, opts.strategy)
+        samples += [params_from_theta(th, form, 0, factor.x_ref, d_ref) if conv.converged
+                    else None for th, conv in zip(thetas, convs)]
         if progress:
-            progress(1)
+            progress(len(chunk))
     boot = BootstrapSummary(opts.bootstrap, sum(s is not None for s in samples),
                             opts.confidence, opts.seed)
     return samples, boot

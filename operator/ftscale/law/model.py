@@ -154,3 +154,71 @@ def objective_and_gradient(theta: np.ndarray, pts: Points, form: str, residual: 
     if want_scale:
         return value, grad, scale
     return value, grad
+
+
+# ---- many replicates at once (the bootstrap) ------------------------------------------------
+# A bootstrap replicate keeps the design (u, v, k) and changes only the losses y and weights w,
+# so B replicates are one (B × n) array problem. These mirror the functions above row by row.
+
+def _per_point(coef: np.ndarray, pts: Points) -> np.ndarray:
+    """B × K per-factor values -> B × n (each point takes its factor's value); a plain
+    broadcast for one factor, the common case."""
+    return coef[:, :1] if pts.n_factors == 1 else coef[:, pts.k]
+
+
+def _batch_parts(theta: np.ndarray, pts: Points, form: str, want_parts: bool = True):
+    """log L̂ (B × n) and (with want_parts) the softmax weights of its LSE terms, for B
+    parameter rows."""
+    stride = _stride(form)
+    beta, e = theta[:, 0:1], theta[:, 1:2]
+    a = _per_point(theta[:, 2::stride], pts)
+    alpha = _per_point(theta[:, 3::stride], pts)
+    if form == ADDITIVE:
+        s1 = a - alpha * pts.u
+        s2 = _per_point(theta[:, 4::stride], pts) - beta * pts.v
+        lp = np.logaddexp(np.logaddexp(s1, s2), e)
+        if not want_parts:
+            return lp, None, None, None
+        return lp, np.exp(s1 - lp), np.exp(s2 - lp), np.exp(e - lp)
+    s1 = a - alpha * pts.u - beta * pts.v
+    lp = np.logaddexp(s1, e)
+    if not want_parts:
+        return lp, None, None, None
+    return lp, np.exp(s1 - lp), None, np.exp(e - lp)
+
+
+def batch_residuals(theta: np.ndarray, pts: Points, ys: np.ndarray, form: str,
+                    residual: str) -> np.ndarray:
+    """Residuals (B × n) of B parameter rows against B loss rows ys."""
+    lp = _batch_parts(theta, pts, form, want_parts=False)[0]
+    return lp - np.log(ys) if residual == LOG else np.exp(lp) - ys
+
+
+def batch_objective(theta: np.ndarray, pts: Points, ys: np.ndarray, ws: np.ndarray,
+                    form: str, residual: str, delta: float) -> np.ndarray:
+    """Σ_i w_i·Huber_δ(r_i) per row (length B)."""
+    return np.sum(ws * huber(batch_residuals(theta, pts, ys, form, residual), delta), axis=1)
+
+
+def batch_jacobian(theta: np.ndarray, pts: Points, ys: np.ndarray, form: str, residual: str):
+    """Residuals r (B × n) and their Jacobian ∂r/∂θ (B × n × P) for B parameter rows."""
+    lp, p1, p2, pe = _batch_parts(theta, pts, form)
+    if residual == LOG:
+        r, chain = lp - np.log(ys), None
+    else:
+        pred = np.exp(lp)
+        r, chain = pred - ys, pred
+    if chain is not None:  # ∂r/∂θ = ∂L̂/∂(log L̂) · ∂(log L̂)/∂θ
+        p1, pe = p1 * chain, pe * chain
+        p2 = None if p2 is None else p2 * chain
+    B, n = lp.shape
+    stride = _stride(form)
+    jac = np.empty((B, n, theta.shape[1]))
+    jac[:, :, 0] = -pts.v * (p2 if form == ADDITIVE else p1)
+    jac[:, :, 1] = pe
+    cols = [p1, -pts.u * p1] + ([p2] if form == ADDITIVE else [])
+    for k in range(pts.n_factors):
+        mine = 1.0 if pts.n_factors == 1 else (pts.k == k)
+        for j, col in enumerate(cols):
+            jac[:, :, 2 + stride * k + j] = col * mine
+    return r, jac

@@ -288,6 +288,10 @@ def _fit_study(factors_by_method, options: LawOptions, progress) -> StudyFit:
 
 
 def _bootstrap_study(methods: list[_MethodFit], forms, options: LawOptions, progress) -> None:
+    """Bootstrap replicates of every method's two stages, polished many at a time
+    (fit.polish_replicates). The replicates' run draws are the same as one at a time."""
+    from ftscale.law.fit import polish_replicates, replicate_chunks
+
     if options.bootstrap <= 0 or not forms:
         return
     seeds = np.random.SeedSequence(options.seed).spawn(len(methods))
@@ -295,26 +299,29 @@ def _bootstrap_study(methods: list[_MethodFit], forms, options: LawOptions, prog
         rng = np.random.default_rng(ss)
         for key in [(f, n) for f in forms for n in mf.factors]:
             mf.samples[key] = []
-        for _ in range(options.bootstrap):
-            counts = replicate_counts(rng, mf.n_runs)
+        counts = [replicate_counts(rng, mf.n_runs) for _ in range(options.bootstrap)]
+        s1 = [mf.factors[n] for n in mf.stage1]
+        n_points = sum(int(f.fit_mask.sum()) for f in s1)
+        for chunk in replicate_chunks(len(counts), n_points):
+            cs = [counts[i] for i in chunk]
             for form in forms:
                 theta1, _, dref1 = mf.stage1_fit[form]
-                s1 = [mf.factors[n] for n in mf.stage1]
-                pts1 = joint_points(s1, dref1, counts)
-                th1, c1 = polish(theta1, pts1, form, options.residual, options.delta,
-                                 free_mask(form, len(s1), False), strategy=options.strategy)
+                th1, c1 = polish_replicates(s1, dref1, cs, theta1, form, options.residual,
+                                            options.delta, free_mask(form, len(s1), False),
+                                            options.strategy)
                 for name, fac in mf.factors.items():
                     theta2, _, dref2 = mf.stage2_fit[form][name]
-                    start = np.array(theta2, float)
-                    start[:2] = th1[:2]
-                    pts2 = joint_points([fac], dref2, counts)
-                    th2, c2 = polish(start, pts2, form, options.residual, options.delta,
-                                     free_mask(form, 1, True), strategy=options.strategy)
-                    ok = c1.converged and c2.converged
-                    mf.samples[(form, name)].append(
-                        params_from_theta(th2, form, 0, fac.x_ref, dref2) if ok else None)
+                    starts = np.tile(np.asarray(theta2, float), (len(cs), 1))
+                    starts[:, :2] = th1[:, :2]  # each replicate's own shared β and e
+                    th2, c2 = polish_replicates([fac], dref2, cs, starts, form,
+                                                options.residual, options.delta,
+                                                free_mask(form, 1, True), options.strategy)
+                    mf.samples[(form, name)] += [
+                        params_from_theta(t, form, 0, fac.x_ref, dref2)
+                        if a.converged and b.converged else None
+                        for t, a, b in zip(th2, c1, c2)]
             if progress:
-                progress(1)
+                progress(len(cs))
 
 
 def _critical(methods, laws, forms, options):
