@@ -692,6 +692,13 @@ SPEC = obj(
         "evaluation": EVALUATION,
         "law": LAW,
         "execution": EXECUTION,
+        "budget": obj("A GPU-hour budget (docs/study.md, \"Budget\"). Runs start in grid order "
+                      "while the GPU-hours spent (wall time × GPUs of finished runs) plus the "
+                      "cost plan's estimates of the runs under way and of the next run stay "
+                      "within it; then no run starts (condition BudgetExhausted) and the study "
+                      "fits what finished. Mutable: raise it to run the rest.", {
+                          "gpuHours": number("The budget in GPU-hours.", minimum=0),
+                      }, required=["gpuHours"]),
     },
     required=["task", "models", "methods", "dataSizes"],
     rules=[
@@ -850,7 +857,17 @@ STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every
     "runsFailed": integer("Runs that ended Failed."),
     "runsRunning": integer("Runs whose pod is running."),
     "runsQueued": integer("Runs created but not admitted or scheduled yet (e.g. by Kueue)."),
-    "runsPending": integer("Runs not created yet (parallelism limit)."),
+    "runsPending": integer("Runs not created yet (parallelism limit, budget)."),
+    "gpuHoursSpent": number("GPU-hours the finished runs held (wall time × GPUs)."),
+    "plan": obj("The cost plan (`ftscale plan`; docs/study.md, \"Cost plan\") before any Job "
+                "starts, and the budget's verdict.", {
+                    "gpuHours": number("Estimated GPU-hours of every priced run."),
+                    "pricedRuns": integer("Runs the cost plan could price (GPU runs of a "
+                                          "known size)."),
+                    "unpricedRuns": integer("Runs it could not (CPU runs, unknown size)."),
+                    "budgetGpuHours": number("spec.budget.gpuHours, when set."),
+                    "notStarted": integer("Runs the budget keeps from starting."),
+                }),
     # Atomic, not a list-map: only the operator writes it, always whole, and the API server
     # validates and merges an atomic list of 1,000 entries ~2.5x faster (measured: ~0.8 s vs
     # ~2 s per status write), which is most of the harvest latency at that scale.

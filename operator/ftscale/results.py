@@ -30,8 +30,10 @@ class ResultError(ValueError):
     """A result document that is missing, corrupt or not of this contract."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
+    """One run's result. Frozen: a changed result is a new one (dataclasses.replace)."""
+
     # --- identity (ftscale.identity.RunKey) ---
     study: str
     run_id: str
@@ -60,6 +62,9 @@ class RunResult:
     tokens_seen: int | None = None  # target+source tokens fed forward in training
     steps: int | None = None
     wall_seconds: float | None = None
+    # GPU-seconds the run held: wall seconds × GPUs (0 on CPU). The trainer may fill it; the
+    # executors fill it from the run's GPU count otherwise (ftscale.budget.gpu_seconds).
+    gpu_seconds: float | None = None
     device: str | None = None  # e.g. "cpu", "cuda:NVIDIA H100 80GB HBM3 x8"
     # --- full form only ---
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # {"train": [[step, loss]]}
@@ -119,7 +124,7 @@ _FIELDS = {f.name: f for f in fields(RunResult)}
 _REQUIRED = ("study", "run_id", "model", "method", "data_size", "seed")
 _INT_FIELDS = ("data_size", "seed", "pet_size", "model_params", "pretrain_tokens", "best_step",
                "trainable_params", "total_params", "tokens_seen", "steps")
-_FLOAT_FIELDS = ("best_dev_loss", "test_loss", "test_ppl", "wall_seconds")
+_FLOAT_FIELDS = ("best_dev_loss", "test_loss", "test_ppl", "wall_seconds", "gpu_seconds")
 
 
 def parse_result(text: str | bytes) -> RunResult:

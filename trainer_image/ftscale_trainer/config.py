@@ -15,7 +15,6 @@ measured on that family with AdamW instead; see `_TINY` below for the measuremen
 from __future__ import annotations
 
 import difflib
-import json
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -119,7 +118,12 @@ class TrainConfig:
     weight_decay: float | None = None  # AdamW decoupled weight decay
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     precision: str = "auto"  # "fp32", "bf16", "fp16"; auto = bf16 on a GPU that has it, else fp32
-    eval_interval: int | None = None  # evaluate dev loss every N steps (and at the last step)
+    # evaluate dev loss every N steps, and before the first step and at the last one; when
+    # unset, every `eval_interval_examples` training examples (rounded to whole steps)
+    eval_interval: int | None = None
+    # the evaluation spacing in examples seen, so that it means the same at any batch size:
+    # with a few examples a model can overfit within a dozen steps (docs/trainer.md)
+    eval_interval_examples: int | None = None
     early_stopping_patience: int = 0  # stop after N evaluations without a better dev loss; 0 = off
 
     # ---- evaluation extras ----
@@ -171,17 +175,6 @@ class TrainConfig:
         config.validate()
         return config
 
-    @classmethod
-    def from_json_file(cls, path: str) -> TrainConfig:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                doc = json.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except ValueError as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(doc)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -211,7 +204,8 @@ class TrainConfig:
             raise ConfigError("seed must be ≥ 0")
         if self.method == "fmt" and self.pet_size is not None:
             raise ConfigError("pet_size is the LoRA rank or prompt length; leave it unset for fmt")
-        for name in ("pet_size", "batch_size", "max_steps", "eval_interval", "max_source_tokens",
+        for name in ("pet_size", "batch_size", "max_steps", "eval_interval",
+                     "eval_interval_examples", "max_source_tokens",
                      "max_target_tokens", "warmup_steps", "max_new_tokens", "threads", "log_interval",
                      "micro_batch_size"):
             value = getattr(self, name)
@@ -258,9 +252,15 @@ class TrainConfig:
         """A copy with every None optimisation field filled from defaults_for()."""
         defaults = defaults_for(self.method, self.model_params)
         doc = self.to_dict()
+        if doc["eval_interval"] is not None or doc["eval_interval_examples"] is not None:
+            # the caller chose the spacing, in steps or in examples: no default for the other
+            defaults.pop("eval_interval", None)
+            defaults.pop("eval_interval_examples", None)
         for key, value in defaults.items():
             if doc.get(key) is None:
                 doc[key] = value
+        if doc["eval_interval"] is None:
+            doc["eval_interval"] = eval_steps(doc["eval_interval_examples"], doc["batch_size"])
         if self.method == "lora" and doc["lora_alpha"] is None:
             doc["lora_alpha"] = 2.0 * doc["pet_size"]
         if doc["save"] is None:
@@ -280,6 +280,12 @@ def defaults_for(method: str, model_params: int | None = None) -> dict[str, Any]
     _one_of("method", method, METHODS)
     table = _TINY if model_params is None or model_params < TINY_MODEL_PARAMS else _PAPER
     return dict(table[method])
+
+
+def eval_steps(examples: int, batch_size: int) -> int:
+    """Steps between dev evaluations for a spacing of `examples` training examples: the
+    nearest whole number of steps, at least 1."""
+    return max(1, round(examples / batch_size))
 
 
 # The paper's Appendix (1B models, Adafactor): LR/batch as chosen by its grid search; up to

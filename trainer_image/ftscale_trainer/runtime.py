@@ -83,6 +83,11 @@ class PlainRuntime:
             return f"cuda:{torch.cuda.get_device_name(self.device)} x1"
         return f"cpu x{torch.get_num_threads()} threads"
 
+    def gpu_count(self) -> int:
+        """GPUs this run holds (one per process on CUDA; 0 on CPU): its GPU-seconds are wall
+        seconds × this."""
+        return self.world_size if self.device.type == "cuda" else 0
+
 
 class AccelerateRuntime(PlainRuntime):
     def __init__(self, precision: str):

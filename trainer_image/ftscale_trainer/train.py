@@ -25,7 +25,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,6 @@ from ftscale_trainer import data, evaluate, models, world
 from ftscale_trainer.config import ConfigError, TrainConfig
 from ftscale_trainer.pretrain import lr_at
 
-EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 class NonFiniteLoss(RuntimeError):
@@ -300,12 +299,26 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
             save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
         runtime.barrier()
 
-    def evaluate_dev():
+    def evaluate_dev() -> float:
+        """Dev loss now; the weights are kept when it is the best so far."""
+        nonlocal best_state
         loss = evaluate.target_nll(model, prep.dev, pad, runtime)
         progress.curves["dev"].append([progress.step, loss])
         metrics.set("ftscale_trainer_eval_loss", loss)
+        if loss < progress.best_dev_loss:
+            progress.best_dev_loss, progress.best_step = loss, progress.step
+            progress.evals_since_best = 0
+            best_state = models.trainable_state(runtime.unwrap(model))
+            metrics.set("ftscale_trainer_best_eval_loss", loss)
+        else:
+            progress.evals_since_best += 1
         return loss
 
+    if progress.step == 0 and not progress.curves["dev"]:
+        # The starting point is a candidate too: on a few examples finetuning can overfit
+        # before the first interval ends, and then the honest answer is the base model
+        # (best_step 0), not a checkpoint worse than it.
+        log(f"step 0/{steps} dev {evaluate_dev():.4f} (before training)")
     while progress.step < steps:
         if stop_agreed or (runtime.world_size == 1 and stop.raised):
             progress.wall_before += time.time() - started
@@ -362,13 +375,6 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
                 metrics.set("ftscale_trainer_gpu_memory_bytes", torch.cuda.max_memory_allocated(runtime.device))
         if progress.step % config.eval_interval == 0 or progress.step == steps:
             dev_loss = evaluate_dev()
-            if dev_loss < progress.best_dev_loss:
-                progress.best_dev_loss, progress.best_step = dev_loss, progress.step
-                progress.evals_since_best = 0
-                best_state = models.trainable_state(runtime.unwrap(model))
-                metrics.set("ftscale_trainer_best_eval_loss", dev_loss)
-            else:
-                progress.evals_since_best += 1
             log(f"step {progress.step}/{steps} train {loss_value:.4f} dev {dev_loss:.4f} "
                 f"best {progress.best_dev_loss:.4f}@{progress.best_step} lr {lr:.2e}")
             if config.early_stopping_patience and progress.evals_since_best >= config.early_stopping_patience:
@@ -383,17 +389,19 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
 
 
 # ---- phase 4: evaluate ---------------------------------------------------------------------------
-def _evaluate(prep: Prepared, runtime, result: results.RunResult, log) -> None:
+def _evaluate(prep: Prepared, runtime, log) -> dict:
+    """The selected checkpoint's test metrics, as RunResult fields."""
     model, codec, config = prep.loaded.model, prep.loaded.codec, prep.config
-    result.test_loss = evaluate.target_nll(model, prep.test, codec.pad_id, runtime)
-    if not math.isfinite(result.test_loss):
-        raise NonFiniteLoss(f"test loss is {result.test_loss}")
-    result.test_ppl = math.exp(min(result.test_loss, 700.0))
+    out: dict = {"generation": {}, "zero_shot": {}}
+    out["test_loss"] = test_loss = evaluate.target_nll(model, prep.test, codec.pad_id, runtime)
+    if not math.isfinite(test_loss):
+        raise NonFiniteLoss(f"test loss is {test_loss}")
+    out["test_ppl"] = math.exp(min(test_loss, 700.0))
     if config.generation:
         n = config.generation_examples
         hyps = evaluate.greedy_decode(model, prep.test[:n], codec, runtime, config.max_new_tokens)
         refs = [e.target for e in prep.test_examples[:n]]
-        result.generation = evaluate.generation_scores(hyps, refs, config.generation,
+        out["generation"] = evaluate.generation_scores(hyps, refs, config.generation,
                                                        config.bleu_tokenizer)
     for name, (encoded, examples) in prep.zero_shot.items():
         scores = {"loss": evaluate.target_nll(model, encoded, codec.pad_id, runtime)}
@@ -403,9 +411,10 @@ def _evaluate(prep: Prepared, runtime, result: results.RunResult, log) -> None:
             hyps = evaluate.greedy_decode(model, encoded[:n], codec, runtime, config.max_new_tokens)
             scores.update(evaluate.generation_scores(hyps, [e.target for e in examples[:n]],
                                                      config.generation, config.bleu_tokenizer))
-        result.zero_shot[name] = {k: round(v, 6) for k, v in scores.items()}
-    log(f"test loss {result.test_loss:.4f} (ppl {result.test_ppl:.2f}) {result.generation or ''}"
-        f" {result.zero_shot or ''}")
+        out["zero_shot"][name] = {k: round(v, 6) for k, v in scores.items()}
+    log(f"test loss {test_loss:.4f} (ppl {out['test_ppl']:.2f}) {out['generation'] or ''}"
+        f" {out['zero_shot'] or ''}")
+    return out
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -438,22 +447,19 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
     stop.install()
     try:
         progress, steps = _train(prep, runtime, metrics, stop, output_dir, log, wall_start)  # 3
-        result = base_result(config)
-        _evaluate(prep, runtime, result, log)  # phase 4
+        scores = _evaluate(prep, runtime, log)  # phase 4
     finally:
         stop.uninstall()
         metrics.close()
-    # phase 5: report
-    result.best_dev_loss = progress.best_dev_loss
-    result.best_step = progress.best_step
-    result.trainable_params = prep.loaded.trainable_params
-    result.total_params = prep.loaded.total_params
-    result.tokens_seen = progress.tokens_seen
-    result.steps = progress.step
-    result.curves = progress.curves
-    result.device = runtime.describe()
-    # Earlier, preempted attempts count too: the cost of a run is all the time it took.
-    result.wall_seconds = round(progress.wall_before + (time.time() - wall_start), 3)
+    # phase 5: report. Earlier, preempted attempts count too: the cost of a run is all the
+    # time it took.
+    wall = round(progress.wall_before + (time.time() - wall_start), 3)
+    result = replace(
+        base_result(config), **scores, best_dev_loss=progress.best_dev_loss,
+        best_step=progress.best_step, trainable_params=prep.loaded.trainable_params,
+        total_params=prep.loaded.total_params, tokens_seen=progress.tokens_seen,
+        steps=progress.step, curves=progress.curves, device=runtime.describe(),
+        wall_seconds=wall, gpu_seconds=round(wall * runtime.gpu_count(), 3))
     if config.save != "none" and runtime.is_main:
         from ftscale_trainer import saving
 

@@ -30,7 +30,8 @@ SUCCEEDED = "Succeeded"  # every run terminal, failures within maxFailedRuns, th
 FAILED = "Failed"  # too many failed runs once all are terminal, or the fit failed
 FITTED = "Fitted"  # status.fit holds the fit of the current set of results
 DEGRADED = "Degraded"  # failed runs exceed maxFailedRuns (no new runs start)
-CONDITION_TYPES = (PROGRESSING, SUCCEEDED, FAILED, FITTED, DEGRADED)
+BUDGET_EXHAUSTED = "BudgetExhausted"  # the next run would exceed spec.budget.gpuHours
+CONDITION_TYPES = (PROGRESSING, SUCCEEDED, FAILED, FITTED, DEGRADED, BUDGET_EXHAUSTED)
 
 # ---- condition reasons (CamelCase) ----
 RUNS_IN_PROGRESS = "RunsInProgress"
@@ -45,6 +46,7 @@ NO_SUCCESSFUL_RUNS = "NoSuccessfulRuns"
 NOTHING_TO_FIT = "NothingToFit"  # no factor of any method can be fitted from the results
 INVALID_SPEC = "InvalidSpec"
 NOT_FINISHED = "NotFinished"
+WITHIN_BUDGET = "WithinBudget"
 WAITING_FOR_RUNS = "WaitingForRuns"
 STUDY_TERMINAL_FAILED = "StudyFailed"  # Succeeded=False on a study that has ended Failed
 

@@ -48,6 +48,9 @@ ENTRY_FIELDS: tuple[EntryField, ...] = (
                "Failure reason (InvalidConfig, NonFiniteLoss, OOMKilled, DeadlineExceeded, ...)."),
     EntryField("message", "message", "string",
                f"Failure detail, cut to {MESSAGE_LIMIT} characters."),
+    EntryField("gpuSeconds", "gpu_seconds", "number",
+               "GPU-seconds the run held (wall seconds × GPUs; 0 on CPU): what the budget "
+               "counts as spent."),
 )
 PHASE_ENUM = list(OUTCOMES)
 

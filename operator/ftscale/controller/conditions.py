@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 # Types and reasons are facts others read (kubectl, docs, tests): ftscale.api.phases owns them.
-from ftscale.api.phases import (ALL_RUNS_SUCCEEDED, COMPLETED, CONDITION_TYPES as TYPES,  # noqa: E402,F401
+from ftscale.api.phases import (ALL_RUNS_SUCCEEDED, BUDGET_EXHAUSTED, COMPLETED, CONDITION_TYPES as TYPES,  # noqa: E402,F401
                                 DEGRADED, FAILED, FIT_FAILED, FIT_IN_PROGRESS, FIT_SUCCEEDED,
                                 FITTED, INVALID_SPEC, NO_SUCCESSFUL_RUNS, NOT_FINISHED,
                                 PROGRESSING, RUNS_IN_PROGRESS, STUDY_TERMINAL_FAILED, SUCCEEDED,
                                 TOO_MANY_FAILED_RUNS, WAITING_FOR_RUNS,
-                                WITHIN_FAILURE_BUDGET)
+                                WITHIN_BUDGET, WITHIN_FAILURE_BUDGET)
 
 FIT_PENDING = WAITING_FOR_RUNS
 

@@ -5,6 +5,7 @@ trainer config each Job carries). The only place the operator touches ftscale.gr
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from ftscale import grid
@@ -12,11 +13,28 @@ from ftscale.controller.templates import DesiredRun
 from ftscale.identity import job_name
 from ftscale.spec import with_defaults
 
+log = logging.getLogger(__name__)
+
+
+def gpu_hour_estimates(study: str, spec: Mapping[str, Any]) -> dict[str, float | None]:
+    """run id → estimated GPU-hours (the cost plan, ftscale.costplan). A spec the cost plan
+    cannot price (bad GPU settings) prices nothing: the study still runs, without a budget
+    check on estimates (measured GPU-hours still count)."""
+    from ftscale import costplan
+
+    try:
+        study_plan = costplan.plan_study(dict(spec), study)
+    except Exception as exc:  # noqa: BLE001 - pricing must never stop a study
+        log.warning("study %s: no cost plan (%s: %s)", study, type(exc).__name__, exc)
+        return {}
+    return {r.run_id: r.gpu_hours for r in study_plan.runs}
+
 
 def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
     """Every run of the spec's grid, in grid order. Raises (KeyError/ValueError/TypeError) on a
     spec the grid cannot expand; the caller reports that as InvalidSpec."""
     full = with_defaults(dict(spec))
+    estimates = gpu_hour_estimates(study, full)
     out = []
     for planned in grid.expand(full):
         x_values = {}
@@ -32,5 +50,6 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
             x_values=x_values,
             job_name=job_name(study, planned.key),
             image=planned.model.get("image"),
+            gpu_hours=estimates.get(planned.run_id),
         ))
     return out

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterable, Mapping
 
+from ftscale import budget
 from ftscale import results as rc
 from ftscale.api import phases as ph
 from ftscale.api.phases import (RUN_PHASES, STUDY_FAILED, STUDY_FITTED, STUDY_FITTING,
@@ -190,8 +191,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         if not job.terminal:
             early = harvest_succeeded_pod(study.name, run.key, name, pods_by_job.get(name, ()))
             if early is not None:
-                _record(out, run, name, early, job, ttl)
-                entries[run.run_id] = status_entry(early.result)
+                entries[run.run_id] = status_entry(_record(out, run, name, early, job, ttl))
                 continue
             if not job.deleting:
                 active += 1
@@ -204,8 +204,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             out.run_phases[run.run_id] = RUNNING
             out.waiting = True
             continue
-        _record(out, run, name, got, job, ttl)
-        entries[run.run_id] = status_entry(got.result)
+        entries[run.run_id] = status_entry(_record(out, run, name, got, job, ttl))
 
     # Jobs of runs no longer in the grid: stop the unfinished ones (their GPUs are wasted).
     wanted = {r.job_name for r in desired}
@@ -223,14 +222,23 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     max_failed = _max_failed(spec)
     degraded = max_failed >= 0 and failed > max_failed
 
-    # ---- 3. create missing Jobs, up to maxParallelRuns (none once the budget is spent) ----
+    # ---- 3. create missing Jobs, up to maxParallelRuns, within the GPU-hour budget (none once
+    #         the failure budget is spent) ----
+    spend = budget.decide(
+        (spec.get("budget") or {}).get("gpuHours"),
+        [r.run_id for r in desired if out.run_phases.get(r.run_id) == PENDING],
+        {r.run_id: r.gpu_hours for r in desired},
+        {rid: (None if e.get("gpuSeconds") is None else e["gpuSeconds"] / budget.SECONDS_PER_HOUR)
+         for rid, e in entries.items()},
+        [r.run_id for r in desired if out.run_phases.get(r.run_id) in (QUEUED, RUNNING)])
+    allowed = set(spend.admitted)
     max_parallel = int(execution.get("maxParallelRuns", 8))
     slots = max(0, max_parallel - active)
     if not degraded and not deleting:
         for run in desired:
             if slots <= 0:
                 break
-            if out.run_phases.get(run.run_id) != PENDING:
+            if out.run_phases.get(run.run_id) != PENDING or run.run_id not in allowed:
                 continue
             out.create_jobs.append(run_job(study, spec, run, settings))
             out.run_phases[run.run_id] = QUEUED
@@ -239,8 +247,11 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             slots -= 1
 
     terminal = succeeded + failed
-    all_terminal = terminal == total
     unfinished = counts[RUNNING] + counts[QUEUED]
+    # Out of budget and nothing under way: the runs that will not start count as done, and the
+    # study fits what finished.
+    all_terminal = terminal == total or (spend.exhausted and unfinished == 0
+                                         and terminal + len(spend.blocked) == total)
 
     # ---- 4. the fit ----
     ordered = [entries[r.run_id] for r in desired if r.run_id in entries]
@@ -324,6 +335,13 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                        (f"{failed} runs failed, more than maxFailedRuns={max_failed}; no new "
                         f"runs are started" if failed_study else "no failure"), generation),
         cond.condition(cond.FITTED, fitted, fit_reason, fit_message, generation),
+    ]
+    if spend.budget_hours is not None:
+        conditions.append(cond.condition(
+            cond.BUDGET_EXHAUSTED, spend.exhausted,
+            cond.BUDGET_EXHAUSTED if spend.exhausted else cond.WITHIN_BUDGET,
+            spend.message(), generation))
+    conditions += [
         cond.condition(cond.DEGRADED, degraded,
                        cond.TOO_MANY_FAILED_RUNS if degraded else cond.WITHIN_FAILURE_BUDGET,
                        f"{failed} failed runs, maxFailedRuns={max_failed}"
@@ -349,6 +367,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         "runsRunning": counts[RUNNING],
         "runsQueued": counts[QUEUED],
         "runsPending": counts[PENDING],
+        "gpuHoursSpent": float(f"{spend.spent_hours:.6g}"),
+        "plan": _plan_summary(desired, spend),
         "results": ordered,
         "conditions": cond.merge_conditions(status.get("conditions"), conditions, now_text),
     }
@@ -359,9 +379,14 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     return out
 
 
-def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView, ttl: int | None) -> None:
-    """A newly harvested run: its ConfigMap entry, TTL (applied after the status write), Event."""
+def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView,
+            ttl: int | None) -> rc.RunResult:
+    """A newly harvested run: its ConfigMap entry, TTL (applied after the status write), Event.
+    Returns the result as recorded (with its GPU-seconds: wall time × the run's GPUs when the
+    trainer did not say)."""
     result = got.result
+    if result.gpu_seconds is None and result.wall_seconds is not None:
+        result = replace(result, gpu_seconds=budget.gpu_seconds(result.wall_seconds, run.gpus))
     out.run_phases[run.run_id] = result.outcome
     out.results_data[f"{run.run_id}.json"] = json.dumps(slim_result(result), sort_keys=True,
                                                         separators=(",", ":"))
@@ -370,6 +395,16 @@ def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView, ttl: int |
         out.ttl_patches.append((name, int(ttl)))
     if not result.ok:
         out.events.append(Event("Warning", ph.EVENT_RUN_FAILED, _describe_failure(run, result)))
+    return result
+
+
+def _plan_summary(desired: list[DesiredRun], spend: budget.BudgetDecision) -> dict[str, Any]:
+    """status.plan: the cost plan's total before any Job starts, and the budget's verdict."""
+    priced = [r.gpu_hours for r in desired if r.gpu_hours is not None]
+    return {"gpuHours": float(f"{sum(priced):.6g}") if priced else None,
+            "pricedRuns": len(priced), "unpricedRuns": len(desired) - len(priced),
+            "budgetGpuHours": spend.budget_hours,
+            "notStarted": len(spend.blocked) if spend.budget_hours is not None else None}
 
 
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

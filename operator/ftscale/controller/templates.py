@@ -46,6 +46,7 @@ class DesiredRun:
     resources: dict[str, Any] = field(default_factory=dict)  # {"requests": {...}, "limits": {...}}
     x_values: dict[str, Any] = field(default_factory=dict)  # model_params / pretrain_tokens if known
     image: str | None = None  # spec.models[].image: overrides execution.image for this model
+    gpu_hours: float | None = None  # the cost plan's estimate (ftscale.costplan); None: unpriced
     # The run's Job name: ftscale.identity.job_name(study, key), the one spelling of it.
     job_name: str = ""
     # Cached: hashing the identity 1,000 times per pass was most of a pass's time.

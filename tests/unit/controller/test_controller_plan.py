@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ftscale import results as rc
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
@@ -352,3 +354,35 @@ def test_a_new_fit_replaces_every_field_of_a_failed_one():
     assert "fit Job" not in (fit["message"] or "") and "could be fitted" not in fit["message"]
     c = conditions_of(ok)
     assert c["Fitted"]["status"] == "True" and "could be fitted" not in c["Fitted"]["message"]
+
+
+def test_a_budget_starts_runs_while_they_fit_then_fits_what_finished():
+    """spec.budget.gpuHours: runs start in grid order while spent + under way + next stay within
+    it (estimates from the cost plan); then BudgetExhausted, and once nothing runs, the fit."""
+    s = spec(maxParallelRuns=20)
+    grid = runs(s)
+    priced = [r for r in grid if r.gpu_hours]
+    assert priced, "the GPU model's runs are priced by the cost plan"
+    first_two = sum(r.gpu_hours for r in priced[:2])
+    s["budget"] = {"gpuHours": first_two * 1.01}
+    p = run_plan(s)
+    created = {j["metadata"]["name"] for j in p.create_jobs}
+    blocked = [r for r in grid if r.job_name not in created]
+    assert blocked and conditions_of(p)["BudgetExhausted"]["status"] == "True"
+    assert p.status["plan"]["notStarted"] == len(blocked)
+    assert p.status["plan"]["gpuHours"] == pytest.approx(sum(r.gpu_hours for r in priced), rel=1e-5)
+    # every started run finishes (its GPU time measured): nothing runs, so the study fits
+    started = [r for r in grid if r.job_name in created]
+    jobs, pods = [], []
+    for r in started:
+        j, pd = succeeded(r)
+        jobs.append(j)
+        pods.append(pd)
+    q = run_plan(s, status=p.status, jobs=jobs, pods=pods)
+    assert q.create_jobs == [] and q.fit_job is not None
+    assert conditions_of(q)["BudgetExhausted"]["status"] == "True"
+    assert q.status["gpuHoursSpent"] > 0  # wall seconds × GPUs of the GPU runs
+    # raising the budget starts the rest
+    s["budget"] = {"gpuHours": 1e9}
+    r = run_plan(s, status=q.status, jobs=jobs, pods=pods)
+    assert len(r.create_jobs) == len(blocked) and conditions_of(r)["BudgetExhausted"]["status"] == "False"
