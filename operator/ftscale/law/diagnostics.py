@@ -267,7 +267,7 @@ def _centred_samples(samples, log_x, log_d) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def interval_flags(params, intervals: dict, samples: Sequence, level: float,
+def interval_flags(intervals: dict, samples: Sequence, level: float,
                    log_x: np.ndarray, log_d: np.ndarray, exact: bool) -> list[Flag]:
     """ZeroWidthInterval and WideInterval per parameter, and CorrelatedParameters (A–α).
 
@@ -329,10 +329,10 @@ def heldout_flag(delta_fit: float, delta_heldout: float | None) -> list[Flag]:
     if delta_heldout is None or not math.isfinite(delta_heldout):
         return []
     if delta_heldout > HELDOUT_RATIO * delta_fit and delta_heldout > HELDOUT_FLOOR:
+        ratio = delta_heldout / max(delta_fit, 1e-300)
         return [Flag(HELD_OUT_MUCH_WORSE, None,
-                     f"held-out error {delta_heldout:.3g} is {delta_heldout / max(delta_fit, 1e-300):.3g}× "
-                     f"the fit error {delta_fit:.3g}: the law does not extrapolate to the "
-                     "held-out runs")]
+                     f"held-out error {delta_heldout:.3g} is {ratio:.3g}× the fit error "
+                     f"{delta_fit:.3g}: the law does not extrapolate to the held-out runs")]
     return []
 
 
@@ -364,7 +364,7 @@ def law_flags(*, params, convergence, stage1, x: np.ndarray, d: np.ndarray, y: n
         flags += design_flags(fx, fd)
     flags += bound_flags(params, fx, fd, fy)
     exact = delta_fit <= EXACT_FIT_RTOL * float(np.mean(np.abs(fy)))
-    flags += interval_flags(params, intervals, samples, level, fx, fd, exact)
+    flags += interval_flags(intervals, samples, level, fx, fd, exact)
     if requested:
         flags += replicate_flag(requested, sum(s is not None for s in samples))
     flags += heldout_flag(delta_fit, delta_heldout)

@@ -13,8 +13,8 @@ from ftscale.law import fit_law
 from ftscale.law.diagnostics import (AT_BOUND, CODES, CORRELATED_PARAMETERS,
                                      HELD_OUT_MUCH_WORSE, ILL_CONDITIONED, NOT_CONVERGED,
                                      NOT_IDENTIFIABLE, REPLICATES_DROPPED, WIDE_INTERVAL,
-                                     ZERO_WIDTH_INTERVAL, Flag, design_flags, design_problem,
-                                     heldout_flag, interval_flags)
+                                     ZERO_WIDTH_INTERVAL, Flag, bound_flags, design_flags,
+                                     design_problem, heldout_flag, interval_flags)
 from ftscale.law.errors import LawInputError, NotIdentifiable
 from ftscale.law.fit import LawParams, check_enough, make_factor
 from ftscale.law.options import AxisHoldout
@@ -195,15 +195,14 @@ def _mult(log_a, alpha, beta, log_e):
 
 
 def test_zero_width_interval_only_when_the_data_are_not_exact():
-    point = _mult(10.0, 0.5, 0.1, math.log(1e-9))
     rng = np.random.default_rng(0)
     samples = [_mult(10.0 + 22 * a, 0.5 + a, 0.1, math.log(1e-9))
                for a in rng.normal(0, 0.01, 50)]
     intervals = {"E": (1e-9, 1e-9), "alpha": (0.48, 0.52), "A": (1.0, 2.0)}
     lx, ld = np.log([1e9, 2e9, 4e9]), np.log([1e4, 1e5, 1e6])
-    found = interval_flags(point, intervals, samples, 0.95, lx, ld, exact=False)
+    found = interval_flags(intervals, samples, 0.95, lx, ld, exact=False)
     assert [(f.code, f.parameter) for f in found] == [(ZERO_WIDTH_INTERVAL, "E")]
-    assert interval_flags(point, intervals, samples, 0.95, lx, ld, exact=True) == []
+    assert interval_flags(intervals, samples, 0.95, lx, ld, exact=True) == []
 
 
 def test_wide_intervals_judge_a_at_the_data_not_at_x_equal_1():
@@ -214,17 +213,32 @@ def test_wide_intervals_judge_a_at_the_data_not_at_x_equal_1():
     alphas = 0.5 + rng.normal(0, 0.03, 100)
     centre = 1.0 + rng.normal(0, 0.02, 100)  # the term at the data's centre: well determined
     samples = [_mult(c + a * xc + 0.1 * dc, a, 0.1, -0.3) for c, a in zip(centre, alphas)]
-    point = samples[0]
     la = [s.log_A for s in samples]
     intervals = {"A": (math.exp(min(la)), math.exp(max(la))), "alpha": (0.44, 0.56),
                  "E": (0.70, 0.76), "beta": (0.09, 0.11)}
     assert intervals["A"][1] / intervals["A"][0] > 10
-    assert interval_flags(point, intervals, samples, 0.95, lx, ld, exact=False) == []
+    assert interval_flags(intervals, samples, 0.95, lx, ld, exact=False) == []
     intervals["E"] = (0.01, 0.7)
     intervals["beta"] = (-0.6, 0.7)
-    found = interval_flags(point, intervals, samples, 0.95, lx, ld, exact=False)
+    found = interval_flags(intervals, samples, 0.95, lx, ld, exact=False)
     assert {(f.code, f.parameter) for f in found} == {(WIDE_INTERVAL, "E"),
                                                       (WIDE_INTERVAL, "beta")}
+
+
+def test_bound_rules():
+    lx, ld = np.log([1e9, 2e9, 4e9]), np.log([1e4, 1e5, 1e6])
+    y = np.array([1.2, 1.0, 0.8])
+    healthy = _mult(math.log(1.2e5), 0.52, 0.15, math.log(0.75))
+    assert bound_flags(healthy, lx, ld, y) == []
+    log_a = 5.97 * lx.mean() - 1.98 * ld.mean()  # the power term ≈ 1 nat at the data
+    near = {(f.code, f.parameter)
+            for f in bound_flags(_mult(log_a, 5.97, -1.98, math.log(0.75)), lx, ld, y)}
+    assert near == {(AT_BOUND, "alpha"), (AT_BOUND, "beta")}
+    # E at 0.05 % of the smallest loss: at its lower bound; A's term likewise
+    tiny_e = _mult(math.log(1.2e5), 0.52, 0.15, math.log(0.0005 * 0.8))
+    assert [f.parameter for f in bound_flags(tiny_e, lx, ld, y)] == ["E"]
+    tiny_a = _mult(math.log(1e-9), 0.52, 0.15, math.log(0.75))
+    assert [f.parameter for f in bound_flags(tiny_a, lx, ld, y)] == ["A"]
 
 
 def test_heldout_rule_needs_ratio_and_floor():
