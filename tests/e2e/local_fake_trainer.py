@@ -6,8 +6,10 @@ same result contract, no torch. Its test loss follows a planted law,
 so that the fit and the report have something real to recover. Behaviour switches (env):
 FAKE_SLEEP=seconds per run; FAKE_FAIL=<run id>[,...] exits 1 without a result;
 FAKE_BAD_CONFIG=<run id> exits 2; FAKE_HANG=<run id> sleeps forever (for deadline tests);
-FAKE_LOG=path appends "<run id>" per start (to count starts). `main(argv)` also stands in for
-ftscale_trainer.__main__.main in tests of the fork launcher.
+FAKE_LOG=path appends "<run id>" per start (to count starts); FAKE_PIDS=path appends the PIDs
+of the trainer and of a child it starts in its process group (a worker that outlives it unless
+its group is killed); FAKE_IGNORE_TERM=1 ignores SIGTERM (only SIGKILL stops it). `main(argv)`
+also stands in for ftscale_trainer.__main__.main in tests of the fork launcher.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import json
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         with open(os.environ["FAKE_LOG"], "a") as log:
             log.write(run + "\n")
     print(f"fake trainer: {run} {cfg['model']} {cfg['method']} D={cfg['data_size']}", flush=True)
+    if os.environ.get("FAKE_IGNORE_TERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.environ.get("FAKE_PIDS"):
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
+                                  stdin=subprocess.DEVNULL)  # same process group
+        with open(os.environ["FAKE_PIDS"], "a") as pids:
+            pids.write(f"{os.getpid()} {worker.pid}\n")
     if run in os.environ.get("FAKE_BAD_CONFIG", "").split(","):
         print("config error: bad", file=sys.stderr)
         return 2

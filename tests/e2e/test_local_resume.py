@@ -187,7 +187,7 @@ def test_ctrl_c_leaves_a_resumable_state(env):
     proc.send_signal(signal.SIGINT)
     text, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, text
-    assert "interrupted:" in text and "run the same command again to resume" in text
+    assert "interrupted (SIGINT):" in text and "run the same command again to resume" in text
     kept = wd.all_results()
     assert 2 <= len(kept) < 6
     # no trainer survived its parent
@@ -215,3 +215,84 @@ def test_a_missing_toy_world_or_data_file_stops_before_any_run(env, monkeypatch)
         "train": "nope/train.jsonl", "dev": "nope/dev.jsonl", "test": "nope/test.jsonl"}})
     code, text = run(data, env / "wd2")
     assert code == 2 and f"{env / 'nope' / 'train.jsonl'} does not exist" in text
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (in a container, PID 1 may never reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+def test_one_run_per_workdir_and_sigterm_stops_every_trainer(env):
+    """A second `ftscale run` on a busy workdir refuses with the first one's PID and starts
+    nothing; SIGTERM (what `timeout`, systemd and batch schedulers send) stops every trainer's
+    process group, exits 143, and the same command resumes."""
+    study = write_study(env / "s.yaml", execution={"maxParallelRuns": 2})
+    cmd = [sys.executable, "-m", "ftscale", "run", str(study), "--workdir", str(env / "wd"),
+           "--no-report", "--parallel", "2"]
+    environ = dict(os.environ, FAKE_SLEEP="600", FAKE_PIDS=str(env / "pids"),
+                   FTSCALE_STOP_GRACE_SECONDS="5",
+                   PYTHONPATH=f"{ROOT / 'operator'}:{ROOT / 'trainer_image'}")
+    proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                (env / "pids").exists() and len((env / "pids").read_text().splitlines()) == 2):
+            time.sleep(0.1)
+        before = starts(env)
+        assert len(before) == 2
+        code, text = run(study, env / "wd")
+        assert code == 2, text
+        assert f"in use by another `ftscale run` (pid {proc.pid})" in text
+        assert starts(env) == before  # the second run started nothing
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out
+    assert "interrupted (SIGTERM)" in out and "exited on SIGTERM" in out
+    pids = [int(p) for line in (env / "pids").read_text().splitlines() for p in line.split()]
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "a trainer or its worker outlived ftscale run"
+    # the lock went with the process: the same command resumes and finishes
+    os.environ.pop("FAKE_PIDS", None)
+    code, text = run(study, env / "wd")
+    assert code == 0, text
+    assert "2 interrupted" in text and len(Workdir(env / "wd").all_results()) == 6
+
+
+def test_a_yaml_syntax_error_is_one_line(env):
+    study = env / "s.yaml"
+    study.write_text("apiVersion: ftscale.io/v1alpha1\nkind: ScalingStudy\nmetadata:\n"
+                     "  name: mini\nspec:\n  models: [{name: m1, source: toy:m1}\n"
+                     "  methods: []\n")
+    code, text = run(study, env / "wd")
+    assert code == 2
+    assert text.strip().splitlines() == [
+        f"error: {study}:7:3: not valid YAML: while parsing a flow sequence, expected ',' or "
+        "']', but got '<scalar>'"]
+
+
+def test_a_study_name_that_is_not_a_dns_label_never_reaches_the_workdir_path(env, monkeypatch):
+    monkeypatch.chdir(env)
+    doc = json.loads(json.dumps(STUDY))
+    doc["metadata"]["name"] = "../../escape"
+    (env / "s.yaml").write_text(yaml.safe_dump(doc))
+    code, text = run_default_workdir(env / "s.yaml")
+    assert code == 2 and "metadata.name must be a DNS label" in text and "got ../../escape" in text
+    assert not (env / "runs").exists() and not (env.parent.parent / "escape").exists()
+
+
+def run_default_workdir(study: Path) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_study(str(study), fit=False, out=out, err=err)
+    return code, out.getvalue() + err.getvalue()

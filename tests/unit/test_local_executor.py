@@ -144,3 +144,168 @@ def test_fork_launcher_runs_the_trainer_main_in_children(tmp_path, monkeypatch):
     assert "fake trainer:" in wd.log_file(runs[0].run_id).read_text()
     assert "(fork)" in wd.log_file(runs[0].run_id).read_text()
     assert events.count("start") == 3 and events.count("finish") == 3
+
+
+# ---- issue 14: the workdir lock, and stopping on SIGINT/SIGTERM ----------------------------
+def test_workdir_lock_refuses_a_second_holder_with_the_pid(tmp_path):
+    import os
+
+    import pytest
+
+    from ftscale.local.workdir import WorkdirBusy
+
+    first = Workdir(tmp_path / "wd").lock().acquire()
+    with pytest.raises(WorkdirBusy) as info:
+        Workdir(tmp_path / "wd").lock().acquire()
+    assert info.value.pid == os.getpid() and f"pid {os.getpid()}" in str(info.value)
+    first.release()
+    with Workdir(tmp_path / "wd").lock():  # released: free again
+        pass
+
+
+def test_a_dead_holders_lock_does_not_block(tmp_path):
+    """The kernel drops a flock when its holder dies (here: SIGKILL, no clean-up), so a
+    crash never leaves a workdir locked; the stale PID in the file does not matter."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from ftscale.local.workdir import WorkdirBusy
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ftscale.local.workdir import Workdir; "
+         "Workdir(sys.argv[1]).lock().acquire(); print('locked', flush=True); time.sleep(600)",
+         str(tmp_path / "wd")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WorkdirBusy) as info:
+            Workdir(tmp_path / "wd").lock().acquire()
+        assert info.value.pid == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    with Workdir(tmp_path / "wd").lock():
+        assert (tmp_path / "wd" / ".lock").read_text().split() == [str(os_getpid())]
+
+
+def os_getpid() -> int:
+    import os
+    return os.getpid()
+
+
+def test_a_forked_trainer_does_not_keep_the_workdir_locked(tmp_path):
+    """Children forked while the lock is held (the fork launcher's trainers) close their copy
+    of it: a trainer that outlives `ftscale run` must not lock the workdir out."""
+    import os
+
+    lock = Workdir(tmp_path).lock().acquire()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(ready_w, b"x")  # os.fork has returned here: the at-fork hook has run
+        time_sleep(30)
+        os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        lock.release()
+        with Workdir(tmp_path).lock():
+            pass
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def time_sleep(seconds: float) -> None:
+    import time
+    time.sleep(seconds)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (in a container, PID 1 may never reap the orphans)."""
+    from pathlib import Path
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _stop_study(tmp_path, monkeypatch, *, ignore_term: bool, grace: float, signals: list[int]):
+    """Two stand-in trainers (each with a worker child in its process group) that run until
+    stopped; `signals` are sent to this process once both have started. Returns the
+    Outcome and every PID the trainers started."""
+    import os
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from ftscale.local.executor import SUBPROCESS, Executor
+
+    fake = Path(__file__).resolve().parents[1] / "e2e" / "local_fake_trainer.py"
+    monkeypatch.setenv("FTSCALE_TRAINER_CMD", f"{sys.executable} {fake}")
+    monkeypatch.setenv("FAKE_SLEEP", "600")
+    monkeypatch.setenv("FAKE_PIDS", str(tmp_path / "pids"))
+    if ignore_term:
+        monkeypatch.setenv("FAKE_IGNORE_TERM", "1")
+    runs = RUNS[:2]
+    configs = {r.run_id: grid.trainer_config("u", SPEC, r) for r in runs}
+    pids_file = tmp_path / "pids"
+
+    def signal_when_started():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if pids_file.exists() and len(pids_file.read_text().splitlines()) == 2:
+                break
+            time.sleep(0.05)
+        for n, sig in enumerate(signals):
+            # Signals sent back to back coalesce into one: send each once the last was noted.
+            while executor.signals is None or executor.signals.count < n:
+                time.sleep(0.01)
+            os.kill(os.getpid(), sig)
+
+    sender = threading.Thread(target=signal_when_started, daemon=True)
+    executor = Executor(Workdir(tmp_path / "wd"), "u", runs, configs, parallel=2, threads=1,
+                        launcher=SUBPROCESS, stop_grace=grace)
+    sender.start()
+    outcome = executor.run()
+    sender.join()
+    pids = [int(p) for line in pids_file.read_text().splitlines() for p in line.split()]
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return outcome, pids, runs
+
+
+def test_sigterm_stops_every_trainers_process_group(tmp_path, monkeypatch):
+    from ftscale.local.executor import EXITED_ON_TERM
+
+    outcome, pids, runs = _stop_study(tmp_path, monkeypatch, ignore_term=False, grace=60,
+                                      signals=[signal.SIGTERM])
+    assert outcome.interrupted and outcome.signal == signal.SIGTERM
+    assert outcome.stopped == {r.run_id: EXITED_ON_TERM for r in runs}
+    assert len(pids) == 4 and not [p for p in pids if _alive(p)]  # trainers and their workers
+    assert outcome.results == {}  # nothing recorded: the runs resume next time
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
+def test_trainers_that_ignore_sigterm_are_killed_after_the_grace_period(tmp_path, monkeypatch):
+    from ftscale.local.executor import KILLED_AFTER_GRACE
+
+    outcome, pids, runs = _stop_study(tmp_path, monkeypatch, ignore_term=True, grace=0.5,
+                                      signals=[signal.SIGINT])
+    assert outcome.interrupted and outcome.signal == signal.SIGINT
+    assert outcome.stopped == {r.run_id: KILLED_AFTER_GRACE for r in runs}
+    assert not [p for p in pids if _alive(p)]  # the group kill reached the workers too
+
+
+def test_a_second_signal_kills_at_once_and_never_skips_the_kill(tmp_path, monkeypatch):
+    """A second Ctrl-C during the grace period: SIGKILL now (it once interrupted the stop
+    and left the trainers running)."""
+    from ftscale.local.executor import KILLED_ON_SECOND_SIGNAL
+
+    outcome, pids, runs = _stop_study(tmp_path, monkeypatch, ignore_term=True, grace=300,
+                                      signals=[signal.SIGINT, signal.SIGINT])
+    assert outcome.stopped == {r.run_id: KILLED_ON_SECOND_SIGNAL for r in runs}
+    assert not [p for p in pids if _alive(p)]

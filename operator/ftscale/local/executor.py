@@ -8,9 +8,14 @@ one small class (`Executor`). What a restart sees is what is on disk (ftscale.lo
 * an unreadable result, or one that is not this run's, is reported, moved aside
   (result.json.corrupt-<time>) and the run is redone — it is never silently used.
 
-Trainer processes run in their own session, so a Ctrl-C reaches only `ftscale run`, which then
-stops them (SIGTERM: the trainer saves a checkpoint; SIGKILL after a grace period), records
-nothing for them and exits 130; the same command resumes. Retries follow the Job semantics of
+Trainer processes run in their own session (and process group), so a Ctrl-C reaches only
+`ftscale run`. On SIGINT or SIGTERM (Ctrl-C, `timeout`, systemd, a batch scheduler) it stops
+every trainer's process group — SIGTERM, on which the trainer saves a checkpoint, then SIGKILL
+after a grace period (FTSCALE_STOP_GRACE_SECONDS, default 15), or at once on a second signal
+— records nothing for them and exits 128 + the signal (130, 143); the same command resumes.
+The handlers only note the signal; the loop acts on it, so no exception lands half-way
+through starting a trainer or in the middle of the stop (a second Ctrl-C once skipped the
+kill that way). Retries follow the Job semantics of
 the cluster, from the same exit-code table (ftscale.api.outcomes): a retriable failure (a crash,
 an interruption, the OOM killer) is retried up to execution.backoffLimit times; a non-retriable
 one (invalid config, non-finite loss, CUDA out of memory) and a deadline are not.
@@ -43,9 +48,20 @@ from ftscale.api import outcomes as oc
 from ftscale.api import run_contract
 from ftscale.results import ResultError, RunResult, parse_result
 
-# How long a stopped trainer gets to exit after SIGTERM before SIGKILL.
+# How long a stopped trainer gets to exit after SIGTERM before SIGKILL: time to save a
+# checkpoint (the trainer saves on SIGTERM). $FTSCALE_STOP_GRACE_SECONDS overrides it.
 STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How each trainer was stopped (Outcome.stopped): it exited on SIGTERM within the grace
+# period, was killed when the grace period ran out, or was killed on a second signal.
+EXITED_ON_TERM, KILLED_AFTER_GRACE, KILLED_ON_SECOND_SIGNAL = (
+    "exited on SIGTERM", "SIGKILL after the grace period", "SIGKILL on a second signal")
+
+
+def stop_grace_seconds() -> float:
+    value = os.environ.get("FTSCALE_STOP_GRACE_SECONDS")
+    return float(value) if value else STOP_GRACE_SECONDS
 LOG_TAIL_BYTES = 1500
 
 
@@ -274,6 +290,36 @@ class Outcome:
     interrupted: bool = False
     stopped_early: str | None = None  # why no more runs were started (maxFailedRuns)
 
+    signal: int | None = None  # the signal that interrupted the session
+    stopped: dict[str, str] = field(default_factory=dict)  # run id → how its trainer stopped
+
+
+class _StopSignals:
+    """While active: SIGINT and SIGTERM are noted (count, first signal), never raised, so the
+    executor decides when to act on them. Restores the previous handlers on exit. Outside the
+    main thread, where Python cannot install handlers, it does nothing."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = signum
+
+    def __enter__(self) -> "_StopSignals":
+        try:
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._note)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 class Executor:
     """Starts trainer processes for `runs`, at most `parallel` at once (and never more GPUs than
@@ -287,7 +333,7 @@ class Executor:
                  gpus: tuple[str, ...] = (), backoff_limit: int = 0,
                  deadline_seconds: float | None = None, max_failed_runs: int = -1,
                  failed_before: int = 0, launcher: str = SUBPROCESS,
-                 command: list[str] | None = None,
+                 command: list[str] | None = None, stop_grace: float | None = None,
                  on_event: Callable[[str, PlannedRun, RunResult | None], None] | None = None):
         self.workdir = workdir
         self.study = study
@@ -307,6 +353,8 @@ class Executor:
         self.launcher = launcher
         self.command = command
 
+        self.stop_grace = stop_grace_seconds() if stop_grace is None else stop_grace
+        self.signals: _StopSignals | None = None
     # -- one process --
     def _gpus_for(self, run: PlannedRun) -> int:
         if not self.all_gpus:
@@ -363,21 +411,32 @@ class Executor:
         self.on_event("finish", act.run, result)
         return result
 
-    def _stop_all(self) -> None:
+    def _stop_all(self, signals: _StopSignals) -> dict[str, str]:
+        """Stop every trainer: SIGTERM to each process group, then SIGKILL to the groups still
+        alive when the grace period ends or a further signal arrives; then SIGKILL to every
+        group once more (children a trainer left behind), and reap. Returns run id → how it
+        stopped."""
+        how: dict[str, str] = {}
         for act in self.active.values():
             _signal_group(act.proc, signal.SIGTERM)
-        end = time.monotonic() + STOP_GRACE_SECONDS
-        for act in list(self.active.values()):
-            try:
-                act.proc.wait(timeout=max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(act.proc, signal.SIGKILL)
-                act.proc.wait()
+        # A second signal, whenever it came (even before this stop began), means "kill now".
+        end = time.monotonic() + self.stop_grace
+        while any(act.proc.poll() is None for act in self.active.values()):
+            if signals.count > 1 or time.monotonic() >= end:
+                break
+            time.sleep(0.05)
+        late = KILLED_ON_SECOND_SIGNAL if signals.count > 1 else KILLED_AFTER_GRACE
+        for run_id, act in self.active.items():
+            how[run_id] = EXITED_ON_TERM if act.proc.poll() is not None else late
+            _signal_group(act.proc, signal.SIGKILL)
+        for act in self.active.values():
+            act.proc.wait()
             act.log.close()
         self.active.clear()
 
     def _can_start(self, run: PlannedRun) -> bool:
         if len(self.active) >= self.parallel:
+        return how
             return False
         return len(self.free_gpus) >= self._gpus_for(run)
 
@@ -386,10 +445,26 @@ class Executor:
         results: dict[str, RunResult] = {}
         stopped = None
         try:
+        """Run the queue to the end, or until SIGINT/SIGTERM (then stop every trainer and
+        return an interrupted Outcome). Signal handlers are installed only for the call."""
+        with _StopSignals() as signals:
+            self.signals = signals  # what a test or a caller may look at while it runs
+            try:
+                return self._loop(signals)
+            except BaseException:
+                # Whatever went wrong here, no trainer outlives this call.
+                self._stop_all(signals)
+                raise
+
+    def _loop(self, signals: _StopSignals) -> Outcome:
             while self.queue or self.active:
                 if 0 <= self.max_failed < self.failed and self.queue:
                     stopped = (f"{self.failed} runs failed, more than execution.maxFailedRuns="
                                f"{self.max_failed}: no new runs were started")
+                if signals.first is not None:
+                    how = self._stop_all(signals)
+                    return Outcome(results, interrupted=True, stopped_early=stopped,
+                                   signal=signals.first, stopped=how)
                     self.queue.clear()
                 while self.queue and self._can_start(self.queue[0]):
                     self._start(self.queue.pop(0))
@@ -405,9 +480,13 @@ class Executor:
                         result = self._finish(act, code, timed_out)
                         if result is not None:
                             results[act.run.run_id] = result
-        except KeyboardInterrupt:
-            self._stop_all()
-            return Outcome(results, interrupted=True, stopped_early=stopped)
+        except KeyboardInterrupt:  # SIGINT outside the main thread's handler
+            how = self._stop_all(signals)
+            return Outcome(results, interrupted=True, stopped_early=stopped,
+                           signal=signal.SIGINT, stopped=how)
+        if signals.first is not None:  # a signal after the last run finished: nothing to stop
+            return Outcome(results, interrupted=True, stopped_early=stopped,
+                           signal=signals.first)
         return Outcome(results, stopped_early=stopped)
 
 

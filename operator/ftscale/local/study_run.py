@@ -3,7 +3,8 @@
 `run_study(...)` is what the command calls; it returns an exit code and prints what happened.
 Steps:
 1. load the study against the CRD (same messages as the API server, as far as the schema goes);
-2. check the workdir: a study edited in a way that would mix incomparable results (the CRD's
+2. lock the workdir (a second `ftscale run` on it refuses with the first one's PID), then
+   check it: a study edited in a way that would mix incomparable results (the CRD's
    immutability rules) is refused, with what to do instead;
 3. expand the grid, write every trainer config up front (a config error stops before any run);
 4. classify runs from disk and run what is missing (ftscale.local.executor);
@@ -13,6 +14,7 @@ Steps:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,8 @@ from ftscale import grid
 from ftscale.local import devices as devmod
 from ftscale.local.executor import Executor, choose_launcher, describe, plan_resume
 from ftscale.local.metrics import LocalMetrics
-from ftscale.local.workdir import CORRUPT, DONE, FAILED, INTERRUPTED, NEW, Workdir
+from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, Workdir,
+                                   WorkdirBusy)
 from ftscale.results import RunResult
 from ftscale.spec import (Study, StudySyntaxError, StudyValidationError, load_study,
                            validate_manifest)
@@ -32,7 +35,11 @@ from ftscale.spec import (Study, StudySyntaxError, StudyValidationError, load_st
 EXIT_OK = 0
 EXIT_RUNS_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT; in general 128 + the signal (143 for SIGTERM), as a shell
+
+
+def interrupted_exit_code(signum: int | None) -> int:
+    return 128 + signum if signum else EXIT_INTERRUPTED
 
 
 def default_workdir(study: Study) -> Path:
@@ -189,7 +196,28 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
         print(f"error: cannot read {study_file}: {exc}", file=err)
         return EXIT_USAGE
     wd = Workdir(workdir or default_workdir(study))
+    if dry_run:  # reads only: no lock needed, and it must not refuse while a run goes on
+        return _run_locked(study, study_file, wd, parallel=parallel, retry_failed=retry_failed,
+                           use_gpus=use_gpus, dry_run=True, fit=fit, metrics_port=metrics_port,
+                           data_root=data_root, models_root=models_root, out=out, err=err)
+    try:
+        lock = wd.lock().acquire()
+    except WorkdirBusy as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    try:
+        return _run_locked(study, study_file, wd, parallel=parallel, retry_failed=retry_failed,
+                           use_gpus=use_gpus, dry_run=False, fit=fit, metrics_port=metrics_port,
+                           data_root=data_root, models_root=models_root, out=out, err=err)
+    finally:
+        lock.release()
 
+
+def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | None,
+                retry_failed: bool, use_gpus: bool, dry_run: bool, fit: bool,
+                metrics_port: int | None, data_root: str | None, models_root: str | None,
+                out: TextIO, err: TextIO) -> int:
+    """Steps 2-5 of run_study, with the workdir locked (unless dry_run)."""
     # 2. the workdir
     problems = check_resume(wd, study)
     if problems:
@@ -269,12 +297,15 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
     results = {**plan.finished, **outcome.results}
     wd.write_results_table(list(results.values()))
     if outcome.interrupted:
-        print(f"\ninterrupted: {len(results)} of {len(runs)} runs are finished and kept; "
-              f"run the same command again to resume:\n  ftscale run {study_file} "
+        by = signal.Signals(outcome.signal).name if outcome.signal else "SIGINT"
+        print(f"\ninterrupted ({by}): {len(results)} of {len(runs)} runs are finished and "
+              f"kept; run the same command again to resume:\n  ftscale run {study_file} "
               f"--workdir {wd.root}", file=out)
+        for run_id, how in sorted(outcome.stopped.items()):
+            print(f"  stopped {run_id}: {how}", file=out)
         if metrics:
             metrics.close()
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code(outcome.signal)
     if outcome.stopped_early:
         print(f"stopped: {outcome.stopped_early}", file=out)
     n_failed = sum(1 for r in results.values() if not r.ok)
@@ -295,6 +326,19 @@ def run_study(study_file: str, *, workdir: str | None = None, parallel: int | No
 def rerender(workdir: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """`ftscale report DIR`: fit and report again from what DIR holds (nothing is trained)."""
     wd = Workdir(workdir)
+    if not wd.study_file.is_file():
+        print(f"error: {wd.study_file} not found: {workdir} is not a workdir of `ftscale run` "
+              f"(run `ftscale run STUDY.yaml --workdir {workdir}` first)", file=err)
+        return EXIT_USAGE
+    try:
+        with wd.lock():
+            return _rerender_locked(wd, workdir, out, err)
+    except WorkdirBusy as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+
+
+def _rerender_locked(wd: Workdir, workdir: str, out: TextIO, err: TextIO) -> int:
     manifest = wd.recorded_manifest()
     if manifest is None:
         print(f"error: {wd.study_file} not found: {workdir} is not a workdir of `ftscale run` "

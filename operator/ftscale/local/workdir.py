@@ -4,6 +4,7 @@ each run is in. Everything `ftscale run` knows after a restart it reads from her
 Layout (docs/study.md):
 
     WORKDIR/
+      .lock                    held (flock) by the `ftscale run` using the workdir; holds its PID
       study.yaml               the study as first run here (defaults applied); resume checks it
       runs/<run id>/
         config.json            the trainer config of the run
@@ -22,6 +23,8 @@ does not match its folder counts as CORRUPT: it is never silently used.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -43,6 +46,89 @@ NEW = "new"  # never started
 
 # The folder ftscale_trainer saves on SIGTERM and resumes from (`--output DIR/checkpoint`).
 RESUME_CHECKPOINT = "checkpoint"
+
+
+class WorkdirBusy(RuntimeError):
+    """Another process holds the workdir's lock. `.pid` is its PID (None if unreadable)."""
+
+    def __init__(self, root: Path, pid: int | None):
+        self.root, self.pid = root, pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"{root} is in use by another `ftscale run` ({who}); wait for it to "
+                         f"finish, stop it (kill -INT {pid or '<pid>'}; it resumes later), or "
+                         "use another --workdir")
+
+
+class WorkdirLock:
+    """An exclusive flock on WORKDIR/.lock for as long as one `ftscale run` uses the workdir.
+
+    Two runs on one workdir would start every run twice and delete each other's attempts. The
+    lock is the kernel's: released when the holder exits, however it exits (a crash, SIGKILL,
+    a power cut), so a stale lock file never blocks — only a live holder does. The file holds
+    the holder's PID for the message. Trainers forked by the holder close their copy of the
+    descriptor (os.register_at_fork), so a trainer that outlives its parent does not keep
+    the workdir locked."""
+
+    FILE = ".lock"
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / self.FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> "WorkdirLock":
+        """Take the lock or raise WorkdirBusy at once (never waits)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise WorkdirBusy(self.path.parent, _read_pid(self.path)) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        _HELD_LOCK_FDS.add(fd)
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            _HELD_LOCK_FDS.discard(self.fd)
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> "WorkdirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# Lock descriptors this process holds; a forked child (a trainer of the fork launcher) closes
+# its copies, which leaves the parent's lock as it is (flock belongs to the open file, and the
+# parent still has it open).
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_lock_fds_in_child)
 
 
 @dataclass(frozen=True)
@@ -122,6 +208,10 @@ class Workdir:
     @property
     def results_table(self) -> Path:
         return self.root / "results.jsonl"
+
+    def lock(self) -> WorkdirLock:
+        """The workdir's lock, to use as `with wd.lock():` (raises WorkdirBusy)."""
+        return WorkdirLock(self.root)
 
     # ---- the study -----------------------------------------------------------------------------
     def recorded_manifest(self) -> dict[str, Any] | None:
