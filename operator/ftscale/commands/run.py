@@ -31,8 +31,13 @@ Examples:
   ftscale run study.yaml --workdir /scratch/my-study --parallel 4 --metrics-port 9400
   ftscale run study.yaml --dry-run          # show what would run, start nothing
 
+One `ftscale run` per workdir: a second one refuses with the first one's PID. Ctrl-C or
+SIGTERM stops every trainer (SIGTERM, then SIGKILL after FTSCALE_STOP_GRACE_SECONDS, default
+15, or at once on a second Ctrl-C).
+
 Exit codes: 0 all runs succeeded and the report is written; 1 some runs failed (the report
-covers the rest); 2 the study or workdir is invalid (nothing ran); 130 interrupted (resumable).
+covers the rest); 2 the study or workdir is invalid, or the workdir is in use (nothing ran);
+130 interrupted by Ctrl-C, 143 by SIGTERM (resumable).
 """
 
 
