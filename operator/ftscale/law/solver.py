@@ -193,12 +193,13 @@ def polish_many(theta0: np.ndarray, pts: Points, ys: np.ndarray, ws: np.ndarray,
     (B × P; fixed entries may differ per row). Returns (B × P optima, B Convergences).
 
     Each row is judged exactly as polish() judges one fit; a row that the batched
-    Levenberg–Marquardt leaves unconverged or on a bound is re-polished by polish() from
-    where it stopped, so the verdicts mean the same thing either way. Rows never interact:
+    Levenberg–Marquardt leaves unconverged or on a bound is polished by polish() from its
+    start instead, so the verdicts mean the same thing either way. Rows never interact:
     the result of a row does not depend on the others.
     """
     B = ys.shape[0]
-    theta = np.array(np.broadcast_to(theta0, (B, len(free))), dtype=float)
+    starts = np.array(np.broadcast_to(theta0, (B, len(free))), dtype=float)
+    theta = starts.copy()
     lo, hi = _bounds_arrays(form, pts.n_factors)
     fidx = np.flatnonzero(free)
     theta[:, fidx] = np.clip(theta[:, fidx], lo[fidx], hi[fidx])
@@ -247,8 +248,11 @@ def polish_many(theta0: np.ndarray, pts: Points, ys: np.ndarray, ws: np.ndarray,
     convs = _judge_rows(theta, pts, ys, ws, form, residual, delta, free, steps, evals,
                         strategy)
     for b in np.flatnonzero([not c.converged for c in convs]):
-        # the scalar polish has its own line search and bound handling: let it finish
-        theta[b], convs[b] = polish(theta[b], pts.with_weights(ws[b], ys[b]), form, residual,
+        # LM could not reach a stationary point (typically E or an exponent drifting to a
+        # bound): the replicate gets exactly the scalar polish a one-at-a-time bootstrap
+        # would give it, from the same start (restarting from where LM stalled doubled the
+        # time of a study's bootstrap, docs/law.md §5).
+        theta[b], convs[b] = polish(starts[b], pts.with_weights(ws[b], ys[b]), form, residual,
                                     delta, free, strategy=strategy)
     return theta, convs
 
