@@ -151,7 +151,19 @@ def progress_panels() -> list:
         .no_value("none")
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .color_scheme(dashboard.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("red"))
-        .span(24).height(4),
+        .span(16).height(4),
+        stat.Panel()
+        .title("GPU-hours spent")
+        .description("GPU-hours (wall time × GPUs) held by the runs that finished in the "
+                     "dashboard's time range — what spec.budget.gpuHours is spent on (the "
+                     "study's total is status.gpuHoursSpent).")
+        .with_target(query(
+            f"sum by (namespace, study) (increase("
+            f"{metric('ftscale_study_gpu_seconds_total')}{{{STUDY_FILTER}}}[$__range])) / 3600",
+            "{{namespace}}/{{study}}", instant=True))
+        .unit("short").decimals(2)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .span(8).height(4),
     ]
 
 

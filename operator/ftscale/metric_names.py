@@ -37,6 +37,9 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("ftscale_run_failures_total", "counter",
            "Runs that ended Failed, by reason (OOMKilled, DeadlineExceeded, InvalidConfig, ...).",
            STUDY + ("reason",)),
+    Metric("ftscale_study_gpu_seconds_total", "counter",
+           "GPU-seconds held by the study's finished runs (wall seconds × GPUs), counted as "
+           "their results arrive: what spec.budget.gpuHours is spent on.", STUDY),
     Metric("ftscale_run_test_loss", "gauge",
            "Final test loss (nats/token, mean over seeds) of a finished condition.",
            STUDY + ("model", "method", "pet_size", "data_size")),

@@ -25,6 +25,7 @@ STUDY_METRICS = (
     "ftscale_study_runs", "ftscale_study_runs_expected", "ftscale_study_fitted",
     "ftscale_study_fit_failed", "ftscale_study_last_progress_timestamp_seconds",
     "ftscale_run_failures_total", "ftscale_run_test_loss", "ftscale_fit_parameter",
+    "ftscale_study_gpu_seconds_total",
 )
 
 
@@ -78,6 +79,11 @@ class StudyMetrics:
 
     def count_failure(self, namespace: str, study: str, reason: str | None) -> None:
         self.m["ftscale_run_failures_total"].labels(namespace, study, reason or "Unknown").inc()
+
+    def count_gpu_seconds(self, namespace: str, study: str, seconds: float | None) -> None:
+        """A finished run's GPU-seconds (0 for CPU runs: the series exists all the same)."""
+        self.m["ftscale_study_gpu_seconds_total"].labels(namespace, study).inc(
+            max(0.0, seconds or 0.0))
 
     def set_progress(self, namespace: str, study: str, timestamp: float) -> None:
         self.m["ftscale_study_last_progress_timestamp_seconds"].labels(namespace, study).set(

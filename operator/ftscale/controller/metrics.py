@@ -36,6 +36,7 @@ class OperatorMetrics:
             counts[phase] = counts.get(phase, 0) + 1
         self.study.set_runs(namespace, study, counts, len(plan.run_phases))
         for h in plan.harvested:
+            self.study.count_gpu_seconds(namespace, study, h.result.gpu_seconds)
             if not h.result.ok:
                 self.study.count_failure(namespace, study, h.result.reason)
         if plan.harvested:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ftscale.budget import gpu_seconds
 from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
                                    check_identity)
@@ -51,7 +52,6 @@ from ftscale.results import ResultError, RunResult, parse_result
 # How long a stopped trainer gets to exit after SIGTERM before SIGKILL: time to save a
 # checkpoint (the trainer saves on SIGTERM). $FTSCALE_STOP_GRACE_SECONDS overrides it.
 STOP_GRACE_SECONDS = 15.0
-POLL_SECONDS = 0.2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How each trainer was stopped (Outcome.stopped): it exited on SIGTERM within the grace
 # period, was killed when the grace period ran out, or was killed on a second signal.
@@ -62,6 +62,7 @@ EXITED_ON_TERM, KILLED_AFTER_GRACE, KILLED_ON_SECOND_SIGNAL = (
 def stop_grace_seconds() -> float:
     value = os.environ.get("FTSCALE_STOP_GRACE_SECONDS")
     return float(value) if value else STOP_GRACE_SECONDS
+POLL_SECONDS = 0.2
 LOG_TAIL_BYTES = 1500
 
 
@@ -289,7 +290,6 @@ class Outcome:
     results: dict[str, RunResult]  # run id → terminal result of this session
     interrupted: bool = False
     stopped_early: str | None = None  # why no more runs were started (maxFailedRuns)
-
     signal: int | None = None  # the signal that interrupted the session
     stopped: dict[str, str] = field(default_factory=dict)  # run id → how its trainer stopped
 
@@ -320,6 +320,7 @@ class _StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
 
 class Executor:
     """Starts trainer processes for `runs`, at most `parallel` at once (and never more GPUs than
@@ -352,9 +353,9 @@ class Executor:
         self.attempts: dict[str, int] = {}
         self.launcher = launcher
         self.command = command
-
         self.stop_grace = stop_grace_seconds() if stop_grace is None else stop_grace
         self.signals: _StopSignals | None = None
+
     # -- one process --
     def _gpus_for(self, run: PlannedRun) -> int:
         if not self.all_gpus:
@@ -405,6 +406,8 @@ class Executor:
             return None
         if result.wall_seconds is None:
             result = replace(result, wall_seconds=round(time.monotonic() - act.started, 3))
+        if result.gpu_seconds is None:
+            result = replace(result, gpu_seconds=gpu_seconds(result.wall_seconds, len(act.gpus)))
         self.workdir.commit_result(act.run.run_id, result)
         if not result.ok:
             self.failed += 1
@@ -433,18 +436,15 @@ class Executor:
             act.proc.wait()
             act.log.close()
         self.active.clear()
+        return how
 
     def _can_start(self, run: PlannedRun) -> bool:
         if len(self.active) >= self.parallel:
-        return how
             return False
         return len(self.free_gpus) >= self._gpus_for(run)
 
     # -- the loop --
     def run(self) -> Outcome:
-        results: dict[str, RunResult] = {}
-        stopped = None
-        try:
         """Run the queue to the end, or until SIGINT/SIGTERM (then stop every trainer and
         return an interrupted Outcome). Signal handlers are installed only for the call."""
         with _StopSignals() as signals:
@@ -457,14 +457,17 @@ class Executor:
                 raise
 
     def _loop(self, signals: _StopSignals) -> Outcome:
+        results: dict[str, RunResult] = {}
+        stopped = None
+        try:
             while self.queue or self.active:
-                if 0 <= self.max_failed < self.failed and self.queue:
-                    stopped = (f"{self.failed} runs failed, more than execution.maxFailedRuns="
-                               f"{self.max_failed}: no new runs were started")
                 if signals.first is not None:
                     how = self._stop_all(signals)
                     return Outcome(results, interrupted=True, stopped_early=stopped,
                                    signal=signals.first, stopped=how)
+                if 0 <= self.max_failed < self.failed and self.queue:
+                    stopped = (f"{self.failed} runs failed, more than execution.maxFailedRuns="
+                               f"{self.max_failed}: no new runs were started")
                     self.queue.clear()
                 while self.queue and self._can_start(self.queue[0]):
                     self._start(self.queue.pop(0))

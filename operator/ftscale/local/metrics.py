@@ -36,6 +36,7 @@ class LocalMetrics:
         self.results[result.run_id] = result
         if new:
             self.writer.set_progress(NAMESPACE, self.study, time.time())
+            self.writer.count_gpu_seconds(NAMESPACE, self.study, result.gpu_seconds)
             if not result.ok:
                 self.writer.count_failure(NAMESPACE, self.study, result.reason)
         self.writer.set_results(NAMESPACE, self.study, self.results.values())

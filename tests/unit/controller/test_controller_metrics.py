@@ -28,7 +28,8 @@ def test_a_pass_updates_phase_gauges_failures_and_losses():
     text = generate_latest(m.registry).decode()
     series = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert series <= metric_names.exported_series_names() | {n + "_created" for n in metric_names.BY_NAME} | {
-        "ftscale_run_failures_created", "ftscale_reconcile_errors_created"}
+        "ftscale_run_failures_created", "ftscale_reconcile_errors_created",
+        "ftscale_study_gpu_seconds_created"}
     assert 'ftscale_study_runs{namespace="ns",phase="Succeeded",study="demo"} 1.0' in text
     assert 'ftscale_run_failures_total{namespace="ns",reason="OOMKilled",study="demo"} 1.0' in text
     assert 'ftscale_run_test_loss{data_size="100",method="fmt",model="tiny-1",namespace="ns",pet_size="none",study="demo"} 2.5' in text
