@@ -15,6 +15,22 @@ OUTPUT_FLAG = "--output"  # folder for result.json (full form), config.json, che
 METRICS_PORT_FLAG = "--metrics-port"  # serve Prometheus metrics while training
 
 
+# The default trainer on N > 1 GPUs of one pod: one process per GPU, started by torchrun
+# (what `accelerate launch` runs underneath); the trainer uses accelerate inside. SIGTERM
+# reaches torchrun, which forwards it to every rank (docs/trainer.md, "Several processes").
+TORCHRUN = ("torchrun", "--standalone", "--nnodes=1")
+
+
+def launcher(command: Sequence[str] | None, processes: int) -> list[str]:
+    """The command that starts the trainer with `processes` processes (one per GPU). A
+    trainer of your own (`command`) is started as given: it launches its own processes."""
+    if command:
+        return list(command)
+    if processes > 1:
+        return [*TORCHRUN, f"--nproc_per_node={processes}", "-m", DEFAULT_COMMAND[-1]]
+    return list(DEFAULT_COMMAND)
+
+
 def trainer_argv(command: Sequence[str] | None, config_path: str, output_dir: str | None = None,
                  metrics_port: int | None = None) -> list[str]:
     """The full command line of one run: `command` (or the default) + the contract's flags."""

@@ -188,9 +188,9 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     results = (execution.get("volumes") or {}).get("results")
     output = (f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/{run.run_id}"
               if results else None)
-    command = run_contract.trainer_argv(execution.get("command"),
-                                        f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}", output,
-                                        settings.trainer_metrics_port)
+    command = run_contract.trainer_argv(
+        run_contract.launcher(execution.get("command"), run.gpus),
+        f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}", output, settings.trainer_metrics_port)
     container = {
         "name": names.RUN_CONTAINER,
         "image": run.image or trainer_image(execution, settings),
