@@ -632,7 +632,8 @@ def plan_study(spec: dict[str, Any], study_name: str = "study", *, gpu_type: str
 
 
 # ---- the memory check ---------------------------------------------------------------------
-def _capacity_declared(spec: dict[str, Any]) -> bool:
+def capacity_declared(spec: dict[str, Any]) -> bool:
+    """Whether the spec says how much memory its GPUs have (else nothing is checked)."""
     execution = spec.get("execution", {})
     return "gpuMemoryGiB" in execution or "type" in (execution.get("gpu") or {})
 
@@ -643,7 +644,7 @@ def check_fits(spec: dict[str, Any], study_name: str = "study") -> list[str]:
     settings at their most frugal, naming the estimate and what to change. Empty when all fit,
     when no run uses a GPU, or when the spec says nothing about its GPUs. Raises CostPlanError
     or grid.GridError as plan_study does."""
-    if not _capacity_declared(spec):
+    if not capacity_declared(spec):
         return []
     return fit_problems(spec, plan_study(spec, study_name))
 

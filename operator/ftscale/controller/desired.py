@@ -16,17 +16,27 @@ from ftscale.spec import with_defaults
 log = logging.getLogger(__name__)
 
 
+class StudyRejected(ValueError):
+    """A spec the API server accepted but no run of which should start (e.g. a run that cannot
+    fit its GPUs' memory); the message says what to change."""
+
+
 def gpu_hour_estimates(study: str, spec: Mapping[str, Any]) -> dict[str, float | None]:
     """run id → estimated GPU-hours (the cost plan, ftscale.costplan). A spec the cost plan
     cannot price (bad GPU settings) prices nothing: the study still runs, without a budget
-    check on estimates (measured GPU-hours still count)."""
+    check on estimates (measured GPU-hours still count). Raises StudyRejected when a run
+    cannot fit `gpus × execution.gpuMemoryGiB` — the same check `ftscale run` makes."""
     from ftscale import costplan
 
     try:
         study_plan = costplan.plan_study(dict(spec), study)
+        problems = (costplan.fit_problems(dict(spec), study_plan)
+                    if costplan.capacity_declared(dict(spec)) else [])
     except Exception as exc:  # noqa: BLE001 - pricing must never stop a study
         log.warning("study %s: no cost plan (%s: %s)", study, type(exc).__name__, exc)
         return {}
+    if problems:
+        raise StudyRejected("runs that cannot fit their GPUs' memory: " + " | ".join(problems))
     return {r.run_id: r.gpu_hours for r in study_plan.runs}
 
 

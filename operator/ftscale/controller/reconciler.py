@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ftscale.controller import names
-from ftscale.controller.desired import desired_runs
+from ftscale.controller.desired import StudyRejected, desired_runs
 from ftscale.controller.kube import Conflict, Kube
 from ftscale.controller.metrics import OperatorMetrics
 from ftscale.controller.observe import JobView, PodView, format_time
@@ -229,6 +229,9 @@ class Reconciler:
             try:
                 memory.desired = desired_runs(name, spec)
                 memory.desired_error = None
+            except StudyRejected as exc:
+                memory.desired = None
+                memory.desired_error = str(exc)
             except Exception as exc:  # noqa: BLE001 - any expansion failure is a spec problem
                 memory.desired = None
                 memory.desired_error = f"cannot expand the grid: {type(exc).__name__}: {exc}"

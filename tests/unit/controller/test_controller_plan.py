@@ -386,3 +386,19 @@ def test_a_budget_starts_runs_while_they_fit_then_fits_what_finished():
     s["budget"] = {"gpuHours": 1e9}
     r = run_plan(s, status=q.status, jobs=jobs, pods=pods)
     assert len(r.create_jobs) == len(blocked) and conditions_of(r)["BudgetExhausted"]["status"] == "False"
+
+
+def test_a_study_whose_runs_cannot_fit_their_gpus_is_rejected_before_any_job_starts():
+    from ftscale.controller.desired import StudyRejected, desired_runs
+
+    s = spec(gpuMemoryGiB=80)
+    s["models"] = [{"name": "big", "source": "meta-llama/Llama-2-7b-hf",
+                    "parameters": 6_476_271_616, "gpus": 1}]
+    s["methods"] = [{"name": "fmt"}]
+    with pytest.raises(StudyRejected, match="cannot fit"):
+        desired_runs(STUDY.name, s)
+    # the reconciler reports it as InvalidSpec: the study fails with that message, no Job
+    p = plan(STUDY, s, {}, None, [], [], NOW, SETTINGS, spec_error="runs that cannot fit ...")
+    assert p.create_jobs == [] and conditions_of(p)["Failed"]["reason"] == cond.INVALID_SPEC
+    s["models"][0]["gpus"] = 4  # sharded over 4 GPUs it fits
+    assert desired_runs(STUDY.name, s)
