@@ -233,7 +233,11 @@ def polish_many(theta0: np.ndarray, pts: Points, ys: np.ndarray, ws: np.ndarray,
         damp = _rowdot(irls, jf * jf)
         damp = np.maximum(damp, 1e-12 * np.max(damp, axis=1, keepdims=True) + 1e-300)
         system = gn + lam[rows, None, None] * damp[:, :, None] * eye[None]
-        step = -np.linalg.solve(system, grad[..., None])[..., 0]
+        try:
+            step = -np.linalg.solve(system, grad[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # an exactly singular row: leave the batch to polish()
+            active[rows] = False
+            break
         trial = th.copy()
         trial[:, fidx] = np.clip(th[:, fidx] + step, lo[fidx], hi[fidx])
         new_value = batch_objective(trial, pts, ys[rows], w, form, residual, delta)
