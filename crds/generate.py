@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 from ftscale import spec_patterns as patterns  # noqa: E402
 from ftscale.api import meta, phases  # noqa: E402
 from ftscale.api.status import ENTRY_FIELDS, PHASE_ENUM  # noqa: E402
-from ftscale.spec import held_out_rules  # noqa: E402
+from ftscale.spec import BUILTIN_TASKS as BUILTIN_TASK_NAMES, held_out_rules  # noqa: E402
 
 GROUP, VERSION, KIND, PLURAL = meta.GROUP, meta.VERSION, meta.KIND, meta.PLURAL
 
@@ -80,6 +80,11 @@ def number(description, **extra):
 
 def boolean(description, **extra):
     return {"type": "boolean", "description": description, **extra}
+
+
+# Lists of distinct scalars: the API server refuses a repeat as `<path>[i]: Duplicate value: v`,
+# naming the value (a CEL rule's message cannot afford to: see docs/study.md).
+SET = {"x-kubernetes-list-type": "set"}
 
 
 def array(description, items, **extra):
@@ -214,21 +219,21 @@ def toleration():
 
 # ---- the spec ----------------------------------------------------------------------------
 DNS_LABEL = patterns.DNS_LABEL
-# Built-in tasks of the trainer (ftscale_trainer.world.TASKS; tests/unit/test_spec_crd.py keeps
-# them equal): evaluation.zeroShot may name them without a task.zeroShotSets entry.
-BUILTIN_TASKS = ["toy-en-de", "toy-en-fr", "toy-fr-de", "toy-sum"]
+# Built-in tasks of the trainer (ftscale.spec.BUILTIN_TASKS, kept equal to
+# ftscale_trainer.world.TASKS by a test): evaluation.zeroShot may name them without a
+# task.zeroShotSets entry.
+BUILTIN_TASKS = list(BUILTIN_TASK_NAMES)
 
 
 def relative_path(description):
     """A path read from the data volume: relative to its mount path and never climbing out of
     it (a `..` component), so a study reads only the volume it mounts — and, locally, only
-    files under --data-root or the study's folder. (The error's field path names the field.)"""
+    files under --data-root or the study's folder. (The API server's error shows the path and
+    the value, so the message needs neither.)"""
     inside = ("!self.startsWith('/') && self != '..' && !self.startsWith('../') && "
               "!self.endsWith('/..') && !self.contains('/../')")
     return string(description, minLength=1, maxLength=1024, **{"x-kubernetes-validations": [
-        rule(inside, "must be a path relative to the data volume, without '..'",
-             message_expression="'must be a path relative to the data volume, without ..: "
-                                "got ' + self")]})
+        rule(inside, "must be a path relative to the data volume, without '..'")]})
 
 TASK = obj(
     "What the models are finetuned on and evaluated with. Either a built-in task of the "
@@ -373,7 +378,7 @@ METHOD = obj(
         "name": string("The method.", enum=["fmt", "lora", "prompt"]),
         "sizes": array(PET_SIZES_DESC, integer("A LoRA rank or prompt length.", minimum=1,
                                                maximum=MAX_PET_SIZE),
-                       minItems=1, maxItems=MAX_PET_SIZES),
+                       minItems=1, maxItems=MAX_PET_SIZES, **SET),
         "defaultSize": integer("The PET size used on every model for the model-size and "
                                "pretraining-data factors. Default: the first of sizes.",
                                minimum=1, maximum=MAX_PET_SIZE),
@@ -385,8 +390,8 @@ METHOD = obj(
         "dataSizes": array(
             "Finetuning data sizes for this method instead of spec.dataSizes (the paper uses "
             "larger D_f for fmt than for PET).",
-            integer("Number of finetuning examples."),
-            minItems=1, maxItems=MAX_DATA_SIZES),
+            integer("Number of finetuning examples.", minimum=1),
+            minItems=1, maxItems=MAX_DATA_SIZES, **SET),
         "loraTargets": array(
             "lora only: module names LoRA adapts, matched as peft does (a dotted name suffix); "
             "`all-linear` = every linear layer of the decoder blocks, `peft-default` = peft's "
@@ -412,34 +417,12 @@ METHOD = obj(
         rule("self.name == 'fmt' || has(self.sizes)",
              "methods[].sizes is required for lora and prompt: list LoRA ranks or prompt "
              "lengths, e.g. sizes: [4]"),
-        rule("!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))",
-             "methods[].sizes must be unique: remove the repeated size",
-             message_expression="'methods[].sizes must be unique: ' + string(self.sizes.filter("
-                                "s, !self.sizes.exists_one(t, t == s))[0]) + ' is repeated'",
-             field_path=".sizes"),
         rule("!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)",
              "methods[].defaultSize must be one of methods[].sizes: add it to sizes or "
-             "change it",
-             message_expression="'methods[].defaultSize ' + string(self.defaultSize) + ' must "
-                                "be one of methods[].sizes: add it to sizes or change it'",
-             field_path=".defaultSize"),
+             "change it", field_path=".defaultSize"),
         rule("!has(self.sizeSweepModels) || self.name != 'fmt'",
              "methods[name=fmt].sizeSweepModels is not allowed: fmt has no PET sizes",
              field_path=".sizeSweepModels"),
-        rule("!has(self.dataSizes) || self.dataSizes.all(d, d > 0)",
-             "methods[].dataSizes must be positive numbers of finetuning examples: remove 0 "
-             "and negative values",
-             message_expression="'methods[].dataSizes must be positive numbers of finetuning "
-                                "examples: remove ' + string(self.dataSizes.filter(d, d <= 0)"
-                                "[0])",
-             field_path=".dataSizes"),
-        rule("!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e "
-             "== d))",
-             "methods[].dataSizes must be unique: remove the repeated data size",
-             message_expression="'methods[].dataSizes must be unique: ' + string(self.dataSizes"
-                                ".filter(d, !self.dataSizes.exists_one(e, e == d))[0]) + ' is "
-                                "repeated'",
-             field_path=".dataSizes"),
         rule("self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha) && "
              "!has(self.loraDropout))",
              "methods[].loraTargets, loraAlpha and loraDropout apply only to lora: remove them "
@@ -680,12 +663,12 @@ SPEC = obj(
                          maxItems=3, **{"x-kubernetes-list-type": "map",
                                         "x-kubernetes-list-map-keys": ["name"]}),
         "dataSizes": array("Finetuning data sizes D_f (examples), unless a method sets its own.",
-                           integer("Number of finetuning examples."),
-                           maxItems=MAX_DATA_SIZES),
+                           integer("Number of finetuning examples.", minimum=1),
+                           maxItems=MAX_DATA_SIZES, **SET),
         "seeds": array("Seeds; each picks a different random data subset and initialisation "
                        "(the paper averages 3). The fit uses the mean over seeds.",
                        integer("A seed.", minimum=0), minItems=1, maxItems=MAX_SEEDS,
-                       default=[0]),
+                       default=[0], **SET),
         "training": training("Training settings shared by all runs (omitted fields take the "
                              "trainer's per-method defaults). Immutable after creation.",
                              with_defaults=True),
@@ -711,59 +694,21 @@ SPEC = obj(
         rule("self.dataSizes.size() > 0",
              "spec.dataSizes needs at least one data size (number of finetuning examples)",
              field_path=".dataSizes"),
-        rule("self.dataSizes.all(d, d > 0)",
-             "spec.dataSizes must be positive numbers of finetuning examples: remove 0 and "
-             "negative values",
-             message_expression="'spec.dataSizes must be positive numbers of finetuning "
-                                "examples: remove ' + string(self.dataSizes.filter(d, d <= 0)"
-                                "[0])",
-             field_path=".dataSizes"),
-        rule(_CHECKPOINT_OF_KNOWN.format(m="m"),
+        rule(_CHECKPOINT_OF_KNOWN,
              "spec.models[].checkpointOf must name another model of spec.models that is not "
-             "itself a checkpoint: add that model or fix the name",
-             message_expression="'spec.models[].checkpointOf must name another model of "
-                                "spec.models that is not itself a checkpoint: ' + "
-                                "self.models.filter(m, !(" + _CHECKPOINT_OF_ONE + "))[0]"
-                                ".checkpointOf + ' (of model ' + self.models.filter(m, !("
-                                + _CHECKPOINT_OF_ONE + "))[0].name + ') is not one'",
-             field_path=".models"),
+             "itself a checkpoint: add that model or fix the name", field_path=".models"),
         rule(f"self.models.all(m, {_CHAIN_TOKENS_ONE})",
              "spec.models[].pretrainingTokens is required for every model of a checkpointOf "
              "chain that is not a toy: model: it is the X of the pretraining-data factor",
-             message_expression="'spec.models[].pretrainingTokens is required for every model "
-                                "of a checkpointOf chain that is not a toy: model (it is the X "
-                                "of the pretraining-data factor): model ' + self.models.filter("
-                                f"m, !({_CHAIN_TOKENS_ONE}))[0].name + ' has none'",
              field_path=".models"),
         rule("self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
              "self.models.exists(x, x.name == n)))",
              "spec.methods[].sizeSweepModels must name models of spec.models: fix the name or "
-             "add the model",
-             message_expression="'spec.methods[].sizeSweepModels must name models of "
-                                "spec.models: ' + self.methods.filter(m, has(m.sizeSweepModels))"
-                                ".map(m, m.sizeSweepModels.filter(n, !self.models.exists(x, "
-                                "x.name == n))).filter(l, l.size() > 0)[0][0] + ' is not one: "
-                                "fix the name or add the model'",
-             field_path=".methods"),
-        rule("self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))",
-             "spec.dataSizes must be unique: remove the repeated data size",
-             message_expression="'spec.dataSizes must be unique: ' + string(self.dataSizes"
-                                ".filter(d, !self.dataSizes.exists_one(e, e == d))[0]) + ' is "
-                                "repeated'",
-             field_path=".dataSizes"),
-        rule("self.seeds.all(s, self.seeds.exists_one(t, t == s))",
-             "spec.seeds must be unique: remove the repeated seed",
-             message_expression="'spec.seeds must be unique: ' + string(self.seeds.filter(s, "
-                                "!self.seeds.exists_one(t, t == s))[0]) + ' is repeated'",
-             field_path=".seeds"),
+             "add the model", field_path=".methods"),
         rule(f"{_GRID_SIZE} <= {MAX_RUNS}",
              f"spec: the grid has more than {MAX_RUNS} runs (models × methods × sizes × "
              "dataSizes × seeds): split the study, or use methods[].sizeSweepModels / "
-             "methods[].dataSizes to prune it",
-             message_expression=f"'spec: the grid has ' + string({_GRID_SIZE}) + ' runs, more "
-                                f"than {MAX_RUNS} (models × methods × sizes × dataSizes × "
-                                "seeds): split the study, or use methods[].sizeSweepModels / "
-                                "methods[].dataSizes to prune it'"),
+             "methods[].dataSizes to prune it"),
         rule(_ZERO_SHOT_KNOWN,
              "spec.evaluation.zeroShot must name built-in tasks ("
              + ", ".join(BUILTIN_TASKS) + ") or sets of spec.task.zeroShotSets",
@@ -773,9 +718,9 @@ SPEC = obj(
                                 "spec.task.zeroShotSets: add it there with a path, or fix the "
                                 "name'",
              field_path=".evaluation.zeroShot"),
-        *[rule(text, f"{field} must leave at least two data sizes of each method to fit",
-               message_expression=message, field_path=path)
-          for text, message, field, path in held_out_rules()],
+        *[rule(text, f"{field} leaves fewer than 2 data sizes of a method to fit (the fit needs "
+                     "them to find beta): hold out fewer data sizes", field_path=path)
+          for text, field, path in held_out_rules()],
         rule("self.training == oldSelf.training",
              "spec.training is immutable: finished runs were trained with the old settings; "
              "create a new ScalingStudy instead", field_path=".training"),
@@ -897,8 +842,7 @@ def crd() -> dict:
                     "names are <study>-<run id> and must fit in 63",
                     message_expression=f"'metadata.name must be at most {MAX_STUDY_NAME} "
                                        "characters (run Job names are <study>-<run id> and "
-                                       "must fit in 63): ' + self.metadata.name + ' has ' + "
-                                       "string(self.metadata.name.size())"),
+                                       "must fit in 63): got ' + self.metadata.name"),
                rule(f"self.metadata.name.matches(r'{patterns.DNS_LABEL}')",
                     "metadata.name must be a DNS label (lower-case letters, digits and '-'): "
                     "it names run Jobs and labels, and locally the workdir runs/<name>",

@@ -209,7 +209,7 @@ def _api_server_message(error: jsonschema.ValidationError, prefix: str) -> str:
     if v in ("maxItems", "maxProperties"):
         return f"{path}: Too many: {len(inst)}: must have at most {error.validator_value} items"
     if v == "maxLength":
-        return f"{path}: Too long: may not be longer than {error.validator_value}"
+        return f"{path}: Too long: may not be more than {error.validator_value} bytes"
     bound = {
         "minimum": ("should be greater than{eq} {x}", "exclusiveMinimum"),
         "maximum": ("should be less than{eq} {x}", "exclusiveMaximum"),
@@ -257,9 +257,8 @@ def _schema_errors(schema: dict[str, Any], value: Any, prefix: str) -> tuple[lis
 
 
 def _go_map_literal(item: dict[str, Any], keys: list[str]) -> str:
-    """How the API server prints a map-list key in a Duplicate error (Go's %#v of the keys)."""
-    fields = ",".join(f"{json.dumps(k)}:{json.dumps(item.get(k))}" for k in keys)
-    return "map[string]interface {}{" + fields + "}"
+    """How the API server prints a map-list item in a Duplicate error: its keys as JSON."""
+    return json.dumps({k: item.get(k) for k in keys}, separators=(",", ":"))
 
 
 def list_duplicates(schema: dict[str, Any], value: Any, path: str) -> list[str]:
@@ -291,7 +290,8 @@ def list_duplicates(schema: dict[str, Any], value: Any, path: str) -> list[str]:
 
 def name_errors(name: Any) -> list[str]:
     """metadata.name as the API server checks every object's name (an RFC 1123 subdomain),
-    before the CRD's own rule (a DNS label, for Job names and the local workdir)."""
+    before the CRD's own rule (a DNS label, which keeps `.` out of Job names and the local
+    workdir path too)."""
     if not isinstance(name, str) or not name:
         return ["metadata.name: Required value: name or generateName is required"]
     out = []
@@ -397,18 +397,17 @@ def _held_out_parts(path: str, pet_only: bool) -> tuple[str, str]:
     return guard, one
 
 
-def held_out_rules() -> list[tuple[str, str, str, str]]:
-    """(rule, message expression, field, field path from spec) for each held-out `d` setting: listed held-out data
-    sizes must leave each method two data sizes to fit (all of them when it has fewer)."""
+def held_out_rules() -> list[tuple[str, str, str]]:
+    """(rule, field, field path from spec) for each held-out `d` setting: listed held-out data
+    sizes must leave each method two data sizes to fit (all of them when it has fewer). The
+    message cannot name the value: a CEL message expression over these lists is more than
+    the API server's cost estimate allows; the field path and the message say which setting."""
     out = []
     for path, field_name, pet_only in HELD_OUT_D_SETTINGS:
         guard, one = _held_out_parts(path, pet_only)
         text = (f"!({guard}) || {path} in ['largest', 'none'] || "
                 f"self.methods.all(m, {one})")
-        message = (f"'{field_name} ' + {path} + ' leaves fewer than {MIN_FIT_DATA_SIZES} data "
-                   f"sizes of method ' + self.methods.filter(m, !({one}))[0].name + ' to fit "
-                   "(the fit needs them to find beta): hold out fewer data sizes'")
-        out.append((text, message, field_name, path[len("self"):]))
+        out.append((text, field_name, path[len("self"):]))
     return out
 
 
@@ -430,24 +429,15 @@ def _held_out_method_ok(s: dict, m: dict, setting: str, pet_only: bool) -> bool:
     return len(kept) >= min(len(sizes), MIN_FIT_DATA_SIZES)
 
 
-def _held_out_checks() -> tuple[dict[str, Recheck], dict[str, Callable[[Any], str]]]:
-    checks, messages = {}, {}
-    for (text, _, field_name, _), (path, _, pet_only) in zip(held_out_rules(),
-                                                          HELD_OUT_D_SETTINGS):
+def _held_out_checks() -> dict[str, Recheck]:
+    checks = {}
+    for (text, _, _), (path, _, pet_only) in zip(held_out_rules(), HELD_OUT_D_SETTINGS):
         def ok(s, o, path=path, pet_only=pet_only):
             setting = _held_out_setting(s, path)
             return setting is None or setting in ("largest", "none") or all(
                 _held_out_method_ok(s, m, setting, pet_only) for m in s["methods"])
-
-        def message(s, path=path, pet_only=pet_only, field_name=field_name):
-            setting = _held_out_setting(s, path)
-            bad = _first(s["methods"],
-                         lambda m: not _held_out_method_ok(s, m, setting, pet_only))
-            return (f"{field_name} {setting} leaves fewer than {MIN_FIT_DATA_SIZES} data sizes "
-                    f"of method {bad['name']} to fit (the fit needs them to find beta): hold "
-                    "out fewer data sizes")
-        checks[text], messages[text] = ok, message
-    return checks, messages
+        checks[text] = ok
+    return checks
 
 
 BUILTIN_TASKS = ("toy-en-de", "toy-en-fr", "toy-fr-de", "toy-sum")
@@ -517,16 +507,10 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "self.name != 'fmt' || !has(self.sizes)":
         lambda s, o: s["name"] != "fmt" or not _has(s, "sizes"),
     "self.name == 'fmt' || has(self.sizes)": lambda s, o: s["name"] == "fmt" or _has(s, "sizes"),
-    "!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))":
-        lambda s, o: _unique(s.get("sizes", [])),
     "!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)":
         lambda s, o: not _has(s, "defaultSize") or s["defaultSize"] in s.get("sizes", []),
     "!has(self.sizeSweepModels) || self.name != 'fmt'":
         lambda s, o: not _has(s, "sizeSweepModels") or s["name"] != "fmt",
-    "!has(self.dataSizes) || self.dataSizes.all(d, d > 0)":
-        lambda s, o: all(d > 0 for d in s.get("dataSizes", [])),
-    "!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
-        lambda s, o: _unique(s.get("dataSizes", [])),
     "self.name == 'lora' || (!has(self.loraTargets) && !has(self.loraAlpha) && "
     "!has(self.loraDropout))": lambda s, o: s["name"] == "lora" or not any(
         _has(s, k) for k in ("loraTargets", "loraAlpha", "loraDropout")),
@@ -537,7 +521,6 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "self.models.size() > 0": lambda s, o: len(s["models"]) > 0,
     "self.methods.size() > 0": lambda s, o: len(s["methods"]) > 0,
     "self.dataSizes.size() > 0": lambda s, o: len(s["dataSizes"]) > 0,
-    "self.dataSizes.all(d, d > 0)": lambda s, o: all(d > 0 for d in s["dataSizes"]),
     "self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
     "&& !has(b.checkpointOf)))": lambda s, o: all(_checkpoint_of_ok(s, m) for m in s["models"]),
     "self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
@@ -547,9 +530,6 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "self.models.exists(x, x.name == n)))": lambda s, o: all(
         n in {x["name"] for x in s["models"]}
         for m in s["methods"] for n in m.get("sizeSweepModels", [])),
-    "self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
-        lambda s, o: _unique(s["dataSizes"]),
-    "self.seeds.all(s, self.seeds.exists_one(t, t == s))": lambda s, o: _unique(s["seeds"]),
     "self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : self.dataSizes.size()) * "
     "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
     "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
@@ -558,16 +538,19 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "z in ['toy-en-de', 'toy-en-fr', 'toy-fr-de', 'toy-sum'] || (has(self.task.zeroShotSets) && "
     "self.task.zeroShotSets.exists(s, s.name == z)))": lambda s, o: all(
         _zero_shot_known(s, z) for z in s.get("evaluation", {}).get("zeroShot", [])),
-    **_held_out_checks()[0],
+    **_held_out_checks(),
 }
 
 # The rules' messageExpressions, in Python: rule text → (self) -> the message. Only evaluated
-# on failure, as the API server does, so each may assume its rule failed.
+# on failure, as the API server does, so each may assume its rule failed. Only rules over
+# short strings have one: the API server estimates a message expression over a list (a
+# repeated value, the model a checkpointOf names) far above its cost budget, so those rules
+# point at the field (fieldPath) and the value is named by an OpenAPI error instead where it
+# can be (list-type set: Duplicate value; minimum).
 CEL_MESSAGES: dict[str, Callable[[Any], str]] = {
     f"self.metadata.name.size() <= {MAX_STUDY_NAME}": lambda s: (
         f"metadata.name must be at most {MAX_STUDY_NAME} characters (run Job names are "
-        f"<study>-<run id> and must fit in 63): {s['metadata']['name']} has "
-        f"{len(s['metadata']['name'])}"),
+        f"<study>-<run id> and must fit in 63): got {s['metadata']['name']}"),
     f"self.metadata.name.matches(r'{patterns.DNS_LABEL}')": lambda s: (
         "metadata.name must be a DNS label (lower-case letters, digits and -): it names run "
         "Jobs and labels, and locally the workdir runs/<name>; got " + s["metadata"]["name"]),
@@ -579,62 +562,18 @@ CEL_MESSAGES: dict[str, Callable[[Any], str]] = {
     f"self.promptTemplate.matches(r'{patterns.TEMPLATE}')": lambda s: (
         "spec.task.promptTemplate may use only the placeholders {source}, {source_lang} and "
         "{target_lang} (other braces break every run): got " + s["promptTemplate"]),
-    _RELATIVE_PATH_RULE: lambda s: f"must be a path relative to the data volume, without ..: got {s}",
     _LABEL_KEY_RULE: lambda s: (
         "key " + _first(list(s), lambda k: not _label_key_ok(k)) + " is not a label key: use "
         "[prefix/]name, the name at most 63 letters, digits, -, _ and . starting and ending "
         "with a letter or digit, the prefix a DNS subdomain"),
     "!has(self.checkpointOf) || self.checkpointOf != self.name": lambda s: (
         f"models[].checkpointOf must name another model, not the model itself ({s['name']})"),
-    "!has(self.sizes) || self.sizes.all(s, self.sizes.exists_one(t, t == s))": lambda s: (
-        f"methods[].sizes must be unique: {_cel_str(_repeated(s['sizes']))} is repeated"),
-    "!has(self.defaultSize) || (has(self.sizes) && self.defaultSize in self.sizes)": lambda s: (
-        f"methods[].defaultSize {s['defaultSize']} must be one of methods[].sizes: add it to "
-        "sizes or change it"),
-    "!has(self.dataSizes) || self.dataSizes.all(d, d > 0)": lambda s: (
-        "methods[].dataSizes must be positive numbers of finetuning examples: remove "
-        + _cel_str(_first(s["dataSizes"], lambda d: d <= 0))),
-    "!has(self.dataSizes) || self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))":
-        lambda s: (f"methods[].dataSizes must be unique: {_repeated(s['dataSizes'])} is "
-                   "repeated"),
-    "self.dataSizes.all(d, d > 0)": lambda s: (
-        "spec.dataSizes must be positive numbers of finetuning examples: remove "
-        + _cel_str(_first(s["dataSizes"], lambda d: d <= 0))),
-    "self.models.all(m, !has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
-    "&& !has(b.checkpointOf)))": lambda s: (lambda m: (
-        "spec.models[].checkpointOf must name another model of spec.models that is not itself "
-        f"a checkpoint: {m['checkpointOf']} (of model {m['name']}) is not one"))(
-        _first(s["models"], lambda m: not _checkpoint_of_ok(s, m))),
-    "self.models.all(m, m.source.startsWith('toy:') || has(m.pretrainingTokens) || "
-    "!(has(m.checkpointOf) || self.models.exists(c, has(c.checkpointOf) && c.checkpointOf == "
-    "m.name)))": lambda s: (
-        "spec.models[].pretrainingTokens is required for every model of a checkpointOf chain "
-        "that is not a toy: model (it is the X of the pretraining-data factor): model "
-        + _first(s["models"], lambda m: not _chain_tokens_ok(s, m))["name"] + " has none"),
-    "self.methods.all(m, !has(m.sizeSweepModels) || m.sizeSweepModels.all(n, "
-    "self.models.exists(x, x.name == n)))": lambda s: (
-        "spec.methods[].sizeSweepModels must name models of spec.models: "
-        + next(n for m in s["methods"] for n in m.get("sizeSweepModels", [])
-               if n not in {x["name"] for x in s["models"]})
-        + " is not one: fix the name or add the model"),
-    "self.dataSizes.all(d, self.dataSizes.exists_one(e, e == d))": lambda s: (
-        f"spec.dataSizes must be unique: {_repeated(s['dataSizes'])} is repeated"),
-    "self.seeds.all(s, self.seeds.exists_one(t, t == s))": lambda s: (
-        f"spec.seeds must be unique: {_repeated(s['seeds'])} is repeated"),
-    "self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : self.dataSizes.size()) * "
-    "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
-    "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
-    "m.sizes.size()))).sum() * self.seeds.size() <= 2000": lambda s: (
-        f"spec: the grid has {_grid_size(s)} runs, more than 2000 (models × methods × sizes × "
-        "dataSizes × seeds): split the study, or use methods[].sizeSweepModels / "
-        "methods[].dataSizes to prune it"),
     "!has(self.evaluation) || !has(self.evaluation.zeroShot) || self.evaluation.zeroShot.all(z, "
     "z in ['toy-en-de', 'toy-en-fr', 'toy-fr-de', 'toy-sum'] || (has(self.task.zeroShotSets) && "
     "self.task.zeroShotSets.exists(s, s.name == z)))": lambda s: (
         _first(s["evaluation"]["zeroShot"], lambda z: not _zero_shot_known(s, z))
         + " is neither a built-in task (toy-en-de, toy-en-fr, toy-fr-de, toy-sum) nor a set "
           "of spec.task.zeroShotSets: add it there with a path, or fix the name"),
-    **_held_out_checks()[1],
 }
 
 
@@ -693,7 +632,10 @@ def _cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list
             message = r.get("message", "failed rule: " + text)
             if r.get("messageExpression") and text in CEL_MESSAGES:
                 message = CEL_MESSAGES[text](value)
-            out.append(f"{where or '<root>'}: Invalid value: {message}")
+            # A rule on a scalar: the API server shows the value itself, as for schema errors.
+            shown = (f"{_go_value(value)}: " if isinstance(value, (str, int, float))
+                     and not r.get("fieldPath") else "")
+            out.append(f"{where or '<nil>'}: Invalid value: {shown}{message}")
     return out
 
 

@@ -159,7 +159,7 @@ def test_growing_the_study_runs_only_new_runs_and_incomparable_edits_are_refused
 def test_invalid_study_is_rejected_before_anything_runs(env):
     study = write_study(env / "s.yaml", dataSizes=[100, 100])
     code, text = run(study, env / "wd")
-    assert code == 2 and "spec.dataSizes must be unique" in text
+    assert code == 2 and "spec.dataSizes[1]: Duplicate value: 100" in text
     assert not (env / "wd").exists() and starts(env) == []
 
 

@@ -24,7 +24,7 @@ def _rejected(api, namespace, manifest) -> str:
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda m: m["spec"]["methods"].append({"name": "lora"}), "methods[].sizes is required"),
-    (lambda m: m["spec"].update(dataSizes=[100, 100]), "spec.dataSizes must be unique"),
+    (lambda m: m["spec"].update(dataSizes=[100, 100]), "spec.dataSizes[1]: Duplicate value: 100"),
     (lambda m: m["metadata"].update(name="x" * 53), "metadata.name must be at most 52"),
     (lambda m: m["spec"]["execution"].update(maxParallelRuns=0), "maxParallelRuns"),
     (lambda m: m["spec"]["models"].append({"name": "Bad_Name", "source": "toy:x"}), "name"),

@@ -72,6 +72,11 @@ def test_every_cel_rule_has_a_message_and_a_python_recheck():
         assert r["rule"] in specmod.CEL_RECHECKS, f"no Python re-check for CEL rule {r['rule']!r}"
     assert set(specmod.CEL_RECHECKS) == {r["rule"] for r in rules}, "stale re-checks"
 
+    # A messageExpression is mirrored by a Python function, or ftscale.spec would fall back to
+    # the static message where the API server says the value.
+    with_expression = {r["rule"] for r in rules if r.get("messageExpression")}
+    assert set(specmod.CEL_MESSAGES) == with_expression, "messageExpressions and CEL_MESSAGES"
+
 
 def test_schema_is_structural():
     """Structural-schema rules the API server enforces: a type on every node (except
