@@ -146,17 +146,18 @@ def test_the_run_job_of_a_study_with_its_own_trainer_has_its_command_and_the_con
 
 
 # ---- the example, trained ---------------------------------------------------------------------
-def _study(world: Path, checkpoint: Path, methods: list[dict]) -> dict:
+def _study(methods: list[dict]) -> dict:
+    """Data and model paths are relative: `ftscale run --data-root/--models-root` resolve them,
+    as the data and models volumes do on a cluster."""
     return {
         "apiVersion": "ftscale.io/v1alpha1", "kind": "ScalingStudy",
         "metadata": {"name": "custom-e2e"},
         "spec": {
             "task": {"name": "mini-en-de",
-                     "data": {"train": str(world / "train.jsonl"), "dev": str(world / "dev.jsonl"),
-                              "test": str(world / "test.jsonl")},
+                     "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
                      "sourceLanguage": "English", "targetLanguage": "German",
                      "maxSourceTokens": 32, "maxTargetTokens": 32},
-            "models": [{"name": "llama", "source": str(checkpoint)}],
+            "models": [{"name": "llama", "source": "llama"}],
             "methods": methods,
             "dataSizes": [48],
             "training": {"maxSteps": 4, "batchSize": 8, "evalInterval": 2, "warmupSteps": 0},
@@ -177,11 +178,12 @@ def test_a_study_runs_through_ftscale_run_with_the_custom_trainer(mini_world, hf
     methods = [{"name": "fmt", "training": {"learningRate": 3e-3}},
                {"name": "lora", "sizes": [2], "training": {"learningRate": 1e-2}},
                {"name": "prompt", "sizes": [4], "training": {"learningRate": 1e-1}}]
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(_study(mini_world, checkpoint, methods)))
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(_study(methods)))
     workdir = tmp_path / "work"
     done = subprocess.run([sys.executable, "-m", "ftscale", "run", str(tmp_path / "study.yaml"),
-                           "--workdir", str(workdir), "--parallel", "1"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+                           "--workdir", str(workdir), "--parallel", "1",
+                           "--data-root", str(mini_world), "--models-root", str(checkpoint.parent)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     text = done.stdout + done.stderr
     assert done.returncode == 0, text
     assert "3 succeeded, 0 failed" in text and (workdir / "report.md").is_file()
