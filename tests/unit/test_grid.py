@@ -125,7 +125,7 @@ def test_trainer_config_carries_the_run_and_its_settings():
 
 def test_trainer_config_resolves_volume_paths():
     s = spec(task={"name": "mt", "data": {"train": "t.jsonl", "dev": "d.jsonl",
-                                          "test": "/abs/x.jsonl", "format": "hf-disk"}},
+                                          "test": "sub/x.jsonl", "format": "hf-disk"}},
              models=[{"name": "a", "source": "org/model"}],
              methods=[{"name": "fmt"}],
              execution={"volumes": {"models": {"claimName": "m", "mountPath": "/ckpt"},
@@ -133,7 +133,7 @@ def test_trainer_config_resolves_volume_paths():
     cfg = grid.trainer_config("g", s, grid.expand(s)[0])
     assert cfg["model_source"] == "/ckpt/org/model"
     assert (cfg["train_path"], cfg["dev_path"], cfg["test_path"]) == (
-        "/data/t.jsonl", "/data/d.jsonl", "/abs/x.jsonl")
+        "/data/t.jsonl", "/data/d.jsonl", "/data/sub/x.jsonl")
     assert cfg["data_format"] == "hf_disk" and "task" not in cfg
     local = grid.trainer_config("g", s, grid.expand(s)[0], data_root="/home/me/study",
                                 models_root="/home/me/models")
