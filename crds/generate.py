@@ -329,6 +329,13 @@ MODEL = obj(
         "gpus": integer("nvidia.com/gpu per run pod of this model; overrides "
                         "execution.gpusPerRun. Locally: devices one run uses.", minimum=0,
                         maximum=64),
+        "nodes": integer("Nodes (pods) one run of this model spans, each with the model's gpus, "
+                         "for models that need more than one node: > 1 makes the run an "
+                         "Indexed Job of that many pods plus a headless Service, and torchrun "
+                         "on every pod meets the others through a c10d rendezvous on the pod "
+                         "of index 0 (docs/cluster-install.md, \"Multi-node runs\"). Cluster "
+                         "only: locally a run uses one machine.", minimum=1, maximum=64,
+                         default=1),
         "image": string("Trainer image for this model's runs (cluster only); overrides "
                         "execution.image, e.g. an image with this model's own dependencies.",
                         maxLength=512, pattern=patterns.IMAGE),

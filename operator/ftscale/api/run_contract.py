@@ -19,13 +19,32 @@ METRICS_PORT_FLAG = "--metrics-port"  # serve Prometheus metrics while training
 # (what `accelerate launch` runs underneath); the trainer uses accelerate inside. SIGTERM
 # reaches torchrun, which forwards it to every rank (docs/trainer.md, "Several processes").
 TORCHRUN = ("torchrun", "--standalone", "--nnodes=1")
+# One run on M > 1 nodes (pods of an Indexed Job): torchrun on every pod, meeting through the
+# c10d rendezvous that the pod of index 0 hosts (docs/trainer.md, "Several nodes").
+RDZV_BACKEND = "c10d"
+# The rendezvous port on the pod of index 0: torchrun's own default for c10d. Each pod has its
+# network namespace, so the port is free unless the pod runs with hostNetwork.
+RDZV_PORT = 29400
 
 
-def launcher(command: Sequence[str] | None, processes: int) -> list[str]:
-    """The command that starts the trainer with `processes` processes (one per GPU). A
-    trainer of your own (`command`) is started as given: it launches its own processes."""
+def launcher(command: Sequence[str] | None, processes: int, *, nodes: int = 1,
+             rdzv_endpoint: str | None = None, rdzv_id: str | None = None) -> list[str]:
+    """The command that starts the trainer with `processes` processes (one per GPU) on each of
+    `nodes` nodes. A trainer of your own (`command`) is started as given: it launches its own
+    processes (on several nodes it reads FTSCALE_NODES / FTSCALE_RDZV_ENDPOINT, set by the
+    operator).
+
+    nodes > 1 needs `rdzv_endpoint` (host:port every node reaches; the host hosts the store)
+    and `rdzv_id` (the same on every node of one run: the run id); ValueError without them.
+    A CPU run (processes 0) starts one process per node."""
     if command:
         return list(command)
+    if nodes > 1:
+        if not rdzv_endpoint or not rdzv_id:
+            raise ValueError(f"a run on {nodes} nodes needs a rendezvous endpoint and id")
+        return ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={max(1, processes)}",
+                f"--rdzv-backend={RDZV_BACKEND}", f"--rdzv-endpoint={rdzv_endpoint}",
+                f"--rdzv-id={rdzv_id}", "-m", DEFAULT_COMMAND[-1]]
     if processes > 1:
         return [*TORCHRUN, f"--nproc_per_node={processes}", "-m", DEFAULT_COMMAND[-1]]
     return list(DEFAULT_COMMAND)
