@@ -1,14 +1,11 @@
 """A trainer of your own for ftscale, on the plain Hugging Face `Trainer` + `peft`.
 
-It honours the run contract (docs/run-contract.md), so a study runs it with
-`execution.command: [python, train_hf.py]`; ftscale appends the contract's flags:
-
+It keeps the run contract (docs/run-contract.md): ftscale starts it as
     python train_hf.py --config run.json [--output DIR] [--metrics-port N]
-
-Phases: 0 config, 1 data, 2 model + method, 3 finetune (best dev checkpoint), 4 test loss,
-5 result + exit code. It needs torch, transformers and peft — not ftscale: the result is
-written as plain JSON with the fields of ftscale.results.RunResult, so the script runs in any
-image (the e2e test checks ftscale parses what it writes).
+Phases: 0 config, 1 data, 2 model + method, 3 finetune, 4 test loss, 5 result + exit code.
+It needs torch, transformers and peft but not ftscale: the result is plain JSON with the fields
+of ftscale.results.RunResult, so it runs in any image (tests/e2e/test_custom_trainer.py checks
+that ftscale parses what it writes).
 """
 import argparse, json, math, os, random, signal, sys, tempfile, time
 
@@ -17,13 +14,14 @@ SCHEMA = "ftscale.io/run-result/v1"
 EXIT_CODES = {None: 0, "RuntimeError": 1, "InvalidConfig": 2, "NonFiniteLoss": 3,
               "GPUOutOfMemory": 4, "Interrupted": 143}
 IDENTITY = ("study", "run_id", "model", "method", "pet_size", "data_size", "seed")
-# Keys the spec leaves out are left out of the config: these defaults apply (plain AdamW).
+# Keys the spec leaves out are absent from the config: these defaults apply (AdamW, cosine).
 DEFAULTS = dict(batch_size=16, max_steps=200, warmup_steps=10, eval_interval=50, grad_clip=1.0,
                 weight_decay=0.0, min_lr_ratio=0.1, lora_dropout=0.0, max_source_tokens=48,
                 max_target_tokens=48, dev_examples=200, test_examples=500, log_interval=10,
                 template="translate", source_field="source", target_field="target")
-LEARNING_RATES = {"fmt": 2e-5, "lora": 3e-4, "prompt": 3e-2}
-# Read but not acted on (this trainer has no generation metrics, zero-shot sets or saving).
+LEARNING_RATES = {"fmt": 2e-5, "lora": 3e-4, "prompt": 3e-2}  # for ~1B-parameter models
+# Config keys this trainer does not act on (it logs them): no generation metrics, zero-shot
+# sets, saved weights, micro-batches or early stopping here.
 IGNORED = ("generation", "generation_examples", "max_new_tokens", "bleu_tokenizer", "zero_shot",
            "save", "save_dir", "backend", "precision", "micro_batch_size", "data_format",
            "gradient_checkpointing", "early_stopping_patience", "checkpoint_interval")
@@ -34,7 +32,7 @@ class NonFiniteLoss(RuntimeError): """The loss became NaN/inf (exit 3: never ret
 class Interrupted(RuntimeError): """SIGTERM/SIGINT (exit 143: the same command resumes)."""
 
 
-STOP = []  # set by SIGTERM: Kubernetes preempts a pod by SIGTERM, then SIGKILL after a grace
+STOP = []  # appended to by SIGTERM: Kubernetes preempts a pod by SIGTERM, SIGKILL 30 s later
 
 
 def log(message):
@@ -42,58 +40,56 @@ def log(message):
 
 
 # ---- phase 0: the config ---------------------------------------------------------------------
+def from_world(what, lookup):
+    """Built-in tasks and `toy:` models live in ftscale's offline world (its trainer package)."""
+    try:
+        from ftscale_trainer import world
+        return lookup(world)
+    except (ImportError, LookupError) as exc:
+        raise ConfigError(f"{what}: {exc}")
+
+
 def check_config(raw):
     """The config with defaults filled in, or ConfigError naming what is wrong."""
-    if not isinstance(raw, dict):
-        raise ConfigError("the config must be a JSON object")
-    missing = [k for k in IDENTITY if k != "pet_size" and raw.get(k) is None]
-    if missing:
-        raise ConfigError(f"missing config key(s): {', '.join(missing)}")
+    if not isinstance(raw, dict) or any(raw.get(k) is None for k in IDENTITY if k != "pet_size"):
+        raise ConfigError(f"the config must be a JSON object with {', '.join(IDENTITY)}")
+    if raw["method"] not in LEARNING_RATES or (raw["method"] == "fmt") != (raw.get("pet_size") is None):
+        raise ConfigError("method must be fmt, lora or prompt; pet_size set for lora and prompt only")
     if not isinstance(raw["data_size"], int) or raw["data_size"] < 1:
         raise ConfigError(f"data_size must be a positive integer, got {raw['data_size']!r}")
-    if raw["method"] not in LEARNING_RATES:
-        raise ConfigError(f"method must be fmt, lora or prompt, got {raw['method']!r}")
-    if (raw["method"] == "fmt") != (raw.get("pet_size") is None):
-        raise ConfigError("pet_size (LoRA rank / prompt length) is required for lora and prompt "
-                          "and must be unset for fmt")
     cfg = {**DEFAULTS, "learning_rate": LEARNING_RATES[raw["method"]],
            **{k: v for k, v in raw.items() if v is not None}}
-    if cfg.get("task"):  # a built-in toy task: its files and template come from ftscale's world
-        try:
-            from ftscale_trainer import world
-            files, info = world.task_files(cfg["task"]), world.TASKS[cfg["task"]]
-        except (ImportError, LookupError) as exc:
-            raise ConfigError(f"task {cfg['task']!r}: {exc}; give task.data files instead")
-        cfg.update({f"{s}_path": files[s] for s in ("train", "dev", "test")},
+    if raw.get("eval_interval") is None and raw.get("eval_interval_examples"):  # spacing in examples
+        cfg["eval_interval"] = max(1, round(raw["eval_interval_examples"] / cfg["batch_size"]))
+    if cfg.get("task"):  # a built-in task: its splits, template and languages
+        files, info = from_world(f"task {cfg['task']}", lambda w: (w.task_files(cfg["task"]),
+                                                                    w.TASKS[cfg["task"]]))
+        cfg.update({f"{split}_path": path for split, path in files.items()},
                    **{k: v for k, v in info.items() if k != "folder" and k not in raw})
-    source = cfg.get("model_source") or cfg["model"]
-    if source.startswith("toy:"):
-        try:
-            from ftscale_trainer import world
-            source = world.resolve_model(source).path
-        except (ImportError, LookupError) as exc:
-            raise ConfigError(f"model source {source}: {exc}")
-    cfg["model_dir"] = source
-    for path in [source] + [cfg.get(f"{s}_path") for s in ("train", "dev", "test")]:
-        if not path or not os.path.exists(path):
-            raise ConfigError(f"{path or 'train_path/dev_path/test_path'} does not exist")
-    ignored = sorted(k for k in IGNORED if k in raw)
-    if ignored:
-        log(f"note: this trainer ignores {', '.join(ignored)}")
+    cfg["model_dir"] = cfg.get("model_source") or cfg["model"]
+    if cfg["model_dir"].startswith("toy:"):
+        cfg["model_dir"] = from_world(cfg["model_dir"], lambda w: w.resolve_model(cfg["model_dir"]).path)
+    if not os.path.isdir(cfg["model_dir"]):
+        raise ConfigError(f"model folder {cfg['model_dir']} does not exist")
+    for split in ("train", "dev", "test"):
+        if not os.path.isfile(cfg.get(f"{split}_path") or ""):
+            raise ConfigError(f"{split}_path {cfg.get(f'{split}_path')} is not a JSONL file")
+    if any(k in raw for k in IGNORED):
+        log(f"note: this trainer ignores {', '.join(k for k in IGNORED if k in raw)}")
     return cfg
 
 
 # ---- phase 1: data ---------------------------------------------------------------------------
-def read_jsonl(path, cfg):
+def read_jsonl(path, cfg, first=0):
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
     try:
-        return [(str(r[cfg["source_field"]]), str(r[cfg["target_field"]])) for r in rows]
+        return [(str(r[cfg["source_field"]]), str(r[cfg["target_field"]])) for r in rows[: first or None]]
     except KeyError as exc:
         raise ConfigError(f"{path}: an example lacks the field {exc}")
 
 
 def render(cfg, source, target):
-    """(prompt, target text): the template's prompt, and the target (the only tokens with loss)."""
+    """(prompt, target text) under the config's template (docs/trainer.md names them)."""
     src, tgt, template = cfg.get("source_lang") or "Source", cfg.get("target_lang") or "Target", cfg["template"]
     if template == "translate":
         return f"{src}: {source}\n{tgt}:", " " + target
@@ -105,8 +101,8 @@ def render(cfg, source, target):
 
 
 def encode(tok, cfg, pairs):
-    """input_ids = BOS + prompt + target + EOS; labels mask the prompt (-100) so that the loss
-    is the per-token NLL of the target alone: the quantity the scaling law is fitted to."""
+    """input_ids = BOS + prompt + target + EOS; labels mask the prompt (-100), so the loss is
+    the per-token NLL of the target alone: the quantity the scaling law is fitted to."""
     texts = [render(cfg, s, t) for s, t in pairs]
     prompts = tok([p for p, _ in texts], add_special_tokens=False)["input_ids"]
     targets = tok([t for _, t in texts], add_special_tokens=False)["input_ids"]
@@ -115,7 +111,7 @@ def encode(tok, cfg, pairs):
     for p, t in zip(prompts, targets):
         p = bos + p[max(0, len(p) - cfg["max_source_tokens"] + len(bos)):]  # keep the cue at the end
         t = t[: cfg["max_target_tokens"] - 1] + [tok.eos_token_id]
-        out.append({"input_ids": p + t, "labels": [-100] * len(p) + t})
+        out.append({"input_ids": p + t, "labels": [-100] * len(p) + t, "attention_mask": [1] * len(p + t)})
     return out
 
 
@@ -124,14 +120,13 @@ def collate(pad_id):
 
     def batch(examples):
         width = max(len(e["input_ids"]) for e in examples)
-        pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
-        return {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
-                "labels": torch.tensor([pad(e["labels"], -100) for e in examples]),
-                "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples])}
+        pad = lambda key, value: torch.tensor([e[key] + [value] * (width - len(e[key])) for e in examples])  # noqa: E731
+        return {"input_ids": pad("input_ids", pad_id), "labels": pad("labels", -100),
+                "attention_mask": pad("attention_mask", 0)}
     return batch
 
 
-# ---- phases 1-4: data, model, finetune, test loss ----------------------------------------------
+# ---- phases 1-4 ------------------------------------------------------------------------------
 def train(cfg, output_dir):
     import torch
     from peft import LoraConfig, PromptTuningConfig, get_peft_model
@@ -142,50 +137,47 @@ def train(cfg, output_dir):
     started, method, size = time.time(), cfg["method"], cfg.get("pet_size")
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    set_seed(cfg["seed"])  # adapter init, dropout and data order
+    set_seed(cfg["seed"])  # adapter init, dropout, data order
     tok = AutoTokenizer.from_pretrained(cfg["model_dir"])
-    # 1. data: D_f examples = the first data_size of a seeded permutation of the train split —
-    # the built-in trainer's rule, so both see the same examples and a larger D_f nests a smaller.
-    train_pairs = read_jsonl(cfg["train_path"], cfg)
-    if cfg["data_size"] > len(train_pairs):
-        raise ConfigError(f"data_size {cfg['data_size']} exceeds the {len(train_pairs)} examples")
-    order = list(range(len(train_pairs)))
-    random.Random(f"ftscale-subset-{cfg['seed']}").shuffle(order)
-    first = lambda split, n: read_jsonl(cfg[f"{split}_path"], cfg)[: n or None]  # noqa: E731 (0 = all)
-    train_set = encode(tok, cfg, [train_pairs[i] for i in order[: cfg["data_size"]]])
-    dev_set = encode(tok, cfg, first("dev", cfg["dev_examples"]))
-    test_set = encode(tok, cfg, first("test", cfg["test_examples"]))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    # 1. data. D_f = the first data_size examples of the train split shuffled by the seed: the
+    # built-in trainer's rule, so both see the same examples and a larger D_f nests a smaller.
+    pairs = read_jsonl(cfg["train_path"], cfg)
+    if cfg["data_size"] > len(pairs):
+        raise ConfigError(f"data_size {cfg['data_size']} exceeds the {len(pairs)} train examples")
+    order = list(range(len(pairs)))
+    random.Random(f"ftscale-subset-{cfg['seed']}").shuffle(order)
+    train_set = encode(tok, cfg, [pairs[i] for i in order[: cfg["data_size"]]])
+    dev_set = encode(tok, cfg, read_jsonl(cfg["dev_path"], cfg, cfg["dev_examples"]))
+    test_set = encode(tok, cfg, read_jsonl(cfg["test_path"], cfg, cfg["test_examples"]))
 
     # 2. the model and the method: fmt trains every weight; LoRA adds rank-r adapters to every
     # linear layer; prompt tuning prepends |P| trainable vectors (peft masks their labels).
     model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], dtype=torch.float32)
     embeddings = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings())
                   if m is not None for p in m.parameters()}
-    model_params = cfg.get("model_params") or sum(
-        p.numel() for p in model.parameters() if id(p) not in embeddings)  # X_m, as the paper counts
+    model_params = cfg.get("model_params") or sum(  # X_m: non-embedding parameters, as the paper
+        p.numel() for p in model.parameters() if id(p) not in embeddings)
     if method == "lora":
         targets = cfg.get("lora_targets") or ["all-linear"]
+        targets = {("all-linear",): "all-linear", ("peft-default",): None}.get(tuple(targets), targets)
         model = get_peft_model(model, LoraConfig(
             task_type="CAUSAL_LM", r=size, lora_alpha=cfg.get("lora_alpha") or 2 * size,
-            lora_dropout=cfg["lora_dropout"], target_modules=targets[0] if len(targets) == 1 and
-            targets[0] == "all-linear" else None if targets == ["peft-default"] else targets))
+            lora_dropout=cfg["lora_dropout"], target_modules=targets))
     elif method == "prompt":
         model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=size))
 
-    # 3. finetune, evaluating the dev loss every eval_interval steps and keeping the best
-    # checkpoint. Checkpoints live in DIR/checkpoint/, which `ftscale run` keeps between
-    # attempts: a preempted run resumes there.
+    # 3. finetune; evaluate the dev loss every eval_interval steps and end on the best
+    # checkpoint. Checkpoints go to DIR/checkpoint/, which survives a retry: resume from it.
     steps = cfg["max_steps"]
     if cfg.get("max_epochs"):
         steps = min(steps, math.ceil(cfg["max_epochs"] * cfg["data_size"] / cfg["batch_size"]))
-    every = min(cfg["eval_interval"], steps)
+    every, cuda = min(cfg["eval_interval"], steps), torch.cuda.is_available()
     ckpt_dir = os.path.join(output_dir or tempfile.mkdtemp(), "checkpoint")
-    cuda = torch.cuda.is_available()
 
     class StopOnSigterm(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if STOP:  # save a resumable checkpoint at this step, then stop
+            if STOP:  # save a checkpoint at this step, then stop
                 control.should_save = control.should_training_stop = True
 
     args = TrainingArguments(
@@ -205,68 +197,62 @@ def train(cfg, output_dir):
     if resume:
         log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
     if STOP:
-        raise Interrupted(f"stopped by a signal at step {trainer.state.global_step}; "
-                          f"checkpoint in {ckpt_dir}")
+        raise Interrupted(f"stopped by a signal at step {state.global_step}; checkpoint in {ckpt_dir}")
 
-    # 4. the test loss of the best-dev weights (loaded at the end of training): summed NLL
-    # of every target token / their number — not a mean of batch means.
-    model = trainer.model.eval()
-    total, count, batch = 0.0, 0, collate(pad_id)
+    # 4. the test loss of the best-dev weights: summed NLL of every target token over their
+    # number (not a mean of batch means).
+    model, batch, total, count = trainer.model.eval(), collate(pad_id), 0.0, 0
     with torch.no_grad():
         for i in range(0, len(test_set), cfg["batch_size"]):
             inputs = {k: v.to(model.device) for k, v in batch(test_set[i: i + cfg["batch_size"]]).items()}
-            n = int((inputs["labels"][:, 1:] != -100).sum())
+            n = int((inputs["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
             total, count = total + model(**inputs).loss.item() * n, count + n
-    state, test_loss = trainer.state, total / count
-    best_dev = state.best_metric
+    test_loss, best_dev = total / count, state.best_metric
     if not (math.isfinite(test_loss) and best_dev is not None and math.isfinite(best_dev)):
         raise NonFiniteLoss(f"test loss {test_loss}, best dev loss {best_dev}")
-    history = state.log_history
-    curves = {name: [[h["step"], h[key]] for h in history if key in h and math.isfinite(h[key])]
+    curves = {name: [[h["step"], h[key]] for h in state.log_history if math.isfinite(h.get(key, math.nan))]
               for name, key in (("train", "loss"), ("dev", "eval_loss"), ("lr", "learning_rate"))}
     return dict(model_params=model_params, best_dev_loss=best_dev, test_loss=test_loss,
                 test_ppl=math.exp(min(test_loss, 700.0)), steps=state.global_step,
                 best_step=int(state.best_model_checkpoint.rsplit("-", 1)[1]),
-                tokens_seen=int(state.num_input_tokens_seen),
+                tokens_seen=int(state.num_input_tokens_seen), curves=curves,
                 trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                 total_params=sum(p.numel() for p in model.parameters()),
-                wall_seconds=round(time.time() - started, 3), curves=curves,
+                wall_seconds=round(time.time() - started, 3),
                 device=f"cuda:{torch.cuda.get_device_name()} x{torch.cuda.device_count()}" if cuda else "cpu")
 
 
 # ---- phase 5: the result document and the exit code -------------------------------------------
 def result(raw, reason=None, message=None, **metrics):
-    """A run-result document (the fields of ftscale.results.RunResult). The identity is copied
-    from the config as is: ftscale matches a result to its run by it."""
+    """A run result (RunResult's fields); the identity is copied from the config unchanged:
+    ftscale matches a result to its run by it."""
     raw = raw if isinstance(raw, dict) else {}
-    doc = {k: raw.get(k) for k in IDENTITY}
-    doc.update(model_params=raw.get("model_params"), pretrain_tokens=raw.get("pretrain_tokens"),
-               outcome="Failed" if reason else "Succeeded", reason=reason, schema=SCHEMA,
-               message=message and message[:1000],  # the compact form must stay < 3000 bytes
-               config=raw)
-    doc.update(metrics)  # a succeeded run's metrics (and X_m when it counted it itself)
+    doc = {k: raw.get(k) for k in IDENTITY + ("model_params", "pretrain_tokens")}
+    doc.update(outcome="Failed" if reason else "Succeeded", reason=reason, schema=SCHEMA,
+               message=message and message[:1000],  # keeps the compact form < 3000 bytes
+               config=raw, **metrics)
     return doc
 
 
 def write_result(doc, output_dir):
-    """Compact form (no curves, no config) to the termination-message path — the kubelet keeps
-    4096 bytes of it, the operator reads the result from there — and full form to DIR/result.json."""
+    """Compact form (no curves, no config) to the termination-message path — on a cluster the
+    operator reads the result from there — and the full form to DIR/result.json."""
     compact = json.dumps({k: v for k, v in doc.items() if k not in ("curves", "config")},
                          sort_keys=True, separators=(",", ":"), allow_nan=False)
     path = os.environ.get("TERMINATION_MESSAGE_PATH") or "/dev/termination-log"
-    if os.environ.get("TERMINATION_MESSAGE_PATH") or os.path.exists(path):
-        try:
+    try:
+        if os.environ.get("TERMINATION_MESSAGE_PATH") or os.path.exists(path):
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(compact)
-        except OSError as exc:  # a result that cannot be reported there must not fail the run
-            log(f"could not write {path}: {exc}")
+    except OSError as exc:  # cannot report there: must not turn a good run into a failed one
+        log(f"could not write {path}: {exc}")
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        tmp = os.path.join(output_dir, "result.json.tmp")  # atomic: a reader never sees half
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with open(os.path.join(output_dir, "result.json.tmp"), "w", encoding="utf-8") as handle:
             json.dump(doc, handle, sort_keys=True, allow_nan=False)
-        os.replace(tmp, os.path.join(output_dir, "result.json"))
+        os.replace(handle.name, os.path.join(output_dir, "result.json"))  # never half a file
     print(compact, flush=True)
 
 
@@ -283,13 +269,11 @@ def main(argv=None):
         with open(args.config, encoding="utf-8") as handle:
             raw = json.load(handle)
         metrics = train(check_config(raw), args.output)
-    except (OSError, ValueError) as exc:  # unreadable config, bad data (ConfigError is one)
-        reason = "InvalidConfig" if raw is None or isinstance(exc, ConfigError) else "RuntimeError"
-        message = f"{type(exc).__name__}: {exc}"
-    except (NonFiniteLoss, Interrupted) as exc:
-        reason, message = type(exc).__name__, str(exc)
+    except (ConfigError, NonFiniteLoss, Interrupted) as exc:
+        reason, message = {ConfigError: "InvalidConfig"}.get(type(exc), type(exc).__name__), str(exc)
     except Exception as exc:  # noqa: BLE001 - every failure still reports a result
-        reason = "GPUOutOfMemory" if type(exc).__name__ == "OutOfMemoryError" else "RuntimeError"
+        reason = ("InvalidConfig" if raw is None else  # the config file is unreadable
+                  "GPUOutOfMemory" if type(exc).__name__ == "OutOfMemoryError" else "RuntimeError")
         message = f"{type(exc).__name__}: {exc}"
     if reason:
         log(f"failed ({reason}): {message}")
