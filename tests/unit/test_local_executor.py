@@ -309,3 +309,33 @@ def test_a_second_signal_kills_at_once_and_never_skips_the_kill(tmp_path, monkey
                                       signals=[signal.SIGINT, signal.SIGINT])
     assert outcome.stopped == {r.run_id: KILLED_ON_SECOND_SIGNAL for r in runs}
     assert not [p for p in pids if _alive(p)]
+
+
+def test_ftscale_run_starts_runs_while_the_budget_allows_and_records_the_rest(tmp_path, monkeypatch):
+    """The operator's budget rule (ftscale.budget) in the local executor: with each run
+    estimated at 1 GPU-hour, 2.0 spent before and 4.5 of budget, two more runs start — the
+    third would exceed it — and the rest are recorded as not started."""
+    import sys
+    from pathlib import Path
+
+    from ftscale.local.executor import SUBPROCESS, Executor
+
+    fake = Path(__file__).resolve().parents[1] / "e2e" / "local_fake_trainer.py"
+    monkeypatch.setenv("FTSCALE_TRAINER_CMD", f"{sys.executable} {fake}")
+    runs = RUNS[:5]
+    configs = {r.run_id: grid.trainer_config("u", SPEC, r) for r in runs}
+    executor = Executor(Workdir(tmp_path / "wd"), "u", runs[2:], configs, parallel=1, threads=1,
+                        launcher=SUBPROCESS, budget_hours=4.5,
+                        estimates={r.run_id: 1.0 for r in runs},
+                        spent={runs[0].run_id: 1.0, runs[1].run_id: 1.0})
+    outcome = executor.run()
+    # the fake trainer runs on CPU: each finished run measured 0 GPU-hours, which lowers the
+    # measured/estimated correction for the next ones, so all three start
+    assert len(outcome.results) == 3 and executor.not_started == []
+    tight = Executor(Workdir(tmp_path / "wd2"), "u", runs[2:], configs, parallel=1, threads=1,
+                     launcher=SUBPROCESS, budget_hours=2.5,
+                     estimates={r.run_id: 1.0 for r in runs},
+                     spent={runs[0].run_id: 2.0})
+    outcome = tight.run()
+    assert len(outcome.results) == 0 and len(tight.not_started) == 3
+    assert "not started" in outcome.stopped_early and "2.5 GPU-hours" in outcome.stopped_early

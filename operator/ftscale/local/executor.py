@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ftscale import budget
 from ftscale.budget import gpu_seconds
 from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
@@ -334,7 +335,10 @@ class Executor:
                  gpus: tuple[str, ...] = (), backoff_limit: int = 0,
                  deadline_seconds: float | None = None, max_failed_runs: int = -1,
                  failed_before: int = 0, launcher: str = SUBPROCESS,
-                 command: list[str] | None = None, stop_grace: float | None = None,
+                 command: list[str] | None = None,
+                 budget_hours: float | None = None,
+                 estimates: dict[str, float | None] | None = None,
+                 spent: dict[str, float | None] | None = None, stop_grace: float | None = None,
                  on_event: Callable[[str, PlannedRun, RunResult | None], None] | None = None):
         self.workdir = workdir
         self.study = study
@@ -353,6 +357,12 @@ class Executor:
         self.attempts: dict[str, int] = {}
         self.launcher = launcher
         self.command = command
+        # spec.budget.gpuHours (ftscale.budget, the operator's rule): estimated GPU-hours per
+        # run, measured GPU-hours of the runs finished before this session.
+        self.budget_hours = budget_hours
+        self.estimates = estimates or {}
+        self.spent = dict(spent or {})
+        self.not_started: list[str] = []  # run ids the budget kept from starting
         self.stop_grace = stop_grace_seconds() if stop_grace is None else stop_grace
         self.signals: _StopSignals | None = None
 
@@ -367,6 +377,10 @@ class Executor:
         self.attempts[run.run_id] = attempt
         config = dict(self.configs[run.run_id])
         config.setdefault("threads", self.threads)
+        if self.command is None:
+            # Saved adapters/models go next to the result, not into the attempt folder (which
+            # is dropped once the result is committed).
+            config.setdefault("save_dir", str(self.workdir.run_dir(run.run_id) / "saved"))
         attempt_dir = self.workdir.prepare_attempt(run.run_id, config)
         n_gpus = self._gpus_for(run)
         gpus = tuple(self.free_gpus[:n_gpus])
@@ -409,6 +423,8 @@ class Executor:
         if result.gpu_seconds is None:
             result = replace(result, gpu_seconds=gpu_seconds(result.wall_seconds, len(act.gpus)))
         self.workdir.commit_result(act.run.run_id, result)
+        self.spent[act.run.run_id] = (None if result.gpu_seconds is None
+                                      else result.gpu_seconds / budget.SECONDS_PER_HOUR)
         if not result.ok:
             self.failed += 1
         self.on_event("finish", act.run, result)
@@ -437,6 +453,12 @@ class Executor:
             act.log.close()
         self.active.clear()
         return how
+
+    def _within_budget(self, run: PlannedRun) -> bool:
+        decision = budget.decide(self.budget_hours, [run.run_id], self.estimates, self.spent,
+                                 list(self.active))
+        self.budget_message = decision.message()
+        return not decision.exhausted
 
     def _can_start(self, run: PlannedRun) -> bool:
         if len(self.active) >= self.parallel:
@@ -470,6 +492,11 @@ class Executor:
                                f"{self.max_failed}: no new runs were started")
                     self.queue.clear()
                 while self.queue and self._can_start(self.queue[0]):
+                    if not self._within_budget(self.queue[0]):
+                        self.not_started = [r.run_id for r in self.queue]
+                        stopped = self.budget_message
+                        self.queue.clear()
+                        break
                     self._start(self.queue.pop(0))
                 time.sleep(POLL_SECONDS)
                 for act in list(self.active.values()):

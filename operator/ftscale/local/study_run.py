@@ -98,12 +98,61 @@ def preflight(study: Study, configs: dict[str, dict[str, Any]]) -> list[str]:
                 world.task_files(task)
             except world.WorldError as exc:
                 problems.append(f"task {task}: {exc}")
+    problems += _lora_target_problems(configs)
+    problems += _memory_problems(study)
     for key in ("train_path", "dev_path", "test_path"):
         for path in sorted({c[key] for c in configs.values() if c.get(key)}):
             if not Path(path).exists():
                 problems.append(f"task.data: {path} does not exist (relative paths are read "
                                 f"from the study file's folder, or --data-root)")
     return problems
+
+
+def _lora_target_problems(configs: dict[str, dict[str, Any]]) -> list[str]:
+    """LoRA target lists that match no linear layer of a local checkpoint (the trainer's own
+    check, ftscale_trainer.peft_targets, on its config.json — no weights loaded)."""
+    try:
+        from ftscale_trainer.config import ConfigError
+        from ftscale_trainer.peft_targets import check_targets
+    except ImportError:  # no trainer here: the runs will say it
+        return []
+    problems, seen = [], set()
+    for cfg in configs.values():
+        source, targets = cfg.get("model_source", ""), cfg.get("lora_targets")
+        key = (source, tuple(targets) if isinstance(targets, list) else targets)
+        if cfg.get("method") != "lora" or key in seen or not Path(source, "config.json").is_file():
+            continue
+        seen.add(key)
+        try:
+            check_targets(source, targets)
+        except ConfigError as exc:
+            problems.append(f"methods[name=lora].loraTargets for model {cfg.get('model')}: {exc}")
+    return problems
+
+
+def _memory_problems(study: Study) -> list[str]:
+    """Runs that cannot fit their GPUs' memory (ftscale.costplan.check_fits — the operator
+    rejects the same study before any Job starts)."""
+    from ftscale import costplan
+
+    try:
+        return costplan.check_fits(study.spec, study.name)
+    except Exception:  # noqa: BLE001 - a study the cost plan cannot price still runs
+        return []
+
+
+def _budget(study: Study, runs: list[grid.PlannedRun]) -> dict[str, float | None]:
+    """Estimated GPU-hours per run when the study has a budget (the operator's numbers)."""
+    if not (study.spec.get("budget") or {}).get("gpuHours") and \
+            (study.spec.get("budget") or {}).get("gpuHours") != 0:
+        return {}
+    from ftscale import costplan
+
+    try:
+        plan = costplan.plan_study(study.spec, study.name)
+    except Exception:  # noqa: BLE001 - unpriced: only measured GPU-hours count
+        return {}
+    return {r.run_id: r.gpu_hours for r in plan.runs}
 
 
 def check_resume(workdir: Workdir, study: Study) -> list[str]:
@@ -289,6 +338,10 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
                         deadline_seconds=execution.get("activeDeadlineSeconds"),
                         max_failed_runs=execution["maxFailedRuns"], failed_before=failed_before,
                         launcher=launcher, command=execution.get("command"),
+                        budget_hours=(study.spec.get("budget") or {}).get("gpuHours"),
+                        estimates=_budget(study, runs),
+                        spent={rid: (None if r.gpu_seconds is None else r.gpu_seconds / 3600)
+                               for rid, r in plan.finished.items()},
                         on_event=progress)
     try:
         outcome = executor.run()
@@ -313,7 +366,12 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
           f"{len(results) - n_failed} succeeded, {n_failed} failed", file=out)
 
     # 5. fit and report
-    code = EXIT_OK if n_failed == 0 and len(results) == len(runs) else EXIT_RUNS_FAILED
+    if executor.not_started:
+        print(f"budget: {len(executor.not_started)} run(s) not started (spec.budget.gpuHours); "
+              "the fit uses the runs that finished", file=out)
+    # A budget stop is the study's own rule, not a failure: exit 0 when nothing else failed.
+    code = EXIT_OK if n_failed == 0 and len(results) + len(executor.not_started) == len(runs) \
+        else EXIT_RUNS_FAILED
     if fit:
         from ftscale.local.report import write_report  # matplotlib/scipy only when needed
         report = write_report(wd, study, runs, results, metrics=metrics, out=out)
