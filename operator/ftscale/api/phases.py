@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ftscale.api.outcomes import FAILED as RUN_FAILED, SUCCEEDED as RUN_SUCCEEDED
+from ftscale.api.outcomes import FAILED as RUN_FAILED, SUCCEEDED as RUN_SUCCEEDED  # noqa: F401
 
 # ---- run phases (status counts, the ftscale_study_runs{phase} gauge) ----
 RUN_PENDING = "Pending"  # no Job yet (parallelism limit, budget)

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from ftscale import grid
+from ftscale.api import phases as ph
 from ftscale.local import devices as devmod
 from ftscale.local.executor import Executor, choose_launcher, describe, plan_resume
 from ftscale.local.metrics import LocalMetrics
@@ -197,22 +198,22 @@ class _Progress:
     def __call__(self, kind: str, run: grid.PlannedRun, result: RunResult | None) -> None:
         if kind == "start":
             self.running += 1
-            self.counts["Pending"] -= 1
-            self.counts["Running"] += 1
+            self.counts[ph.RUN_PENDING] -= 1
+            self.counts[ph.RUN_RUNNING] += 1
         elif kind == "retry":
             self.running -= 1
-            self.counts["Running"] -= 1
-            self.counts["Pending"] += 1
+            self.counts[ph.RUN_RUNNING] -= 1
+            self.counts[ph.RUN_PENDING] += 1
             self.bar.write(f"  retry  {describe(run)}: {result.reason}")
         elif kind == "finish":
             self.running -= 1
-            self.counts["Running"] -= 1
+            self.counts[ph.RUN_RUNNING] -= 1
             if result.ok:
-                self.counts["Succeeded"] += 1
+                self.counts[ph.RUN_SUCCEEDED] += 1
                 extra = f"test loss {result.test_loss:.4f}"
             else:
                 self.failed += 1
-                self.counts["Failed"] += 1
+                self.counts[ph.RUN_FAILED] += 1
                 extra = f"FAILED {result.reason}: {(result.message or '')[:160]}"
             secs = f" ({result.wall_seconds:.0f} s)" if result.wall_seconds else ""
             self.bar.write(f"  {'done ' if result.ok else 'fail '} {describe(run)}: {extra}{secs}")
@@ -325,9 +326,9 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
         for result in plan.finished.values():
             metrics.run_finished(result, new=False)
     failed_before = sum(1 for r in plan.finished.values() if not r.ok)
-    counts = {"Pending": len(plan.todo), "Queued": 0, "Running": 0,
-              "Succeeded": sum(1 for r in plan.finished.values() if r.ok),
-              "Failed": failed_before}
+    counts = {ph.RUN_PENDING: len(plan.todo), ph.RUN_QUEUED: 0, ph.RUN_RUNNING: 0,
+              ph.RUN_SUCCEEDED: sum(1 for r in plan.finished.values() if r.ok),
+              ph.RUN_FAILED: failed_before}
     progress = _Progress(len(plan.todo), len(plan.finished), len(runs), study.name, err,
                          metrics, counts)
     launcher = choose_launcher(execution.get("command")) if plan.todo else "subprocess"
