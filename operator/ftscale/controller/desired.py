@@ -9,7 +9,7 @@ import logging
 from typing import Any, Mapping
 
 from ftscale import grid
-from ftscale.controller.templates import DesiredRun
+from ftscale.controller.templates import DesiredRun, multinode_name_problem
 from ftscale.identity import job_name
 from ftscale.spec import with_defaults
 
@@ -46,7 +46,13 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
     full = with_defaults(dict(spec))
     estimates = gpu_hour_estimates(study, full)
     out = []
+    too_long: dict[str, str] = {}
     for planned in grid.expand(full):
+        nodes = int(planned.model.get("nodes") or 1)
+        name = job_name(study, planned.key)
+        problem = multinode_name_problem(name, nodes)
+        if problem:
+            too_long.setdefault(planned.key.model, problem)
         x_values = {}
         if "parameters" in planned.model:
             x_values["model_params"] = planned.model["parameters"]
@@ -56,10 +62,14 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
             key=planned.key,
             config=grid.trainer_config(study, full, planned),
             gpus=int(planned.gpus or 0),
+            nodes=nodes,
             resources=dict(planned.resources or {}),
             x_values=x_values,
-            job_name=job_name(study, planned.key),
+            job_name=name,
             image=planned.model.get("image"),
             gpu_hours=estimates.get(planned.run_id),
         ))
+    if too_long:
+        # The API server would refuse every such Job; say so once, before any run starts.
+        raise StudyRejected("; ".join(f"model {model}: {problem}" for model, problem in too_long.items()))
     return out

@@ -77,22 +77,32 @@ def parse_termination_message(study: str, key: RunKey, text: str | None) -> tupl
 
 
 def harvest_run(study: str, key: RunKey, job: JobView, pods: Iterable[PodView], now: float,
-                grace_seconds: float, x_values: dict[str, Any] | None = None) -> Harvest:
+                grace_seconds: float, x_values: dict[str, Any] | None = None,
+                nodes: int = 1) -> Harvest:
     """The outcome of a terminal run Job. Precondition: job.terminal.
 
     `pods` are the cached pods of this Job (any order). `x_values` (model_params,
-    pretrain_tokens) fill the X columns of results the operator has to write itself.
+    pretrain_tokens) fill the X columns of results the operator has to write itself. `nodes`:
+    the pods one attempt of the run has (models[].nodes); on several, only global rank 0 (pod
+    index 0) writes a result, the others end with an empty message.
     """
     own = [p for p in pods if p.job == job.name or (p.job is None and p.run_id == key.run_id)]
     own.sort(key=lambda p: (p.finished_at or 0.0, p.name))
     if job.finished == "Complete":
-        for pod in reversed(own):
-            if pod.phase == "Succeeded" or pod.exit_code == 0:
-                result, problem = parse_termination_message(study, key, pod.message)
-                if result is not None:
-                    return Harvest(result, job.finished_at)
-                return Harvest(failed_result(study, key, oc.BAD_RESULT, f"{problem}: {_short(pod.message, 200)}",
-                                             x_values), job.finished_at)
+        done = [p for p in own if p.phase == "Succeeded" or p.exit_code == 0]
+        problems = []
+        for pod in done:  # the first pod that reported this run's result
+            result, problem = parse_termination_message(study, key, pod.message)
+            if result is not None:
+                return Harvest(result, job.finished_at)
+            problems.append((pod, problem))
+        if problems:
+            # No valid result: name the pod that wrote something (the ranks > 0 write nothing),
+            # else the last one — on one pod, simply that pod.
+            pod, problem = next(((p, why) for p, why in reversed(problems) if p.message),
+                                problems[-1])
+            return Harvest(failed_result(study, key, oc.BAD_RESULT, f"{problem}: {_short(pod.message, 200)}",
+                                         x_values), job.finished_at)
         since = now - (job.finished_at or now)
         if since < grace_seconds:
             return Harvest(None, job.finished_at, waiting=True)
@@ -103,8 +113,11 @@ def harvest_run(study: str, key: RunKey, job: JobView, pods: Iterable[PodView], 
     # Failed Job: find the most telling pod (the last one that ran to termination, not disrupted).
     ran = [p for p in own if p.exit_code is not None or p.phase == "Failed"]
     last = next((p for p in reversed(ran) if not p.disrupted), ran[-1] if ran else None)
-    if last is not None:
-        result, _ = parse_termination_message(study, key, last.message)
+    # The trainer's own verdict: the last pod's; on several nodes, that of any pod of the last
+    # attempt (its `nodes` pods fail together, and only rank 0's carries a result).
+    attempt = [p for p in ran if not p.disrupted][-max(1, nodes):] if nodes > 1 else [last]
+    for pod in reversed([p for p in attempt if p is not None]):
+        result, _ = parse_termination_message(study, key, pod.message)
         if result is not None and not result.ok:
             return Harvest(result, job.finished_at)
     reason, message = failure_reason(job, last)
@@ -114,8 +127,10 @@ def harvest_run(study: str, key: RunKey, job: JobView, pods: Iterable[PodView], 
 def harvest_succeeded_pod(study: str, key: RunKey, job_name: str, pods: Iterable[PodView]) -> Harvest | None:
     """Early harvest: a pod of an unfinished run Job that exited 0 with a valid result of this
     run. With completions=1 that pod *is* the Job's success (the Job controller marks the Job
-    Complete a moment later — after its ~1 s batching), so the result can be recorded now.
-    None when there is no such pod (the Job's own verdict is awaited)."""
+    Complete a moment later — after its ~1 s batching), so the result can be recorded now. On
+    several nodes it is rank 0's pod, which reports only once training and evaluation are done
+    on every rank; the other pods' empty messages are no result. None when there is no such
+    pod (the Job's own verdict is awaited)."""
     for pod in pods:
         if pod.job != job_name or pod.phase != "Succeeded" or pod.exit_code != 0:
             continue

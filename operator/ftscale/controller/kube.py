@@ -122,6 +122,24 @@ class Kube:
         except NotFound:
             pass
 
+    # ---- rendezvous Services of runs on several nodes (core/v1) ----
+    def create_service(self, manifest: Mapping[str, Any]) -> bool:
+        """POST a Service; True if created, False if it already existed (success: its name is
+        derived from the run's Job name)."""
+        ns = manifest["metadata"]["namespace"]
+        try:
+            self.request("POST", f"/api/v1/namespaces/{ns}/services", manifest)
+            return True
+        except Conflict:
+            return False
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """DELETE a Service (gone already is fine)."""
+        try:
+            self.request("DELETE", f"/api/v1/namespaces/{namespace}/services/{name}")
+        except NotFound:
+            pass
+
     # ---- the results ConfigMap (core/v1) ----
     def put_configmap_data(self, manifest: Mapping[str, Any], data: Mapping[str, str], exists: bool) -> None:
         """Add keys to a ConfigMap: merge-PATCH its data, or create it (with `data`) when it does

@@ -28,7 +28,8 @@ from ftscale.controller import names
 from ftscale.controller.harvest import harvest_fit, harvest_run, harvest_succeeded_pod
 from ftscale.controller.observe import JobView, PodView, format_time
 from ftscale.controller.settings import OperatorSettings
-from ftscale.controller.templates import DesiredRun, StudyRef, fit_job, run_job
+from ftscale.controller.templates import (DesiredRun, StudyRef, fit_job, rendezvous_service,
+                                          rendezvous_service_name, run_job)
 
 PENDING, QUEUED, RUNNING = ph.RUN_PENDING, ph.RUN_QUEUED, ph.RUN_RUNNING
 
@@ -52,7 +53,13 @@ class Harvested:
 
 @dataclass
 class Plan:
+    # Headless Services of new runs on several nodes: created before create_jobs (a pod's
+    # name resolves only once its Service exists; AlreadyExists is success).
+    create_services: list[dict[str, Any]] = field(default_factory=list)
     create_jobs: list[dict[str, Any]] = field(default_factory=list)
+    # Services of multi-node runs whose result this pass records: deleted after the status
+    # write, like TTLs (the study's owner reference collects any that a crash leaves behind).
+    delete_services: list[str] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
     # New keys of the results ConfigMap (`<run id>.json` → compact result JSON), written
     # before the status so that the status never names a result the ConfigMap lacks.
@@ -199,7 +206,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             out.run_phases[run.run_id] = RUNNING if running and not job.suspended else QUEUED
             continue
         got = harvest_run(study.name, run.key, job, pods_by_job.get(name, ()), now,
-                          settings.result_grace_seconds, run.x_values)
+                          settings.result_grace_seconds, run.x_values, run.nodes)
         if got.result is None:  # finished, pod not cached yet: still "running" for a moment
             out.run_phases[run.run_id] = RUNNING
             out.waiting = True
@@ -240,6 +247,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                 break
             if out.run_phases.get(run.run_id) != PENDING or run.run_id not in allowed:
                 continue
+            if run.nodes > 1:
+                out.create_services.append(rendezvous_service(study, spec, run))
             out.create_jobs.append(run_job(study, spec, run, settings))
             out.run_phases[run.run_id] = QUEUED
             counts[PENDING] -= 1
@@ -381,12 +390,15 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
 
 def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView,
             ttl: int | None) -> rc.RunResult:
-    """A newly harvested run: its ConfigMap entry, TTL (applied after the status write), Event.
-    Returns the result as recorded (with its GPU-seconds: wall time × the run's GPUs when the
-    trainer did not say)."""
+    """A newly harvested run: its ConfigMap entry, TTL and rendezvous Service deletion (applied
+    after the status write), Event. Returns the result as recorded (with its GPU-seconds: wall
+    time × the run's GPUs on all its nodes when the trainer did not say)."""
     result = got.result
     if result.gpu_seconds is None and result.wall_seconds is not None:
-        result = replace(result, gpu_seconds=budget.gpu_seconds(result.wall_seconds, run.gpus))
+        result = replace(result, gpu_seconds=budget.gpu_seconds(result.wall_seconds,
+                                                                run.gpus * run.nodes))
+    if run.nodes > 1:
+        out.delete_services.append(rendezvous_service_name(name))
     out.run_phases[run.run_id] = result.outcome
     out.results_data[f"{run.run_id}.json"] = json.dumps(slim_result(result), sort_keys=True,
                                                         separators=(",", ":"))

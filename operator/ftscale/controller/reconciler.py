@@ -4,11 +4,12 @@ Triggers (kopf watch events of studies, their Jobs and pods, the periodic resync
 gained) only *enqueue* a study; a pass then reads the caches (no API reads), calls the pure
 `plan`, and carries it out in this order, which is what makes restarts safe:
 
-1. delete Jobs of runs dropped from the grid; create missing run Jobs (AlreadyExists = done);
+1. delete Jobs of runs dropped from the grid; create missing run Jobs (AlreadyExists = done),
+   a multi-node run's headless Service before its Job;
 2. add newly harvested results to the results ConfigMap;
 3. write the status (with the new results) — resourceVersion as precondition;
 4. only then set ttlSecondsAfterFinished on harvested Jobs (a Job can vanish only once its
-   result is durable in status);
+   result is durable in status) and delete the Services of harvested multi-node runs;
 5. fit input + fit Job when every run is terminal; Events; metrics.
 
 A crash between any two steps leaves a state the next pass (on any replica) completes: the
@@ -32,7 +33,7 @@ from ftscale.controller.metrics import OperatorMetrics
 from ftscale.controller.observe import JobView, PodView, format_time
 from ftscale.controller.plan import Plan, plan
 from ftscale.controller.settings import OperatorSettings
-from ftscale.controller.templates import StudyRef, results_configmap
+from ftscale.controller.templates import JOB_NAME_LABEL, StudyRef, results_configmap
 
 log = logging.getLogger("ftscale.operator.reconciler")
 
@@ -202,25 +203,38 @@ class Reconciler:
             memory.configmap_pending.pop(k, None)
 
     async def _apply_jobs(self, key: Key, memory: StudyMemory, ns: str, ttls: list[tuple[str, int]],
-                          creates: list[dict[str, Any]]) -> None:
-        """TTL patches and Job creations of one pass (idempotent; a failure requeues the study)."""
+                          creates: list[dict[str, Any]], services: list[dict[str, Any]] = (),
+                          service_deletes: list[str] = ()) -> None:
+        """TTL patches, rendezvous Services and Job creations of one pass (idempotent; a failure
+        requeues the study). A multi-node run's Service is created before its Job, and a Job
+        whose Service could not be created is not created (the next pass plans both again)."""
         async def ttl(name: str, seconds: int) -> None:
             try:
                 await self._call(self.kube.set_job_ttl, ns, name, seconds)
             finally:
                 memory.ttl_inflight.discard(name)
 
+        made = await asyncio.gather(*(self._call(self.kube.create_service, m) for m in services),
+                                    return_exceptions=True)
+        errors = [r for r in made if isinstance(r, BaseException)]
+        without_service = {m["spec"]["selector"][JOB_NAME_LABEL]
+                           for m, r in zip(services, made) if isinstance(r, BaseException)}
+        for name in without_service:
+            memory.expected.pop(name, None)  # not created: plan it again
+        creates = [m for m in creates if m["metadata"]["name"] not in without_service]
         results = await asyncio.gather(*(ttl(n, t) for n, t in ttls),
                                        *(self._call(self.kube.create_job, m) for m in creates),
+                                       *(self._call(self.kube.delete_service, ns, n)
+                                         for n in service_deletes),
                                        return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors += [r for r in results if isinstance(r, BaseException)]
         if errors:
             for m, r in zip(creates, results[len(ttls):]):
                 if isinstance(r, BaseException):
                     memory.expected.pop(m["metadata"]["name"], None)  # not created: plan it again
             self.metrics.observe_error(errors[0])
-            log.warning("study %s/%s: %d of %d Job writes failed (%s); retrying", key[0], key[1],
-                        len(errors), len(results), errors[0])
+            log.warning("study %s/%s: %d of %d Job/Service writes failed (%s); retrying", key[0],
+                        key[1], len(errors), len(results) + len(made), errors[0])
             self.enqueue(key, ERROR_REQUEUE)
 
     # ---- one pass ----
@@ -337,8 +351,9 @@ class Reconciler:
             memory.ttl_inflight.update(n for n, _ in ttls)
             for m in decided.create_jobs:
                 memory.expected[m["metadata"]["name"]] = time.monotonic()
-            if ttls or decided.create_jobs:
-                self._spawn(self._apply_jobs(key, memory, ns, ttls, decided.create_jobs))
+            if ttls or decided.create_jobs or decided.delete_services:
+                self._spawn(self._apply_jobs(key, memory, ns, ttls, decided.create_jobs,
+                                             decided.create_services, decided.delete_services))
             if decided.create_jobs:
                 log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
 

@@ -43,6 +43,7 @@ class DesiredRun:
     key: RunKey
     config: dict[str, Any]  # the exact JSON the trainer's --config takes
     gpus: int = 0
+    nodes: int = 1  # spec.models[].nodes: > 1 is an Indexed Job of that many pods (docs/trainer.md)
     resources: dict[str, Any] = field(default_factory=dict)  # {"requests": {...}, "limits": {...}}
     x_values: dict[str, Any] = field(default_factory=dict)  # model_params / pretrain_tokens if known
     image: str | None = None  # spec.models[].image: overrides execution.image for this model
@@ -75,6 +76,52 @@ def run_labels(study: str, key: RunKey) -> dict[str, str]:
 
 # The Job's podFailurePolicy is derived from the exit-code table (ftscale.api.outcomes).
 pod_failure_policy = outcomes.pod_failure_policy
+
+
+# ---- runs on several nodes -------------------------------------------------------------------
+# A run with nodes: M > 1 is an Indexed Job of M pods (hostnames `<job>-<index>`, given by the
+# Job controller) plus a headless Service the pods name as their subdomain, so that every pod
+# reaches `<job>-0.<service>`, where torchrun's c10d rendezvous listens. Plain batch/v1 + v1:
+# Kueue admits the Job as a whole (all M pods or none).
+
+# Service names must be DNS-1035 labels (start with a letter), and study names — hence Job
+# names — may start with a digit. Every rendezvous Service is `r<job name>`: a prefix on all of
+# them, not only on digit-led ones, keeps the name one-to-one with the Job's (a prefix only
+# where needed would give study `1a` and study `r1a` the same Service).
+SERVICE_PREFIX = "r"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
+MAX_DNS_LABEL = 63
+
+
+def rendezvous_service_name(job_name: str) -> str:
+    """The headless Service of a multi-node run Job. ValueError when it would pass 63
+    characters — never for a Job the API server accepts as Indexed with M > 1 pods, whose
+    name is at most 61 (see multinode_name_problem)."""
+    name = f"{SERVICE_PREFIX}{job_name}"
+    if len(name) > MAX_DNS_LABEL:
+        raise ValueError(f"Service name {name!r} is longer than {MAX_DNS_LABEL} characters")
+    return name
+
+
+def rendezvous_endpoint(job_name: str) -> str:
+    """host:port of the c10d rendezvous: the pod of index 0, by its name under the Service
+    (resolved through the namespace's DNS search path)."""
+    return f"{job_name}-0.{rendezvous_service_name(job_name)}:{run_contract.RDZV_PORT}"
+
+
+def multinode_name_problem(job_name: str, nodes: int) -> str | None:
+    """Why a run Job of `nodes` pods cannot exist under `job_name`, or None. The API server
+    refuses an Indexed Job whose last pod hostname `<job>-<nodes-1>` is not a DNS label (63
+    characters at most), so long study names leave no room for multi-node runs."""
+    if nodes <= 1:
+        return None
+    hostname = f"{job_name}-{nodes - 1}"
+    if len(hostname) <= MAX_DNS_LABEL:
+        return None
+    room = MAX_DNS_LABEL - len(f"-{nodes - 1}") - len(f"-{'x' * meta.RUN_ID_LENGTH}")
+    return (f"a run on {nodes} nodes needs pod hostnames <job>-<index> of at most "
+            f"{MAX_DNS_LABEL} characters, and {hostname} has {len(hostname)}: shorten the "
+            f"study's name to {room} characters or fewer")
 
 
 def _pod_security(settings: OperatorSettings) -> dict[str, Any]:
@@ -155,9 +202,14 @@ def trainer_image(execution: Mapping[str, Any], settings: OperatorSettings) -> s
     return image
 
 
-def _job_spec_common(execution: Mapping[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = {"completions": 1, "parallelism": 1,
-                            "backoffLimit": int(execution.get("backoffLimit", 2))}
+def _job_spec_common(execution: Mapping[str, Any], pods: int = 1) -> dict[str, Any]:
+    # pods > 1: one Indexed Job of that many pods that run together. A failed attempt fails
+    # every pod (torchrun on the others loses its peers) and backoffLimit counts pod failures,
+    # so it is scaled by the pods: execution.backoffLimit stays the retries of one run.
+    spec: dict[str, Any] = {"completions": pods, "parallelism": pods,
+                            "backoffLimit": int(execution.get("backoffLimit", 2)) * pods}
+    if pods > 1:
+        spec["completionMode"] = "Indexed"
     if execution.get("activeDeadlineSeconds"):
         spec["activeDeadlineSeconds"] = int(execution["activeDeadlineSeconds"])
     # No ttlSecondsAfterFinished here: the operator sets it only after it has recorded the
@@ -188,15 +240,29 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     results = (execution.get("volumes") or {}).get("results")
     output = (f"{results.get('mountPath') or names.RESULTS_DIR}/{study.name}/{run.run_id}"
               if results else None)
+    multinode = run.nodes > 1
+    env = [{"name": "FTSCALE_STUDY", "value": study.name},
+           {"name": "FTSCALE_RUN_ID", "value": run.run_id}]
+    if multinode:
+        problem = multinode_name_problem(run.job_name, run.nodes)
+        if problem:
+            raise ValueError(problem)
+        endpoint = rendezvous_endpoint(run.job_name)
+        # For a trainer of your own (execution.command), which starts its own processes; the
+        # pod's index is JOB_COMPLETION_INDEX (set by the Job controller).
+        env += [{"name": "FTSCALE_NODES", "value": str(run.nodes)},
+                {"name": "FTSCALE_RDZV_ENDPOINT", "value": endpoint}]
+        launch = run_contract.launcher(execution.get("command"), run.gpus, nodes=run.nodes,
+                                       rdzv_endpoint=endpoint, rdzv_id=run.run_id)
+    else:
+        launch = run_contract.launcher(execution.get("command"), run.gpus)
     command = run_contract.trainer_argv(
-        run_contract.launcher(execution.get("command"), run.gpus),
-        f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}", output, settings.trainer_metrics_port)
+        launch, f"{names.CONFIG_DIR}/{names.RUN_CONFIG_FILE}", output, settings.trainer_metrics_port)
     container = {
         "name": names.RUN_CONTAINER,
         "image": run.image or trainer_image(execution, settings),
         "command": command,
-        "env": BASE_ENV + [{"name": "FTSCALE_STUDY", "value": study.name},
-                           {"name": "FTSCALE_RUN_ID", "value": run.run_id}],
+        "env": BASE_ENV + env,
         "resources": resources,
         "securityContext": dict(CONTAINER_SECURITY),
         "terminationMessagePath": outcomes.TERMINATION_MESSAGE_PATH,
@@ -205,9 +271,15 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
         "volumeMounts": scratch_mounts + pvc_mounts + [
             {"name": "run-config", "mountPath": names.CONFIG_DIR, "readOnly": True}],
     }
+    ports = []
     if settings.trainer_metrics_port:
-        container["ports"] = [{"name": "metrics", "containerPort": settings.trainer_metrics_port,
-                               "protocol": "TCP"}]
+        ports.append({"name": "metrics", "containerPort": settings.trainer_metrics_port,
+                      "protocol": "TCP"})
+    if multinode:  # informational (pods reach any port of each other): names it for policies
+        ports.append({"name": "rendezvous", "containerPort": run_contract.RDZV_PORT,
+                      "protocol": "TCP"})
+    if ports:
+        container["ports"] = ports
     if execution.get("imagePullPolicy"):
         container["imagePullPolicy"] = execution["imagePullPolicy"]
     pod_spec: dict[str, Any] = {
@@ -227,7 +299,11 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
         pod_spec["priorityClassName"] = execution["priorityClassName"]
     if execution.get("serviceAccountName"):
         pod_spec["serviceAccountName"] = execution["serviceAccountName"]
-    job_spec = _job_spec_common(execution)
+    if multinode:
+        # With the Job controller's hostname <job>-<index>, this makes each pod resolvable as
+        # <job>-<index>.<service> once the headless Service exists.
+        pod_spec["subdomain"] = rendezvous_service_name(run.job_name)
+    job_spec = _job_spec_common(execution, run.nodes)
     job_spec["podFailurePolicy"] = pod_failure_policy(names.RUN_CONTAINER)
     job_spec["template"] = {
         "metadata": {"labels": labels, "annotations": {
@@ -240,6 +316,28 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
         "metadata": {"name": run.job_name, "namespace": study.namespace,
                      "labels": job_labels, "ownerReferences": [study.owner_reference()]},
         "spec": job_spec,
+    }
+
+
+def rendezvous_service(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun) -> dict[str, Any]:
+    """The headless Service of a run on several nodes (run.nodes > 1): no cluster IP, only DNS
+    records for the Job's pods — ready or not, since the rendezvous happens before any pod could
+    report ready (and run pods have no readiness probe). Owned by the study like the Job, and
+    deleted by the operator once the run's result is recorded."""
+    execution = spec.get("execution") or {}
+    labels = {**(execution.get("labels") or {}), **run_labels(study.name, run.key)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": rendezvous_service_name(run.job_name), "namespace": study.namespace,
+                     "labels": labels, "ownerReferences": [study.owner_reference()]},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_NAME_LABEL: run.job_name},
+            "ports": [{"name": "rendezvous", "port": run_contract.RDZV_PORT,
+                       "targetPort": run_contract.RDZV_PORT, "protocol": "TCP"}],
+        },
     }
 
 
