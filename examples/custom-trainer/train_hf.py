@@ -59,16 +59,18 @@ def check_config(raw):
         raise ConfigError(f"data_size must be a positive integer, got {raw['data_size']!r}")
     cfg = {**DEFAULTS, "learning_rate": LEARNING_RATES[raw["method"]],
            **{k: v for k, v in raw.items() if v is not None}}
-    if raw.get("eval_interval") is None and raw.get("eval_interval_examples"):  # spacing in examples
-        cfg["eval_interval"] = max(1, round(raw["eval_interval_examples"] / cfg["batch_size"]))
+    if raw.get("eval_interval") is None and raw.get("evals_per_epoch"):  # spacing per pass over D_f
+        cfg["eval_interval"] = max(1, round(raw["data_size"] / (raw["evals_per_epoch"] * cfg["batch_size"])))
     if cfg.get("task"):  # a built-in task: its splits, template and languages
         files, info = from_world(f"task {cfg['task']}", lambda w: (w.task_files(cfg["task"]),
                                                                     w.TASKS[cfg["task"]]))
         cfg.update({f"{split}_path": path for split, path in files.items()},
                    **{k: v for k, v in info.items() if k != "folder" and k not in raw})
     cfg["model_dir"] = cfg.get("model_source") or cfg["model"]
-    if cfg["model_dir"].startswith("toy:"):
-        cfg["model_dir"] = from_world(cfg["model_dir"], lambda w: w.resolve_model(cfg["model_dir"]).path)
+    if cfg["model_dir"].startswith("toy:"):  # the toy family knows its X values
+        toy = from_world(cfg["model_dir"], lambda w: w.resolve_model(cfg["model_dir"]))
+        cfg.update(model_dir=toy.path, **{k: cfg.get(k) or getattr(toy, k)
+                                          for k in ("model_params", "pretrain_tokens")})
     if not os.path.isdir(cfg["model_dir"]):
         raise ConfigError(f"model folder {cfg['model_dir']} does not exist")
     for split in ("train", "dev", "test"):
@@ -90,7 +92,8 @@ def read_jsonl(path, cfg, first=0):
 
 def render(cfg, source, target):
     """(prompt, target text) under the config's template (docs/trainer.md names them)."""
-    src, tgt, template = cfg.get("source_lang") or "Source", cfg.get("target_lang") or "Target", cfg["template"]
+    src, tgt = cfg.get("source_lang") or "Source", cfg.get("target_lang") or "Target"
+    template = cfg["template"]
     if template == "translate":
         return f"{src}: {source}\n{tgt}:", " " + target
     if template == "summarize":
@@ -120,7 +123,8 @@ def collate(pad_id):
 
     def batch(examples):
         width = max(len(e["input_ids"]) for e in examples)
-        pad = lambda key, value: torch.tensor([e[key] + [value] * (width - len(e[key])) for e in examples])  # noqa: E731
+        def pad(key, value):
+            return torch.tensor([e[key] + [value] * (width - len(e[key])) for e in examples])
         return {"input_ids": pad("input_ids", pad_id), "labels": pad("labels", -100),
                 "attention_mask": pad("attention_mask", 0)}
     return batch
@@ -214,9 +218,9 @@ def train(cfg, output_dir):
         raise NonFiniteLoss(f"test loss {test_loss}, best dev loss {best_dev}")
     curves = {name: [[h["step"], h[key]] for h in state.log_history if math.isfinite(h.get(key, math.nan))]
               for name, key in (("train", "loss"), ("dev", "eval_loss"), ("lr", "learning_rate"))}
-    return dict(model_params=model_params, best_dev_loss=best_dev, test_loss=test_loss,
-                test_ppl=math.exp(min(test_loss, 700.0)), steps=state.global_step,
-                best_step=int(state.best_model_checkpoint.rsplit("-", 1)[1]),
+    return dict(model_params=model_params, pretrain_tokens=cfg.get("pretrain_tokens"),
+                best_dev_loss=best_dev, test_loss=test_loss, test_ppl=math.exp(min(test_loss, 700.0)),
+                steps=state.global_step, best_step=int(state.best_model_checkpoint.rsplit("-", 1)[1]),
                 tokens_seen=int(state.num_input_tokens_seen), curves=curves,
                 trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                 total_params=sum(p.numel() for p in model.parameters()),

@@ -5,8 +5,9 @@ ftscale import). Fast tests: the doc lists every exit code and every config fiel
 uses the table's codes, a bad config exits 2 with a Failed result ftscale parses, and the run
 Job of a study naming the script runs it with the contract's flags. Slow tests: a 3-run study
 (fmt, LoRA, prompt tuning) through `ftscale run` on a tiny random Llama written by
-`save_pretrained` (the hf_checkpoints fixture of tests/trainer, no download), and SIGTERM:
-exit 143 with a checkpoint, then the same command resumes and succeeds.
+`save_pretrained` (the hf_checkpoints fixture of tests/trainer, no download); SIGTERM: exit
+143 with a checkpoint, then the same command resumes and succeeds; and the same test loss as
+ftscale's own trainer for the same weights (the fitted quantity means the same).
 """
 
 from __future__ import annotations
@@ -250,3 +251,32 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_same_command_resumes(mini_
     assert f"resuming from {out / 'checkpoint' / f'checkpoint-{step}'}" in done.stderr
     result = parse_result((out / "result.json").read_text())
     assert result.ok and result.steps == step + 2
+
+
+@pytest.mark.slow
+def test_the_example_reports_the_same_test_loss_as_ftscales_trainer_for_the_same_weights(
+        mini_world, hf_checkpoints, tmp_path):
+    """The fitted quantity means the same whoever trains: at a learning rate of 1e-9 both
+    trainers end on the base model's weights (LoRA starts as the identity), so both must report
+    its per-token target NLL on the same test examples under the same template."""
+    from trainer.conftest import run_trainer
+
+    config = {"study": "s", "run_id": "r1", "model": "llama", "method": "lora", "pet_size": 2,
+              "data_size": 16, "seed": 0, "model_source": str(hf_checkpoints["llama"]),
+              "train_path": str(mini_world / "train.jsonl"),
+              "dev_path": str(mini_world / "dev.jsonl"), "test_path": str(mini_world / "test.jsonl"),
+              "source_lang": "English", "target_lang": "German", "backend": "hf",
+              "max_steps": 2, "batch_size": 4, "eval_interval": 1, "learning_rate": 1e-9,
+              "warmup_steps": 0, "dev_examples": 8, "test_examples": 40, "threads": 1}
+    (tmp_path / "ours").mkdir()
+    done, ours, _ = run_trainer(tmp_path / "ours", config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    mine = subprocess.run(run_contract.trainer_argv([sys.executable, str(SCRIPT)],
+                                                    str(tmp_path / "run.json"), str(tmp_path / "out")),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert mine.returncode == 0, mine.stderr[-2000:]
+    theirs = parse_result((tmp_path / "out" / "result.json").read_text())
+    assert ours["test_loss"] > 1.0
+    assert theirs.test_loss == pytest.approx(ours["test_loss"], rel=1e-6)  # measured: 2e-8
+    assert theirs.model_params == ours["model_params"]
