@@ -42,7 +42,9 @@ def gpu_hour_estimates(study: str, spec: Mapping[str, Any]) -> dict[str, float |
 
 def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
     """Every run of the spec's grid, in grid order. Raises (KeyError/ValueError/TypeError) on a
-    spec the grid cannot expand; the caller reports that as InvalidSpec."""
+    spec the grid cannot expand, StudyRejected on one whose runs cannot start (GPU memory; a
+    study name too long for the pod hostnames of its multi-node runs); the caller reports
+    both as InvalidSpec."""
     full = with_defaults(dict(spec))
     estimates = gpu_hour_estimates(study, full)
     out = []
