@@ -179,10 +179,14 @@ def train(cfg, output_dir):
     every, cuda = min(cfg["eval_interval"], steps), torch.cuda.is_available()
     ckpt_dir = os.path.join(output_dir or tempfile.mkdtemp(), "checkpoint")
 
-    class StopOnSigterm(TrainerCallback):
+    class Guard(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if STOP:  # save a checkpoint at this step, then stop
+            if STOP:  # SIGTERM: save a checkpoint at this step, then stop
                 control.should_save = control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not math.isfinite(logs.get("loss", 0.0)):  # diverged: a retry diverges again
+                raise NonFiniteLoss(f"train loss {logs['loss']} at step {state.global_step}")
 
     args = TrainingArguments(
         output_dir=ckpt_dir, max_steps=steps, per_device_train_batch_size=cfg["batch_size"],
@@ -192,11 +196,12 @@ def train(cfg, output_dir):
         lr_scheduler_kwargs={"min_lr_rate": cfg["min_lr_ratio"]}, eval_strategy="steps",
         eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
         load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
-        label_names=["labels"], logging_steps=cfg["log_interval"], seed=cfg["seed"],
+        label_names=["labels"], logging_steps=cfg["log_interval"], logging_nan_inf_filter=False,
+        seed=cfg["seed"],
         bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, report_to=[],
         include_num_input_tokens_seen="non_padding", disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set,
-                      data_collator=collate(pad_id), callbacks=[StopOnSigterm()])
+                      data_collator=collate(pad_id), callbacks=[Guard()])
     resume = get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
     if resume:
         log(f"resuming from {resume}")

@@ -6,8 +6,9 @@ uses the table's codes, a bad config exits 2 with a Failed result ftscale parses
 Job of a study naming the script runs it with the contract's flags. Slow tests: a 3-run study
 (fmt, LoRA, prompt tuning) through `ftscale run` on a tiny random Llama written by
 `save_pretrained` (the hf_checkpoints fixture of tests/trainer, no download); SIGTERM: exit
-143 with a checkpoint, then the same command resumes and succeeds; and the same test loss as
-ftscale's own trainer for the same weights (the fitted quantity means the same).
+143 with a checkpoint, then the same command resumes and succeeds; a diverging run exits 3;
+and the same test loss as ftscale's own trainer for the same weights (the fitted quantity
+means the same).
 """
 
 from __future__ import annotations
@@ -280,3 +281,23 @@ def test_the_example_reports_the_same_test_loss_as_ftscales_trainer_for_the_same
     assert ours["test_loss"] > 1.0
     assert theirs.test_loss == pytest.approx(ours["test_loss"], rel=1e-6)  # measured: 2e-8
     assert theirs.model_params == ours["model_params"]
+
+
+@pytest.mark.slow
+def test_a_diverging_run_exits_3_with_a_non_finite_loss_result(mini_world, hf_checkpoints,
+                                                               tmp_path):
+    config = {"study": "s", "run_id": "r1", "model": "llama", "method": "fmt",
+              "data_size": 16, "seed": 0, "model_source": str(hf_checkpoints["llama"]),
+              "train_path": str(mini_world / "train.jsonl"),
+              "dev_path": str(mini_world / "dev.jsonl"), "test_path": str(mini_world / "test.jsonl"),
+              "max_steps": 8, "batch_size": 4, "eval_interval": 8, "log_interval": 1,
+              "learning_rate": 1e12, "grad_clip": 0, "warmup_steps": 0,
+              "dev_examples": 4, "test_examples": 4, "threads": 1}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    done = subprocess.run(run_contract.trainer_argv([sys.executable, str(SCRIPT)],
+                                                    str(tmp_path / "run.json"), str(tmp_path / "out")),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == outcomes.EXIT_NON_FINITE_LOSS, done.stderr[-2000:]
+    result = parse_result((tmp_path / "out" / "result.json").read_text())
+    assert (result.outcome, result.reason) == (outcomes.FAILED, outcomes.NON_FINITE_LOSS)
+    assert "train loss" in result.message  # caught while training, not only at the test loss
