@@ -495,7 +495,9 @@ def plan_run(run: PlannedRun, cfg: Any, gpu: GpuSettings | None, *,
     key = run.key
     notes: list[str] = []
     shape = model_shape(run.model)
-    priced = run.gpus if run.gpus > 0 else (1 if price_cpu_runs else 0)
+    # A multi-node run (models[].nodes) holds gpus on each of its nodes.
+    nodes = max(1, int(run.model.get("nodes", 1) or 1))
+    priced = run.gpus * nodes if run.gpus > 0 else (1 if price_cpu_runs else 0)
     on_gpu = priced > 0
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if on_gpu else "fp32")
     base = dict(run_id=run.run_id, model=key.model, method=key.method, pet_size=key.pet_size,

@@ -36,7 +36,8 @@ from helm_support import CHART, DASHBOARD_JSON, REPO, RULES, Helm
 from promql_names import substitute_grafana_variables
 
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from operator_testkit import (FIT_SUMMARY, create_study, finish, free_port, get_study,  # noqa: E402
+from producers import example_fit_message  # noqa: E402
+from operator_testkit import (create_study, finish, free_port, get_study,  # noqa: E402
                               running_pods, study_manifest, wait_until)
 
 from cluster.kubelet import complete_pod  # noqa: E402
@@ -244,7 +245,8 @@ def study_run(release, apps_api, core_api, custom_objects_api, tmp_path_factory)
         wait_until(lambda: (get_study(custom_objects_api, ns, study).get("status") or {}).get("runsSucceeded") == 3,
                    90, "3 harvested results")
         fit_pod = wait_until(lambda: running_pods(core_api, ns, study, "fit"), 90, "the fit pod")[0]
-        finish(core_api, fit_pod, study, message=FIT_SUMMARY)
+        # the fit pod's termination message as the fit Job writes it (tests/producers.py)
+        finish(core_api, fit_pod, study, message=example_fit_message(study))
         wait_until(lambda: any(c["type"] == "Fitted" and c["status"] == "True" for c in
                                (get_study(custom_objects_api, ns, study).get("status") or {}).get("conditions") or ()),
                    90, "condition Fitted")

@@ -33,10 +33,13 @@ def test_two_nodes_meet_through_c10d_and_rank_0_alone_reports(mini_world, tmp_pa
     cfg.write_text(json.dumps(config))
     launch = run_contract.launcher(None, 1, nodes=2, rdzv_endpoint=f"127.0.0.1:{_free_port()}",
                                    rdzv_id="t-multinode")
-    assert launch[:2] == ["torchrun", "--nnodes=2"]
-    # `torchrun` is `python -m torch.distributed.run`: this venv's, whatever PATH holds.
-    argv = run_contract.trainer_argv([sys.executable, "-m", "torch.distributed.run", *launch[1:]],
-                                     str(cfg), str(tmp_path / "out"))
+    assert launch[:5] == ["python", "-m", "ftscale_trainer.launch", "torchrun", "--nnodes=2"]
+    # `python` is this venv's interpreter, as in the image; `torchrun` is
+    # `python -m torch.distributed.run`, whatever PATH holds.
+    argv = run_contract.trainer_argv(
+        [sys.executable, "-m", "ftscale_trainer.launch",
+         sys.executable, "-m", "torch.distributed.run", *launch[4:]],
+        str(cfg), str(tmp_path / "out"))
     procs = []
     for node in (0, 1):
         # Each "pod" has its own termination-message file; the output folder is shared, as a

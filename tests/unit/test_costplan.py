@@ -412,3 +412,19 @@ def test_plan_needs_no_torch():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["runs"][0]["memory"]["logits"] > 0  # toy vocabulary known
+
+
+def test_a_multi_node_run_is_priced_on_the_gpus_of_all_its_nodes():
+    from ftscale import costplan, grid
+    from ftscale.spec import with_defaults
+
+    spec = with_defaults({
+        "task": {"name": "toy-en-de"},
+        "models": [{"name": "big", "source": "org/big", "parameters": 1_000_000_000, "gpus": 8}],
+        "methods": [{"name": "fmt"}], "dataSizes": [1000]})
+    one = costplan.plan_study(spec, "s").runs[0]
+    spec["models"][0]["nodes"] = 2
+    two = costplan.plan_study(spec, "s").runs[0]
+    assert two.priced_gpus == 16 and one.priced_gpus == 8
+    assert two.gpu_hours == pytest.approx(one.gpu_hours, rel=0.2)  # same work, 16 GPUs held
+    assert len(grid.expand(spec)) == 1

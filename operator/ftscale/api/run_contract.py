@@ -19,6 +19,7 @@ METRICS_PORT_FLAG = "--metrics-port"  # serve Prometheus metrics while training
 # (what `accelerate launch` runs underneath); the trainer uses accelerate inside. SIGTERM
 # reaches torchrun, which forwards it to every rank (docs/trainer.md, "Several processes").
 TORCHRUN = ("torchrun", "--standalone", "--nnodes=1")
+LAUNCH_WRAPPER = "ftscale_trainer.launch"
 # One run on M > 1 nodes (pods of an Indexed Job): torchrun on every pod, meeting through the
 # c10d rendezvous that the pod of index 0 hosts (docs/trainer.md, "Several nodes").
 RDZV_BACKEND = "c10d"
@@ -39,14 +40,17 @@ def launcher(command: Sequence[str] | None, processes: int, *, nodes: int = 1,
     A CPU run (processes 0) starts one process per node."""
     if command:
         return list(command)
+    # torchrun exits 1 whatever a rank's own exit code: the wrapper restores the run's code
+    # from rank 0's result, so the podFailurePolicy still fails a NaN run at once.
+    wrap = ["python", "-m", LAUNCH_WRAPPER]
     if nodes > 1:
         if not rdzv_endpoint or not rdzv_id:
             raise ValueError(f"a run on {nodes} nodes needs a rendezvous endpoint and id")
-        return ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={max(1, processes)}",
+        return [*wrap, "torchrun", f"--nnodes={nodes}", f"--nproc_per_node={max(1, processes)}",
                 f"--rdzv-backend={RDZV_BACKEND}", f"--rdzv-endpoint={rdzv_endpoint}",
                 f"--rdzv-id={rdzv_id}", "-m", DEFAULT_COMMAND[-1]]
     if processes > 1:
-        return [*TORCHRUN, f"--nproc_per_node={processes}", "-m", DEFAULT_COMMAND[-1]]
+        return [*wrap, *TORCHRUN, f"--nproc_per_node={processes}", "-m", DEFAULT_COMMAND[-1]]
     return list(DEFAULT_COMMAND)
 
 

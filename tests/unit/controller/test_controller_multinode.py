@@ -71,7 +71,7 @@ def test_a_two_node_run_is_an_indexed_job_whose_pods_meet_on_index_0():
     container = pod_spec(manifest)["containers"][0]
     endpoint = f"{job_name}-0.{service}:29400"
     assert container["command"] == [
-        "torchrun", "--nnodes=2", "--nproc_per_node=2", "--rdzv-backend=c10d",
+        "python", "-m", "ftscale_trainer.launch", "torchrun", "--nnodes=2", "--nproc_per_node=2", "--rdzv-backend=c10d",
         f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run.run_id}", "-m", "ftscale_trainer",
         "--config", "/etc/ftscale/run.json", "--metrics-port", str(SETTINGS.trainer_metrics_port)]
     env = env_of(container)
@@ -129,8 +129,8 @@ def test_a_trainer_of_your_own_gets_the_rendezvous_in_its_environment():
 def test_the_launcher_needs_a_rendezvous_for_several_nodes():
     with pytest.raises(ValueError, match="rendezvous"):
         run_contract.launcher(None, 8, nodes=4)
-    assert run_contract.launcher(None, 8, nodes=4, rdzv_endpoint="h:1", rdzv_id="x")[:3] == [
-        "torchrun", "--nnodes=4", "--nproc_per_node=8"]
+    assert run_contract.launcher(None, 8, nodes=4, rdzv_endpoint="h:1", rdzv_id="x")[:6] == [
+        "python", "-m", "ftscale_trainer.launch", "torchrun", "--nnodes=4", "--nproc_per_node=8"]
     assert run_contract.launcher(["my-trainer"], 8, nodes=4) == ["my-trainer"]
 
 

@@ -147,9 +147,10 @@ def test_a_run_on_several_gpus_starts_one_trainer_process_per_gpu():
     """gpus: 2 → torchrun starts 2 ranks in the pod (no GPU sits idle); 1 GPU or CPU → one."""
     by_model = {r.key.model: r for r in runs()}
     two = pod_spec(run_job(STUDY, spec(), by_model["tiny-2"], SETTINGS))["containers"][0]
-    assert two["command"][:5] == ["torchrun", "--standalone", "--nnodes=1",
-                                  "--nproc_per_node=2", "-m"]
-    assert two["command"][5] == "ftscale_trainer" and "--config" in two["command"]
+    # the wrapper gives the Job the run's exit code (torchrun alone exits 1 for any failure)
+    assert two["command"][:8] == ["python", "-m", "ftscale_trainer.launch", "torchrun",
+                                  "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m"]
+    assert two["command"][8] == "ftscale_trainer" and "--config" in two["command"]
     assert two["resources"]["limits"]["nvidia.com/gpu"] == 2
     one = pod_spec(run_job(STUDY, spec(), by_model["tiny-1"], SETTINGS))["containers"][0]
     assert one["command"][:3] == ["python", "-m", "ftscale_trainer"]
