@@ -20,7 +20,8 @@ Credentials: in a pod, its service account; elsewhere --kubeconfig, $KUBECONFIG 
 (--lease-namespace/--lease-name) and only the leader acts.
 
 Endpoints: /metrics on --metrics-port (Prometheus), /healthz on --health-port (kopf's
-liveness probe, with the leader flag).
+liveness probe, with the leader flag), and with --ui-port a read-only study browser (every
+study's progress, runs, fit and report; docs/cluster-install.md, "The study browser").
 
 Every option can also be set by an environment variable (the Helm chart does so):
 {env}
@@ -45,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address /metrics binds (default 0.0.0.0; 127.0.0.1 on a workstation)")
     parser.add_argument("--health-port", type=int, help="liveness /healthz port (0: off; default 8081)")
     parser.add_argument("--health-bind-address", help="address /healthz binds (default 0.0.0.0)")
+    parser.add_argument("--ui-port", type=int,
+                        help="port of the read-only study browser (0: off, the default)")
+    parser.add_argument("--ui-bind-address",
+                        help="address the study browser binds (default 127.0.0.1)")
+    parser.add_argument("--ui-grafana-url",
+                        help="Grafana base URL the study pages link to (default: no link)")
     parser.add_argument("--no-leader-election", action="store_true",
                         help="act without holding the Lease (only for a single replica)")
     parser.add_argument("--lease-namespace",
@@ -62,7 +69,8 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
     settings = OperatorSettings.from_env()
     over = {}
     for name in ("metrics_port", "health_port", "metrics_bind_address", "health_bind_address",
-                 "lease_namespace", "lease_name", "identity", "trainer_image", "log_format"):
+                 "lease_namespace", "lease_name", "identity", "trainer_image", "log_format",
+                 "ui_port", "ui_bind_address", "ui_grafana_url"):
         value = getattr(args, name, None)
         if value is not None:
             over[name] = value

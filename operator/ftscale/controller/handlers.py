@@ -140,10 +140,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
     memo["reconciler"] = reconciler
     memo["elector"] = elector
     memo["tasks"] = [asyncio.create_task(reconciler.run(), name="ftscale-reconciler")]
+    if ours.ui_port:
+        # The study browser (ftscale.browser) reads the reconciler's cached studies; every
+        # replica serves it, leader or not (standbys keep warm caches).
+        from ftscale.browser import start as start_browser
+        from ftscale.report.cluster import kube_configmap_reader
+
+        memo["browser"] = await start_browser(
+            lambda: [m.body for m in list(reconciler.studies.values()) if m.body],
+            kube_configmap_reader(kube), ours.ui_port, ours.ui_bind_address, ours.ui_grafana_url)
     if elector is not None:
         memo["tasks"].append(asyncio.create_task(elector.run(), name="ftscale-leader-election"))
-    log.info("ftscale operator %s starting: namespaces=%s leader_election=%s metrics_port=%s",
-             ours.identity, ",".join(ours.namespaces) or "(all)", ours.leader_election, ours.metrics_port)
+    log.info("ftscale operator %s starting: namespaces=%s leader_election=%s metrics_port=%s "
+             "ui_port=%s", ours.identity, ",".join(ours.namespaces) or "(all)",
+             ours.leader_election, ours.metrics_port, ours.ui_port or "off")
     if elector is not None:
         # Two operators exclude each other only through the same Lease: one started with
         # another lease namespace or name would act on the same studies at the same time.
@@ -156,6 +166,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", ()):
         task.cancel()
+    if memo.get("browser") is not None:
+        await memo["browser"].cleanup()
     elector: LeaderElector | None = memo.get("elector")
     if elector is not None:
         await asyncio.get_running_loop().run_in_executor(None, elector.release)

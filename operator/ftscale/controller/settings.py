@@ -40,6 +40,16 @@ class OperatorSettings:
     health_port: int = 8081
     # Address the /healthz endpoint binds (the kubelet probes the pod IP).
     health_bind_address: str = "0.0.0.0"
+    # Port of the read-only study browser (ftscale.browser; docs/cluster-install.md, "The
+    # study browser"). 0: off.
+    ui_port: int = 0
+    # Address the study browser binds. 127.0.0.1: reached only through `kubectl port-forward`,
+    # so Kubernetes RBAC (pods/portforward) decides who sees it; 0.0.0.0 behind a Service and
+    # an Ingress that authenticates.
+    ui_bind_address: str = "127.0.0.1"
+    # Grafana's base URL (e.g. https://grafana.example.com): study pages link to the ftscale
+    # dashboard filtered to the study. Empty: no link.
+    ui_grafana_url: str = ""
     # Lease-based leader election: with it, any number of replicas is safe and only the
     # holder of the Lease acts; the others keep warm caches and take over when it expires.
     leader_election: bool = True
@@ -112,6 +122,11 @@ class OperatorSettings:
                 f"renew before its lease expires")
         if self.workers < 1 or self.api_threads < 1:
             raise SettingsError(f"{_env('workers')} and {_env('api_threads')} must be at least 1")
+        if not 0 <= self.ui_port <= 65535:
+            raise SettingsError(f"{_env('ui_port')}={self.ui_port} must be a port (1-65535) or 0 (off)")
+        if self.ui_port and self.ui_port in (self.metrics_port, self.health_port):
+            raise SettingsError(f"{_env('ui_port')}={self.ui_port} is already the metrics or "
+                                f"health port: give the study browser a port of its own")
         if self.log_format not in ("json", "plain"):
             raise SettingsError(f"{_env('log_format')} must be json or plain, got {self.log_format!r}")
 
