@@ -15,6 +15,9 @@ Forms (Zhang et al., ICLR 2024):
   additive        L = A·X^-alpha + B·D^-beta + E  (Chinchilla-style alternative)
   single          L = A·D^-beta + E, one fit per X value
   all             all three
+  rectified       L = (B/(D_l + D^beta) + E)^alpha (Lin et al., ICML 2024), one fit per
+                  model (--group-by, default the `model` column), compared with the plain
+                  power law L = B·D^-beta + E by held-out error (docs/law.md §10)
 
 The objective is the Huber loss (delta 1e-3) summed over seed-averaged points, on raw
 residuals as in the paper (--residual log for Chinchilla's). Points whose X or D is a held-out
@@ -46,7 +49,7 @@ law's exponents (one X value, D proportional to X): the message says what to fix
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("table", help="results table: CSV, JSONL or JSON list")
     p.add_argument("--form", default="multiplicative",
-                   choices=["multiplicative", "additive", "single", "all"],
+                   choices=["multiplicative", "additive", "single", "all", "rectified"],
                    help="law form to fit (default multiplicative)")
     p.add_argument("--x", default="model_params", metavar="COL",
                    help="column of the X factor (default model_params; e.g. pretrain_tokens, "
@@ -129,18 +132,35 @@ def run_fit(args) -> tuple[dict, list, str]:
     forms = ["multiplicative", "additive", "single"] if args.form == "all" else [args.form]
     holdout = HoldoutSpec.parse(args.holdout)
     # validates delta/bootstrap/confidence with the same messages the CRD path gives
-    opts = LawOptions(forms=tuple(forms), residual=args.residual, delta=args.delta,
+    # (the rectified law is no study form: the other options are validated all the same)
+    opts = LawOptions(forms=("single",) if args.form == "rectified" else tuple(forms),
+                      residual=args.residual, delta=args.delta,
                       holdout=holdout, bootstrap=args.bootstrap, seed=args.seed,
                       confidence=args.confidence, strategy=args.optimizer)
     group_cols = [c.strip() for c in args.group_by.split(",") if c.strip()]
+    notes: list[str] = []
+    if args.form == "rectified" and not group_cols and any("model" in r for r in table):
+        group_cols = ["model"]  # the rectified law describes one model's curve
+        notes.append("rectified law: one fit per model (--group-by model)")
     groups = group_rows(table, group_cols)
     n_fits = len(groups) * len(forms)
     laws = []
-    notes: list[str] = []
+    rectified_cmp = []
     with tqdm(total=n_fits * max(1, opts.bootstrap), desc="fitting", unit="fit",
               disable=None, leave=False, file=sys.stderr) as bar:
         for key, rows in groups:
             for form in forms:
+                if form == "rectified":  # ftscale.law.rectified: with the power law beside it
+                    from ftscale.law.rectified import fit_compared
+
+                    law, _power, cmp_ = fit_compared(
+                        rows, d=args.d, loss=args.loss, residual=opts.residual,
+                        delta=opts.delta, holdout=holdout, bootstrap=opts.bootstrap,
+                        seed=opts.seed, confidence=opts.confidence, strategy=opts.strategy,
+                        group=key, progress=bar.update)
+                    laws.append(law)
+                    rectified_cmp.append(cmp_)
+                    continue
                 laws += fit_law(rows, form=form, x=args.x, d=args.d, loss=args.loss,
                                 residual=opts.residual, delta=opts.delta, holdout=holdout,
                                 bootstrap=opts.bootstrap, seed=opts.seed,
@@ -150,7 +170,7 @@ def run_fit(args) -> tuple[dict, list, str]:
                     bar.update(1)
     critical, eq3s = [], []
     joint = [l for l in laws if l.form != "single"]
-    for form in [f for f in forms if f != "single"]:
+    for form in [f for f in forms if f not in ("single", "rectified")]:
         of_form = [l for l in joint if l.form == form]
         for i, l1 in enumerate(of_form):
             for l2 in of_form[i + 1:]:
@@ -174,13 +194,18 @@ def run_fit(args) -> tuple[dict, list, str]:
         "source": str(args.table),
         "skipped_failed_runs": table.skipped_failed,
         "columns": {"x": args.x, "d": args.d, "loss": args.loss, "group_by": group_cols},
-        "options": opts.to_spec(),
+        "options": {**opts.to_spec(), "forms": forms},
         "fits": [l.to_dict() for l in laws],
         "critical_data_sizes": critical,
         "eq3": eq3s,
         "form_comparison": comparison,
         "notes": notes,
+        **({"rectified_vs_power": rectified_cmp} if rectified_cmp else {}),
     })
+    if rectified_cmp:
+        from ftscale.law.rectified import render_comparison
+
+        return doc, laws, "\n".join(render_comparison(laws, rectified_cmp))
     return doc, laws, render_text(doc, laws, table.skipped_failed)
 
 

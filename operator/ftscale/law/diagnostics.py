@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ftscale.law.errors import NotIdentifiable
-from ftscale.law.model import ADDITIVE, SINGLE
-from ftscale.law.solver import EXPONENT_BOUNDS
+from ftscale.law.model import ADDITIVE, RECTIFIED, SINGLE
+from ftscale.law.solver import (EXPONENT_BOUNDS, RECTIFIED_ALPHA_BOUNDS,
+                                RECTIFIED_BETA_BOUNDS)
 
 # ---- codes (stable: the fit summary, the report and the Grafana panel key on them) --------
 NOT_CONVERGED = "NotConverged"
@@ -213,7 +214,10 @@ def design_flags(log_x: np.ndarray, log_d: np.ndarray) -> list[Flag]:
 
 
 def _log_terms(params, log_x: np.ndarray, log_d: np.ndarray) -> dict[str, np.ndarray]:
-    """log of each additive term of the law at the given points, keyed by its coefficient."""
+    """log of each additive term of the law at the given points, keyed by its coefficient
+    (the rectified law: its power term B / (D_l + D^β), inside the outer power α)."""
+    if params.form == RECTIFIED:
+        return {"B": params.log_B - np.logaddexp(params.log_D_l, params.beta * log_d)}
     if params.form == ADDITIVE:
         return {"A": params.log_A - params.alpha * log_x,
                 "B": params.log_B - params.beta * log_d}
@@ -226,6 +230,8 @@ def bound_flags(params, log_x: np.ndarray, log_d: np.ndarray, y: np.ndarray) -> 
     """AtBound: an exponent within EXPONENT_BOUND_TOL of its optimiser bound, or a term (E,
     A·X^−α·D^−β, B·D^−β) below TERM_ZERO_RTOL of the smallest loss at every fitting point —
     at its lower bound 0, where the data cannot see it."""
+    if params.form == RECTIFIED:
+        return rectified_bound_flags(params, log_d, y)
     out = []
     lo, hi = EXPONENT_BOUNDS
     values = params.values()
@@ -251,6 +257,36 @@ def bound_flags(params, log_x: np.ndarray, log_d: np.ndarray, y: np.ndarray) -> 
                             f"{term} is under {TERM_ZERO_RTOL:.1%} of the loss at every fitting "
                             f"point ({name} = {values[name]:.3g}): it sits at its lower bound 0 "
                             "and its exponent is not determined"))
+    return out
+
+
+def rectified_bound_flags(params, log_d: np.ndarray, y: np.ndarray) -> list[Flag]:
+    """AtBound for the rectified law: α or β at its optimiser bound; D_l below TERM_ZERO_RTOL
+    of D^β at every fitting point (no pre-power phase in the data: the law is the vanilla
+    (B/D^β + E)^α and D_l is not determined — the plain power law fits as well); E^α (the
+    loss floor) below TERM_ZERO_RTOL of the smallest loss."""
+    out = []
+    for name, (lo, hi) in (("alpha", RECTIFIED_ALPHA_BOUNDS), ("beta", RECTIFIED_BETA_BOUNDS)):
+        v = getattr(params, name)
+        if name == "alpha" and v >= hi - EXPONENT_BOUND_TOL:
+            out.append(Flag(AT_BOUND, name,
+                            f"alpha = {v:.4g} is at its upper bound {hi:g}: the curve is in the "
+                            "law's exponential limit E^α·exp(α·B/(E·(D_l + D^β))), so α itself "
+                            "is not determined (the predictions are)"))
+        elif v <= lo + EXPONENT_BOUND_TOL * lo or v >= hi - EXPONENT_BOUND_TOL:
+            out.append(Flag(AT_BOUND, name,
+                            f"{name} = {v:.4g} is at its bound [{lo:g}, {hi:g}]: the bound, not "
+                            "the data, holds it there"))
+    if params.log_D_l - params.beta * float(np.min(log_d)) < math.log(TERM_ZERO_RTOL):
+        out.append(Flag(AT_BOUND, "D_l",
+                        f"D_l = {params.D_l:.3g} is under {TERM_ZERO_RTOL:.1%} of D^β at every "
+                        "fitting point: the data show no pre-power phase, so D_l is not "
+                        "determined (the plain power law fits these runs as well)"))
+    if params.alpha * params.log_E < math.log(TERM_ZERO_RTOL * float(np.min(y))):
+        out.append(Flag(AT_BOUND, "E",
+                        f"the loss floor E^α = {math.exp(params.alpha * params.log_E):.3g} is "
+                        f"under {TERM_ZERO_RTOL:.1%} of the smallest loss: the data show no "
+                        "floor, so E (and with it α) is not determined"))
     return out
 
 
@@ -309,7 +345,8 @@ def interval_flags(intervals: dict, samples: Sequence, level: float,
             out.append(Flag(WIDE_INTERVAL, name,
                             f"the interval of {name} [{lo_r:.4g}, {hi_r:.4g}] spans more than a "
                             f"decade ({span}): the data do not determine {name}"))
-    if "alpha" in intervals and len(good) >= MIN_REPLICATES_FOR_CORRELATION:
+    if "alpha" in intervals and len(good) >= MIN_REPLICATES_FOR_CORRELATION \
+            and good[0].form != RECTIFIED:  # the A–α ridge of X; the rectified law has no X
         la = np.array([s.log_A for s in good])
         al = np.array([s.alpha for s in good])
         if np.std(la) > 0 and np.std(al) > 0:

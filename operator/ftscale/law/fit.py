@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ftscale.law.diagnostics import Flag, check_design, law_flags
 from ftscale.law.errors import FitError, LawInputError, NotIdentifiable
-from ftscale.law.model import (ADDITIVE, JOINT_FORMS, MULTIPLICATIVE, SINGLE, Points,
-                               layout_names)
+from ftscale.law.model import (ADDITIVE, JOINT_FORMS, MULTIPLICATIVE, RECTIFIED, SINGLE,
+                               Points, layout_names)
 from ftscale.law.options import AxisHoldout, HoldoutSpec, LawOptions
 from ftscale.law.solver import Convergence, minimise_one_factor, polish, polish_many
 from ftscale.law.table import PointSet, average_seeds, run_arrays
@@ -24,6 +24,11 @@ _LOG_MAX = 709.0  # exp() of more than this is inf in float64
 # The single-variable law has 3 parameters; 4 distinct data sizes leave one degree of freedom
 # to tell a fit from an interpolation.
 SINGLE_MIN_DATA_SIZES = 4
+# The rectified law has 5 (B, E, α, β, D_l): 6 distinct data sizes for one degree of freedom.
+RECTIFIED_MIN_DATA_SIZES = 6
+# Bootstrap replicates kept in fit.json (FittedLaw.to_dict) are rounded to this many significant
+# digits: far below any interval's width, and a third of the bytes of full float64 text.
+REPLICATE_DIGITS = 9
 
 
 # ---- parameters in original units --------------------------------------------------------
@@ -33,7 +38,8 @@ class LawParams:
     """A law in original units, kept as logs of its coefficients so nothing overflows.
 
     multiplicative: L = A·X^−α·D^−β + E;  additive: L = A·X^−α + B·D^−β + E;
-    single: L = A·D^−β + E (alpha is 0 and unused).
+    single: L = A·D^−β + E (alpha is 0 and unused);
+    rectified (Lin et al., ICML 2024): L = (B / (D_l + D^β) + E)^α, no X (log_A is unused, nan).
     """
 
     form: str
@@ -42,6 +48,7 @@ class LawParams:
     beta: float
     log_E: float
     log_B: float | None = None
+    log_D_l: float | None = None  # the rectified law's pre-learned data size D_l
 
     @property
     def A(self) -> float:
@@ -55,8 +62,16 @@ class LawParams:
     def B(self) -> float | None:
         return None if self.log_B is None else math.exp(min(self.log_B, _LOG_MAX))
 
+    @property
+    def D_l(self) -> float | None:
+        return None if self.log_D_l is None else math.exp(min(self.log_D_l, _LOG_MAX))
+
     def log_predict(self, x, d) -> np.ndarray:
         lx, ld = np.log(np.asarray(x, float)), np.log(np.asarray(d, float))
+        if self.form == RECTIFIED:
+            inner = np.logaddexp(self.log_B - np.logaddexp(self.log_D_l, self.beta * ld),
+                                 self.log_E)
+            return self.alpha * inner + 0.0 * lx
         if self.form == ADDITIVE:
             return np.logaddexp(np.logaddexp(self.log_A - self.alpha * lx,
                                              self.log_B - self.beta * ld), self.log_E)
@@ -69,7 +84,11 @@ class LawParams:
         return np.exp(self.log_predict(x, d))
 
     def values(self) -> dict[str, float]:
-        """The reported parameters, unrounded: A, (B), E, alpha, beta (single: no alpha)."""
+        """The reported parameters, unrounded: A, (B), E, alpha, beta (single: no alpha;
+        rectified: B, E, alpha, beta, D_l)."""
+        if self.form == RECTIFIED:
+            return {"B": self.B, "E": self.E, "alpha": self.alpha, "beta": self.beta,
+                    "D_l": self.D_l}
         out = {"A": self.A, "E": self.E, "beta": self.beta}
         if self.form != SINGLE:
             out["alpha"] = self.alpha
@@ -78,15 +97,44 @@ class LawParams:
         return out
 
     def logs(self) -> dict[str, float]:
-        out = {"log_A": self.log_A, "log_E": self.log_E}
+        out = {"log_E": self.log_E} if self.form == RECTIFIED else \
+            {"log_A": self.log_A, "log_E": self.log_E}
         if self.log_B is not None:
             out["log_B"] = self.log_B
+        if self.log_D_l is not None:
+            out["log_D_l"] = self.log_D_l
         return out
+
+    def replicate_columns(self) -> list[str]:
+        """What each entry of a replicate row in fit.json is (see replicate_row)."""
+        if self.form == RECTIFIED:
+            return ["log_B", "log_E", "alpha", "beta", "log_D_l"]
+        cols = ["log_A", "log_E", "alpha", "beta"]
+        return cols + ["log_B"] if self.form == ADDITIVE else cols
+
+    def replicate_row(self) -> list[float]:
+        """This law as one row of fit.json's `replicates`, logs of the coefficients (A alone
+        can exceed float range for extreme exponents), REPLICATE_DIGITS significant digits."""
+        return [float(f"{getattr(self, c):.{REPLICATE_DIGITS}g}")
+                for c in self.replicate_columns()]
+
+    @classmethod
+    def from_replicate_row(cls, form: str, columns: Sequence[str],
+                           row: Sequence[float]) -> "LawParams":
+        """The inverse of replicate_row (columns as written next to the rows)."""
+        v = dict(zip(columns, (float(x) for x in row)))
+        return cls(form, v.get("log_A", math.nan), v.get("alpha", 0.0), v["beta"], v["log_E"],
+                   v.get("log_B"), v.get("log_D_l"))
 
 
 def params_from_theta(theta: np.ndarray, form: str, k: int, x_ref: float,
                       d_ref: float) -> LawParams:
     """Factor k's law in original units from a normalised parameter vector (model.py layout)."""
+    if form == RECTIFIED:  # [β, f, c, l, α]: see ftscale.law.model
+        beta, f, c, l, alpha = (float(t) for t in theta[:5])
+        e = f / alpha
+        b = c - math.log(alpha) + e
+        return LawParams(form, math.nan, alpha, beta, e, b + beta * d_ref, l + beta * d_ref)
     stride = 3 if form == ADDITIVE else 2
     beta, e = float(theta[0]), float(theta[1])
     a, alpha = float(theta[2 + stride * k]), float(theta[3 + stride * k])
@@ -145,6 +193,14 @@ def check_enough(factor: FactorData, form: str, what: str, stage2: bool = False)
     pts = factor.points
     fit = factor.fit_mask
     n_fit = int(fit.sum())
+    if form == RECTIFIED:
+        n_d = len(np.unique(pts.d[fit]))
+        if n_d < RECTIFIED_MIN_DATA_SIZES:
+            raise LawInputError(
+                f"{what}: the rectified law (5 parameters) needs at least "
+                f"{RECTIFIED_MIN_DATA_SIZES} distinct data sizes to fit, found {n_d} after the "
+                "held-out split; add runs on more data subsets or use --holdout none")
+        return
     n_params = {MULTIPLICATIVE: 4, ADDITIVE: 5, SINGLE: 3}[form] - (2 if stage2 else 0)
     if form != SINGLE and len(np.unique(pts.x[fit])) < 2:
         values = ", ".join(f"{v:g}" for v in np.unique(pts.x))
@@ -215,7 +271,7 @@ def minimise(factors: Sequence[FactorData], form: str, residual: str, delta: flo
     if form == SINGLE:
         fixed = {3: 0.0}
     else:
-        fixed = {}
+        fixed = {}  # (the rectified law has no fixed entries and one factor)
     if shared is not None:
         fixed.update({0: shared[0], 1: shared[1]})
     if len(factors) == 1:
@@ -315,7 +371,11 @@ class FittedLaw:
             parts.append(f"X={self.x_value:g}")
         return " ".join(parts) or "all"
 
-    def to_dict(self, with_points: bool = True) -> dict:
+    def to_dict(self, with_points: bool = True, with_replicates: bool = True) -> dict:
+        """The law as fit.json holds it. `replicates` (with a bootstrap) lists every replicate
+        in bootstrap order as a row of `replicate_columns` (null where it did not converge),
+        aligned with the same replicate index of every other law of the fit: what
+        `ftscale predict` / `recommend` turn into prediction intervals."""
         out = {
             "form": self.form,
             "factor": self.factor,
@@ -340,6 +400,9 @@ class FittedLaw:
             out["stage1_convergence"] = self.stage1.to_dict()
         if self.bootstrap is not None:
             out["bootstrap"] = self.bootstrap.to_dict()
+        if with_replicates and self.samples:
+            out["replicate_columns"] = self.params.replicate_columns()
+            out["replicates"] = [None if s is None else s.replicate_row() for s in self.samples]
         if with_points:
             out["points"] = list(self.points)
         return out
@@ -396,7 +459,7 @@ def intervals_of(samples, level: float) -> dict[str, tuple[float, float]]:
         return {}
     out = {}
     for key in good[0].values():
-        if key in ("A", "E", "B"):
+        if key in ("A", "E", "B", "D_l"):
             logs = [getattr(s, "log_" + key) for s in good]
             iv = percentile_interval(logs, level)
             if iv:
@@ -451,7 +514,9 @@ def fit_law(rows: Sequence[Mapping], *, form: str = MULTIPLICATIVE, x: str = "mo
     """Fit one law form to one table of runs (no two-stage protocol: one factor, all free).
 
     Joint forms return one FittedLaw; the single-variable form returns one per X value with
-    enough points (≥ 4 distinct D after the held-out split; X values with fewer are skipped).
+    enough points (≥ 4 distinct D after the held-out split; X values with fewer are skipped);
+    the rectified law (Lin et al.) returns one law for all the rows, which must be the runs
+    of one model (x is ignored; ≥ 6 distinct D after the held-out split).
     The held-out split is by value: holdout's x and d (default the largest of each; the single
     form ignores x). bootstrap > 0 adds percentile intervals from that many case resamples of
     the runs (seeded). progress: optional callable(n) called after each replicate. notes: a
@@ -467,7 +532,9 @@ def fit_law(rows: Sequence[Mapping], *, form: str = MULTIPLICATIVE, x: str = "mo
 
 def _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed, strategy,
              confidence, group, progress, notes) -> list[FittedLaw]:
-    opts = LawOptions(forms=(form,), residual=residual, delta=delta,
+    # the rectified law is not a study form; the options are validated as for any other
+    opts = LawOptions(forms=(SINGLE if form == RECTIFIED else form,), residual=residual,
+                      delta=delta,
                       holdout=holdout if isinstance(holdout, HoldoutSpec)
                       else HoldoutSpec.parse(holdout),
                       bootstrap=bootstrap, seed=seed, confidence=confidence, strategy=strategy)
@@ -475,6 +542,8 @@ def _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed, 
     x_axis, d_axis = opts.holdout.for_factor(None)
     if form == SINGLE:
         return _fit_single(rows, x, d, loss, d_axis, opts, group, what, progress, notes)
+    if form == RECTIFIED:
+        return [_fit_rectified(rows, d, loss, d_axis, opts, group, what, progress)]
     run_ids: dict[str, int] = {}
     factor = make_factor(x, x, rows, d, loss, x_axis, d_axis, run_ids, what)
     check_enough(factor, form, what)
@@ -482,6 +551,20 @@ def _fit_law(rows, form, x, d, loss, residual, delta, holdout, bootstrap, seed, 
     params = params_from_theta(theta, form, 0, factor.x_ref, d_ref)
     samples, boot = _bootstrap_one(factor, form, theta, d_ref, opts, len(run_ids), progress)
     return [finish_law(form, factor, params, conv, group, samples, boot)]
+
+
+def _fit_rectified(rows, d, loss, d_axis, opts: LawOptions, group, what,
+                   progress) -> FittedLaw:
+    """The rectified law of one model's runs: data size only, held-out split on D."""
+    run_ids: dict[str, int] = {}
+    factor = make_factor("rectified", None, rows, d, loss, AxisHoldout("none"), d_axis,
+                         run_ids, what)
+    check_enough(factor, RECTIFIED, what)
+    theta, conv, d_ref = minimise([factor], RECTIFIED, opts.residual, opts.delta, opts.strategy)
+    params = params_from_theta(theta, RECTIFIED, 0, 0.0, d_ref)
+    samples, boot = _bootstrap_one(factor, RECTIFIED, theta, d_ref, opts, len(run_ids), progress)
+    law = finish_law(RECTIFIED, factor, params, conv, group, samples, boot)
+    return replace(law, factor=None)  # one model's runs: no factor of the study protocol
 
 
 def _bootstrap_one(factor: FactorData, form: str, theta: np.ndarray, d_ref: float,

@@ -13,6 +13,22 @@ Parameter vector layout for K factors (k = 0..K-1):
 
 The single-variable law A·D^−β + E is the multiplicative layout with K = 1, u ≡ 0 and α fixed
 at 0, so it shares every line of code below.
+
+The rectified law of Lin et al. (ICML 2024), L = (B / (D_l + D^β) + E)^α, one model at a time
+(K = 1, no X), has its own layout [β, f, c, l, α]:
+
+    rectified:      log L̂ = α · LSE(b − LSE(l, β v), e),   e = f/α,  b = c − log α + e
+
+with l = log D_l − β·v_ref (so D^β is e^{β·v} in normalised units), f = α·log E and
+c = log(α·B/E) − β·v_ref. In these coordinates L = e^f·(1 + e^c·g/α)^α with
+g = 1/(D_l + D^β): f is the log loss floor, c the size of the data term, and α only bends the
+curve — as α grows the law tends smoothly to e^f·exp(e^c·g). With (b, e) as coordinates the
+same weakly determined α lies along a curved valley (α up, E towards 1, B down) on which the
+optimiser crawled; here that valley is an axis.
+
+Its functions (`_rectified_parts`, `_rectified_batch`) return log L̂ and its derivative with
+respect to each parameter; the objective, the batched Jacobian and therefore the solver's
+polish, judge and batched Levenberg–Marquardt use them unchanged.
 """
 
 from __future__ import annotations
@@ -24,8 +40,12 @@ import numpy as np
 MULTIPLICATIVE = "multiplicative"
 ADDITIVE = "additive"
 SINGLE = "single"
+RECTIFIED = "rectified"
+# Forms of the study protocol and of LawOptions (the CRD's spec.law.forms). The rectified law
+# is a per-model form of `ftscale fit` and `ftscale recommend --models`, not a study form.
 FORMS = (MULTIPLICATIVE, ADDITIVE, SINGLE)
 JOINT_FORMS = (MULTIPLICATIVE, ADDITIVE)
+RECTIFIED_NAMES = ["beta", "f", "c", "l", "alpha"]
 
 RAW = "raw"
 LOG = "log"
@@ -34,6 +54,8 @@ RESIDUALS = (RAW, LOG)
 
 def layout_names(form: str, n_factors: int) -> list[str]:
     """Names of the entries of the parameter vector (see the module docstring)."""
+    if form == RECTIFIED:
+        return list(RECTIFIED_NAMES)
     names = ["beta", "e"]
     for k in range(n_factors):
         names += [f"a{k}", f"alpha{k}"]
@@ -68,8 +90,38 @@ def _stride(form: str) -> int:
 
 def log_predict(theta: np.ndarray, pts: Points, form: str) -> np.ndarray:
     """log L̂ for every point (float64 LSE)."""
+    if form == RECTIFIED:
+        return _rectified_parts(theta, pts.v)[0]
     lp, _ = _log_predict_and_parts(theta, pts, form, want_parts=False)
     return lp
+
+
+def _rectified_parts(theta: np.ndarray, v: np.ndarray):
+    """log L̂ (n) and ∂ log L̂ / ∂θ (n × 5) of the rectified law at normalised data sizes v."""
+    lp, d = _rectified_batch(np.asarray(theta, float)[None, :], v)
+    return lp[0], d[0]
+
+
+def _rectified_batch(theta: np.ndarray, v: np.ndarray, want_parts: bool = True):
+    """log L̂ (B × n) and ∂ log L̂ / ∂θ (B × n × 5) of the rectified law for B parameter rows
+    (layout [β, f, c, l, α], module docstring)."""
+    beta, f, c, l, alpha = (theta[:, i:i + 1] for i in range(5))
+    e = f / alpha
+    b = c - np.log(alpha) + e
+    q = np.logaddexp(l, beta * v)  # log(D_l + D^β), normalised
+    s = b - q  # log of the power term B / (D_l + D^β)
+    g = np.logaddexp(s, e)  # log of the inner sum
+    if not want_parts:
+        return alpha * g, None
+    p_s = np.exp(s - g)  # share of the power term in the inner sum
+    r_v = np.exp(beta * v - q)  # share of D^β in D_l + D^β
+    d = np.empty(g.shape + (5,))
+    d[:, :, 0] = -alpha * p_s * r_v * v
+    d[:, :, 1] = 1.0  # f scales the whole law
+    d[:, :, 2] = alpha * p_s
+    d[:, :, 3] = -alpha * p_s * (1.0 - r_v)
+    d[:, :, 4] = g - p_s - e
+    return alpha * g, d
 
 
 def _log_predict_and_parts(theta, pts: Points, form: str, want_parts: bool):
@@ -120,6 +172,8 @@ def objective_and_gradient(theta: np.ndarray, pts: Points, form: str, residual: 
     With want_scale, also returns Σ_i w_i·δ·|∂r_i/∂θ_j|: the largest gradient the objective
     could have, used to judge stationarity on a scale-free footing (ftscale.law.solver).
     """
+    if form == RECTIFIED:
+        return _rectified_objective(theta, pts, residual, delta, want_scale)
     lp, (p1, p2, pe) = _log_predict_and_parts(theta, pts, form, want_parts=True)
     if residual == LOG:
         r = lp - np.log(pts.y)
@@ -153,6 +207,20 @@ def objective_and_gradient(theta: np.ndarray, pts: Points, form: str, residual: 
                 pts.k, weights=pts.w * np.abs(chain * d), minlength=K)
     if want_scale:
         return value, grad, scale
+    return value, grad
+
+
+def _rectified_objective(theta, pts: Points, residual: str, delta: float, want_scale: bool):
+    lp, dlp = _rectified_parts(theta, pts.v)
+    if residual == LOG:
+        r, chain = lp - np.log(pts.y), np.ones_like(lp)
+    else:
+        pred = np.exp(lp)
+        r, chain = pred - pts.y, pred
+    value = float(np.dot(pts.w, huber(r, delta)))
+    grad = (pts.w * np.clip(r, -delta, delta) * chain) @ dlp
+    if want_scale:
+        return value, grad, delta * (pts.w @ np.abs(chain[:, None] * dlp))
     return value, grad
 
 
@@ -190,7 +258,8 @@ def _batch_parts(theta: np.ndarray, pts: Points, form: str, want_parts: bool = T
 def batch_residuals(theta: np.ndarray, pts: Points, ys: np.ndarray, form: str,
                     residual: str) -> np.ndarray:
     """Residuals (B × n) of B parameter rows against B loss rows ys."""
-    lp = _batch_parts(theta, pts, form, want_parts=False)[0]
+    lp = _rectified_batch(theta, pts.v, want_parts=False)[0] if form == RECTIFIED else \
+        _batch_parts(theta, pts, form, want_parts=False)[0]
     return lp - np.log(ys) if residual == LOG else np.exp(lp) - ys
 
 
@@ -202,6 +271,12 @@ def batch_objective(theta: np.ndarray, pts: Points, ys: np.ndarray, ws: np.ndarr
 
 def batch_jacobian(theta: np.ndarray, pts: Points, ys: np.ndarray, form: str, residual: str):
     """Residuals r (B × n) and their Jacobian ∂r/∂θ (B × n × P) for B parameter rows."""
+    if form == RECTIFIED:
+        lp, dlp = _rectified_batch(theta, pts.v)
+        if residual == LOG:
+            return lp - np.log(ys), dlp
+        pred = np.exp(lp)
+        return pred - ys, dlp * pred[:, :, None]
     lp, p1, p2, pe = _batch_parts(theta, pts, form)
     if residual == LOG:
         r, chain = lp - np.log(ys), None
