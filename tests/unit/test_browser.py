@@ -180,6 +180,7 @@ def test_the_grafana_link_names_the_dashboard_the_chart_ships():
     variables = {v["name"] for v in board["templating"]["list"]}
     assert {"namespace", "study"} <= variables
     assert views.grafana_link("", "ns", "s") is None
+    assert views.grafana_link("javascript:alert(1)//", "ns", "s") is None
     assert views.grafana_link("http://g:3000/grafana", "a b", "s&t") == \
         "http://g:3000/grafana/d/ftscale-studies?var-namespace=a+b&var-study=s%26t"
 

@@ -53,9 +53,10 @@ def study_url(namespace: str, name: str) -> str:
 
 def grafana_link(base: str, namespace: str, name: str) -> str | None:
     """The ftscale dashboard filtered to one study (its `namespace` and `study` variables);
-    None without a Grafana base URL."""
+    None without a Grafana base URL, or with one that is not http(s) (a javascript: URL in an
+    href would run when clicked)."""
     base = (base or "").strip().rstrip("/")
-    if not base:
+    if not base.lower().startswith(("http://", "https://")):
         return None
     query = urllib.parse.urlencode({"var-namespace": namespace, "var-study": name})
     return f"{base}/d/{GRAFANA_DASHBOARD_UID}?{query}"
