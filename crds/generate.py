@@ -569,7 +569,8 @@ EXECUTION = obj(
                                   enum=["Always", "IfNotPresent", "Never"]),
         "command": array("The trainer's command, for a trainer of your own that honours the "
                          "run contract (docs/run-contract.md): it is started with "
-                         "`--config FILE --output DIR` appended. Default: "
+                         "`--config FILE [--output DIR] [--metrics-port PORT]` appended (on a "
+                         "cluster --output only with a results volume). Default: "
                          "[python, -m, ftscale_trainer]. Locally the same command runs as a "
                          "subprocess.", string("One argument.", maxLength=1024),
                          minItems=1, maxItems=32),

@@ -30,6 +30,17 @@ class ResultError(ValueError):
     """A result document that is missing, corrupt or not of this contract."""
 
 
+def identity_problem(result: "RunResult", key) -> str | None:
+    """Why `result` is not the result of the run `key` (a ftscale.identity.RunKey), or None.
+    Both executors accept a result only when every identity field is the run's own."""
+    got = (result.run_id, result.model, result.method, result.pet_size, result.data_size,
+           result.seed)
+    want = (key.run_id, key.model, key.method, key.pet_size, key.data_size, key.seed)
+    if got != want:
+        return f"it belongs to another run: {got} instead of {want}"
+    return None
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One run's result. Frozen: a changed result is a new one (dataclasses.replace)."""
@@ -155,6 +166,10 @@ def result_from_dict(doc: Any) -> RunResult:
         value = doc.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ResultError(f"{name} must be a number, got {value!r}")
+        # JSON has no NaN/Infinity (Python's parser accepts them): a status write carrying one
+        # would be refused by the API server, so the contract refuses them first.
+        if value is not None and not math.isfinite(value):
+            raise ResultError(f"{name} must be finite, got {value!r}")
     if doc.get("outcome", SUCCEEDED) not in OUTCOMES:
         raise ResultError(f"outcome must be one of {OUTCOMES}, got {doc.get('outcome')!r}")
     if doc.get("outcome", SUCCEEDED) == SUCCEEDED and doc.get("test_loss") is None:

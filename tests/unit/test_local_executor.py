@@ -58,10 +58,12 @@ def test_harvest_takes_the_trainers_result_or_makes_a_failed_one(tmp_path):
     (tmp_path / "result.json").write_text(result_for(run).to_full_json())
     result, retry = harvest(run, "u", tmp_path, 0, False, "")
     assert result.ok and not retry
-    # a result of another run is never taken
+    # a result of another run is never taken; exit 0 without a usable result is BadResult and
+    # not retried — what the operator records for the same pod on a cluster
     (tmp_path / "result.json").write_text(result_for(RUNS[1]).to_full_json())
     result, retry = harvest(run, "u", tmp_path, 0, False, "tail")
-    assert not result.ok and retry and "belongs to another run" in result.message
+    assert not result.ok and not retry and result.reason == "BadResult"
+    assert "belongs to another run" in result.message
     assert result.run_id == run.run_id and result.data_size == run.key.data_size
     # no result and exit code 2: InvalidConfig, not retried
     (tmp_path / "result.json").unlink()

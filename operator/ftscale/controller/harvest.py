@@ -71,8 +71,9 @@ def parse_termination_message(study: str, key: RunKey, text: str | None) -> tupl
         result = rc.parse_result(stripped)
     except rc.ResultError as exc:
         return None, f"invalid result: {exc}"
-    if result.run_id != key.run_id:
-        return None, f"result is for run {result.run_id}, expected {key.run_id}"
+    problem = rc.identity_problem(result, key)
+    if problem is not None:
+        return None, f"result rejected: {problem}"
     return result, None
 
 

@@ -113,9 +113,10 @@ def failure_of(exit_code: int, timed_out: bool) -> tuple[str, bool, str]:
     if exit_code in (-signal.SIGKILL, 128 + signal.SIGKILL):
         return oc.OOM_KILLED, True, ("killed by SIGKILL, most likely the out-of-memory killer; "
                                      "lower batchSize or run fewer runs at once (--parallel)")
+    if exit_code == oc.EXIT_OK:
+        # exited 0 without a usable result: what the operator calls BadResult, not retried
+        return oc.BAD_RESULT, False, "the trainer exited 0 but left no usable result"
     entry = oc.BY_CODE.get(exit_code) or oc.BY_CODE[oc.EXIT_RUNTIME_ERROR]
-    if entry.code == oc.EXIT_OK:  # exited 0 but left no usable result
-        entry = oc.BY_CODE[oc.EXIT_RUNTIME_ERROR]
     return entry.reason, entry.retriable, f"the trainer exited with code {exit_code}: {entry.meaning}"
 
 
@@ -387,6 +388,8 @@ class Executor:
         del self.free_gpus[:n_gpus]
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(self.threads)
+        # as in a run pod (docs/run-contract.md)
+        env["FTSCALE_STUDY"], env["FTSCALE_RUN_ID"] = self.study, run.run_id
         if self.all_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         else:

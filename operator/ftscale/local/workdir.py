@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from ftscale.identity import RunKey
-from ftscale.results import ResultError, RunResult, parse_result
+from ftscale.results import ResultError, RunResult, identity_problem, parse_result
 
 DONE = "done"  # a Succeeded result: skipped on resume
 FAILED = "failed"  # a Failed result: skipped on resume unless --retry-failed
@@ -149,13 +149,11 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def check_identity(result: RunResult, key: RunKey, run_id: str) -> str | None:
-    """Why a result is not the result of this run (None when it is)."""
-    got = (result.run_id, result.model, result.method, result.pet_size, result.data_size,
-           result.seed)
-    want = (run_id, key.model, key.method, key.pet_size, key.data_size, key.seed)
-    if got != want:
-        return f"it belongs to another run: {got} instead of {want}"
-    return None
+    """Why a result is not the result of this run (None when it is): the contract's check
+    (ftscale.results.identity_problem), the one the operator's harvest makes too."""
+    if run_id != key.run_id:
+        return f"run id {run_id} is not the id of {key}"
+    return identity_problem(result, key)
 
 
 class Workdir:

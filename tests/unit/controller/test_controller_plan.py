@@ -402,3 +402,26 @@ def test_a_study_whose_runs_cannot_fit_their_gpus_is_rejected_before_any_job_sta
     assert p.create_jobs == [] and conditions_of(p)["Failed"]["reason"] == cond.INVALID_SPEC
     s["models"][0]["gpus"] = 4  # sharded over 4 GPUs it fits
     assert desired_runs(STUDY.name, s)
+
+
+def test_a_result_is_taken_only_when_it_is_this_runs_and_its_numbers_are_finite():
+    """The harvest distrusts the pod: a result with another run's identity (same run id, other
+    data size) or a NaN loss is recorded as BadResult — never copied into the status."""
+    import dataclasses
+    import json as _json
+
+    s = spec()
+    grid = runs(s)
+    forged = dataclasses.replace(result(grid[0]), data_size=grid[0].key.data_size + 1)
+    j = job(grid[0], finished="Complete")
+    p = run_plan(s, jobs=[j], pods=[pod(j.name, grid[0], message=forged.to_compact_json())])
+    entry = next(e for e in p.status["results"] if e["runId"] == grid[0].run_id)
+    assert entry["phase"] == "Failed" and entry["reason"] == "BadResult"
+    assert entry["dataSize"] == grid[0].key.data_size  # the run's own, not the pod's
+    nan = _json.loads(result(grid[0]).to_compact_json())
+    text = _json.dumps(nan).replace('"test_loss": 2.5', '"test_loss": NaN')
+    assert "NaN" in text
+    p = run_plan(s, jobs=[j], pods=[pod(j.name, grid[0], message=text)])
+    entry = next(e for e in p.status["results"] if e["runId"] == grid[0].run_id)
+    assert entry["reason"] == "BadResult" and "testLoss" not in entry
+    _json.dumps(p.status, allow_nan=False)  # the status write is strict JSON
