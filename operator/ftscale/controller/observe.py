@@ -48,6 +48,8 @@ class JobView:
     deleting: bool  # metadata.deletionTimestamp set
     fit_digest: str | None  # fit Jobs: the input digest annotation
     created_at: float | None
+    uid: str | None = None
+    owner_uid: str | None = None  # the controller owner's uid: the study's, for our Jobs
 
     @property
     def terminal(self) -> bool:
@@ -66,6 +68,7 @@ class PodView:
     finished_at: float | None
     disrupted: bool  # DisruptionTarget condition True (preempted/evicted): not the run's fault
     deleting: bool
+    owner_uid: str | None = None  # the controller owner's uid: its Job's
 
 
 def _finished_condition(status: Mapping[str, Any]) -> tuple[str | None, str | None, str | None, float | None]:
@@ -106,7 +109,17 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         deleting=bool(meta.get("deletionTimestamp")),
         fit_digest=annotations.get(names.ANNOTATION_FIT_DIGEST),
         created_at=parse_time(meta.get("creationTimestamp")),
+        uid=meta.get("uid"),
+        owner_uid=controller_uid(meta),
     )
+
+
+def controller_uid(meta: Mapping[str, Any]) -> str | None:
+    """The uid of an object's controller owner (ownerReferences with controller: true)."""
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
 
 
 def pod_view(body: Mapping[str, Any], container: str | None = None) -> PodView:
@@ -138,4 +151,5 @@ def pod_view(body: Mapping[str, Any], container: str | None = None) -> PodView:
         finished_at=parse_time(terminated.get("finishedAt")),
         disrupted=disrupted,
         deleting=bool(meta.get("deletionTimestamp")),
+        owner_uid=controller_uid(meta),
     )

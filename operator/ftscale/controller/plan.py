@@ -156,7 +156,14 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     out = Plan()
     old_entries = {e["runId"]: e for e in status.get("results") or () if e.get("runId")}
     jobs = list(jobs)
-    pods_by_job = _by_job(pods)
+    # Only what this very study owns counts: Jobs whose controller is the study's uid (not a
+    # deleted namesake's), and pods whose controller is their Job (a pod anyone else created
+    # with a study's labels cannot forge a result).
+    jobs = [j for j in jobs if j.owner_uid == study.uid]
+    job_uids = {j.name: j.uid for j in jobs}
+    pods_by_job = {name: [p for p in ps if p.owner_uid is not None
+                          and p.owner_uid == job_uids.get(name)]
+                   for name, ps in _by_job(pods).items()}
     run_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_RUN}
     fit_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_FIT}
     now_text = format_time(now)

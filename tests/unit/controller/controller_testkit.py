@@ -43,7 +43,7 @@ def runs(s=None):
 
 
 def job(run, *, finished=None, reason=None, message=None, at=NOW - 5, suspended=False, ttl=None,
-        component=names.COMPONENT_RUN, name=None, annotations=None):
+        component=names.COMPONENT_RUN, name=None, annotations=None, owner_uid=STUDY.uid):
     conditions = []
     if finished:
         conditions.append({"type": finished, "status": "True", "reason": reason, "message": message,
@@ -51,8 +51,11 @@ def job(run, *, finished=None, reason=None, message=None, at=NOW - 5, suspended=
     labels = {names.LABEL_STUDY: STUDY.name, names.LABEL_COMPONENT: component}
     if run is not None:
         labels[names.LABEL_RUN] = run.run_id
+    name = name or job_name(STUDY.name, run.key)
     body = {
-        "metadata": {"name": name or job_name(STUDY.name, run.key), "labels": labels,
+        "metadata": {"name": name, "labels": labels, "uid": f"uid-{name}",
+                     "ownerReferences": [{"kind": "ScalingStudy", "name": STUDY.name,
+                                          "uid": owner_uid, "controller": True}],
                      "annotations": annotations or {}, "creationTimestamp": format_time(NOW - 100)},
         "spec": {"suspend": suspended, **({"ttlSecondsAfterFinished": ttl} if ttl is not None else {})},
         "status": {"conditions": conditions, "active": 0 if finished else 1},
@@ -61,13 +64,17 @@ def job(run, *, finished=None, reason=None, message=None, at=NOW - 5, suspended=
 
 
 def pod(job_name, run=None, *, phase="Succeeded", exit_code=0, message=None, reason=None,
-        disrupted=False, at=NOW - 6, index=0):
+        disrupted=False, at=NOW - 6, index=0, owner_uid=None):
     terminated = None
     if phase in ("Succeeded", "Failed"):
         terminated = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0 else "Error"),
                       "message": message, "finishedAt": format_time(at)}
     body = {
-        "metadata": {"name": f"{job_name}-{index}", "labels": {
+        "metadata": {"name": f"{job_name}-{index}",
+                     "ownerReferences": [{"kind": "Job", "name": job_name,
+                                          "uid": owner_uid or f"uid-{job_name}",
+                                          "controller": True}],
+                     "labels": {
             "batch.kubernetes.io/job-name": job_name, names.LABEL_STUDY: STUDY.name,
             **({names.LABEL_RUN: run.run_id} if run is not None else {})}},
         "status": {"phase": phase, "conditions": [{"type": "DisruptionTarget", "status": "True"}] if disrupted else [],

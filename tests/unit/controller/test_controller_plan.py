@@ -12,7 +12,8 @@ from ftscale.api.fit_summary import FitSummary
 from ftscale.api.status import entry_from_result as status_entry
 from ftscale.controller.plan import Plan, plan
 
-from controller_testkit import NOW, SETTINGS, STUDY, fit_summary, job, pod, result, runs, spec, succeeded
+from controller_testkit import (NOW, SETTINGS, STUDY, fit_summary, job, pod, result, runs, spec,
+                               succeeded, trainer_message)
 
 
 def run_plan(s=None, status=None, jobs=(), pods=(), now=NOW, **kw) -> Plan:
@@ -425,3 +426,19 @@ def test_a_result_is_taken_only_when_it_is_this_runs_and_its_numbers_are_finite(
     entry = next(e for e in p.status["results"] if e["runId"] == grid[0].run_id)
     assert entry["reason"] == "BadResult" and "testLoss" not in entry
     _json.dumps(p.status, allow_nan=False)  # the status write is strict JSON
+
+
+def test_only_the_studys_own_jobs_and_their_own_pods_count():
+    """A rogue pod with a run's labels (anyone who may create pods in the namespace) and a Job
+    of a deleted namesake study (another owner uid) are never harvested."""
+    s = spec()
+    grid = runs(s)
+    j = job(grid[0], finished=None)
+    rogue = pod(j.name, grid[0], message=trainer_message(result(grid[0], 0.01)),
+                owner_uid="uid-someone-else")
+    p = run_plan(s, jobs=[j], pods=[rogue])
+    assert p.harvested == [] and p.run_phases[grid[0].run_id] in ("Queued", "Running")
+    old = job(grid[1], finished="Complete", owner_uid="uid-of-a-deleted-study")
+    p = run_plan(s, jobs=[old], pods=[pod(old.name, grid[1], message=trainer_message(result(grid[1])))])
+    assert all(h.run_id != grid[1].run_id for h in p.harvested)
+    assert p.run_phases[grid[1].run_id] != "Succeeded"
