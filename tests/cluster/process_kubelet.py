@@ -249,8 +249,9 @@ def default_node_env() -> dict[str, str]:
     env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent),
                                     os.environ.get("PATH", "/usr/bin:/bin")]),
            "FTSCALE_CACHE": cache, "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-    if os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    if os.environ.get("PYTHONPATH"):  # absolute: processes start in their sandbox
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in
+                                            os.environ["PYTHONPATH"].split(os.pathsep) if p)
     return env
 
 

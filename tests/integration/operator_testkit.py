@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from cluster.kubelet import HOLD_KEY, complete_pod
+from producers import example_fit_message, trainer_message
 from cluster.waiting import wait_until
 from ftscale import results as rc
 from ftscale.controller import names
@@ -239,7 +240,7 @@ def result_message(pod, study: str, loss: float | None = None, **over) -> str:
                test_loss=loss if loss is not None else round(1.5 + 100.0 / data_size, 4),
                best_dev_loss=1.4, model_params=1000, wall_seconds=1.0, steps=10)
     doc.update(over)
-    return rc.RunResult(**doc).to_compact_json()
+    return trainer_message(rc.RunResult(**doc))  # exactly what the trainer writes (producers.py)
 
 
 def finish(core_api, pod, study: str, exit_code: int = 0, message: str | None = None, **kw):
@@ -248,6 +249,7 @@ def finish(core_api, pod, study: str, exit_code: int = 0, message: str | None = 
     return complete_pod(core_api, pod, exit_code=exit_code, message=message or "", **kw)
 
 
-FIT_SUMMARY = json.dumps({"fits": [{"method": "fmt", "factor": "model_size", "form": "multiplicative",
-                                    "params": {"A": 12.5, "alpha": 0.31, "beta": 0.22, "E": 1.1}}],
-                          "summary": "1 law fitted"})
+def fit_summary_message(study: str = "demo") -> str:
+    """A fit pod's termination message as the fit Job writes it: the fit Job's own entry point
+    run on planted results (tests/producers.py; cached, it costs a fit)."""
+    return example_fit_message(study)

@@ -12,12 +12,15 @@ import time
 
 import pytest
 from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from ftscale import results as rc
 from ftscale.controller import names
 
-from operator_testkit import (FIT_SUMMARY, condition, create_study, crd, finish, get_study,  # noqa: F401
-                              lease_holder, operators, run_jobs, running_pods, study_manifest,
+from ftscale.api.fit_summary import FitSummary
+
+from operator_testkit import (condition, create_study, crd, finish, fit_summary_message,  # noqa: F401
+                              get_study, lease_holder, operators, run_jobs, running_pods, study_manifest,
                               study_pods, wait_until)
 
 # Each test runs the operator process against the real control plane for 5-40 s.
@@ -88,10 +91,17 @@ def test_happy_path_runs_harvests_fits_and_lets_ttl_delete_jobs(
     assert len(fit_input["results"]) == 4
     assert [t["factor"] for t in fit_input["factors"]["fmt"]] == ["model_size"]
     assert fit_pod.spec.automount_service_account_token is False
-    finish(core_api, fit_pod, "happy", message=FIT_SUMMARY)
+    message = fit_summary_message("happy")  # the fit Job's real output (tests/producers.py)
+    finish(core_api, fit_pod, "happy", message=message)
     study = wait_until(lambda: (s := get_study(custom_objects_api, namespace, "happy"))
                        and (condition(s, "Fitted") or {}).get("status") == "True" and s, 60, "Fitted")
-    assert study["status"]["fit"]["fits"][0]["params"]["alpha"] == 0.31
+    fit = study["status"]["fit"]
+    written = FitSummary.parse(message)
+    assert FitSummary.parse(fit) == written and written.laws
+    fmt_law = next(law for law in written.laws if (law.method, law.form) == ("fmt", "multiplicative"))
+    status_law = next(x for x in fit["laws"] if (x["method"], x["form"]) == ("fmt", "multiplicative"))
+    assert status_law["params"] == dict(fmt_law.params) and status_law["factor"] == "model_size"
+    assert fit["phase"] == "Succeeded" and fit["job"] == fit_pod.metadata.labels["batch.kubernetes.io/job-name"]
     assert condition(study, "Succeeded")["status"] == "True"
     assert condition(study, "Progressing")["status"] == "False"
     assert condition(study, "Fitted")["observedGeneration"] == study["metadata"]["generation"]
@@ -105,6 +115,11 @@ def test_happy_path_runs_harvests_fits_and_lets_ttl_delete_jobs(
     text = op.metrics()
     assert f'ftscale_study_runs{{namespace="{namespace}",phase="Succeeded",study="happy"}} 4.0' in text
     assert "ftscale_harvest_latency_seconds_count" in text
+    alphas = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "ftscale_fit_parameter" and s.labels.get("study") == "happy"
+              and s.labels["method"] == "fmt" and s.labels["form"] == "multiplicative"
+              and s.labels["parameter"] == "alpha"]
+    assert alphas == [pytest.approx(fmt_law.params["alpha"])]
     assert "leader" in op.health()  # kopf's liveness endpoint with our probe fields
     assert lease_holder(namespace, k8s_api_client) == op.identity
 
