@@ -17,7 +17,7 @@ COMMANDS = [
     ("predict", "ftscale.commands.predict", "predicted loss at (X, D) from a fit, with its interval"),
     ("recommend", "ftscale.commands.recommend",
      "rank methods (or candidate models) by predicted loss at (X, D)"),
-    ("report", "ftscale.commands.report", "re-render the report of a `ftscale run` workdir"),
+    ("report", "ftscale.commands.report", "render a study's report: a `ftscale run` workdir, or --study on a cluster"),
     ("toy", "ftscale.commands.toy", "build the offline tiny world (data, tokenizer, models)"),
     ("operator", "ftscale.commands.operator", "run the Kubernetes operator (kopf)"),
 ]

@@ -373,3 +373,21 @@ def test_views_of_a_status_written_by_an_older_generation_say_so():
     assert views.study_row(running).behind is False
     running["metadata"]["generation"] = 2
     assert views.study_row(running).behind is True
+
+
+# ---- settings ---------------------------------------------------------------------------------
+def test_the_browser_is_off_unless_a_port_is_set_and_takes_a_port_of_its_own(monkeypatch):
+    from ftscale.cli import build_parser
+    from ftscale.commands.operator import settings_from_args
+    from ftscale.controller.settings import OperatorSettings, SettingsError
+
+    default = OperatorSettings.from_env({})
+    assert (default.ui_port, default.ui_bind_address, default.ui_grafana_url) == (0, "127.0.0.1", "")
+    monkeypatch.setenv("FTSCALE_UI_GRAFANA_URL", "https://g.example")
+    argv = ["operator", "--ui-port", "8082", "--ui-bind-address", "0.0.0.0"]
+    s = settings_from_args(build_parser(argv).parse_args(argv))
+    assert (s.ui_port, s.ui_bind_address, s.ui_grafana_url) == (8082, "0.0.0.0", "https://g.example")
+    with pytest.raises(SettingsError, match="FTSCALE_UI_PORT.*port of its own"):
+        OperatorSettings.from_env({"FTSCALE_UI_PORT": "8080"})  # the metrics port
+    with pytest.raises(SettingsError, match="FTSCALE_UI_PORT"):
+        OperatorSettings.from_env({"FTSCALE_UI_PORT": "70000"})
