@@ -31,7 +31,8 @@ FAILED = "Failed"  # too many failed runs once all are terminal, or the fit fail
 FITTED = "Fitted"  # status.fit holds the fit of the current set of results
 DEGRADED = "Degraded"  # failed runs exceed maxFailedRuns (no new runs start)
 BUDGET_EXHAUSTED = "BudgetExhausted"  # the next run would exceed spec.budget.gpuHours
-CONDITION_TYPES = (PROGRESSING, SUCCEEDED, FAILED, FITTED, DEGRADED, BUDGET_EXHAUSTED)
+STALLED = "Stalled"  # created runs whose pods cannot be created, pulled or scheduled
+CONDITION_TYPES = (PROGRESSING, SUCCEEDED, FAILED, FITTED, DEGRADED, BUDGET_EXHAUSTED, STALLED)
 
 # ---- condition reasons (CamelCase) ----
 RUNS_IN_PROGRESS = "RunsInProgress"
@@ -47,6 +48,8 @@ NOTHING_TO_FIT = "NothingToFit"  # no factor of any method can be fitted from th
 INVALID_SPEC = "InvalidSpec"
 NOT_FINISHED = "NotFinished"
 WITHIN_BUDGET = "WithinBudget"
+PODS_CANNOT_START = "PodsCannotStart"
+NOT_STALLED = "RunsStarting"
 WAITING_FOR_RUNS = "WaitingForRuns"
 STUDY_TERMINAL_FAILED = "StudyFailed"  # Succeeded=False on a study that has ended Failed
 

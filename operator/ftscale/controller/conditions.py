@@ -21,7 +21,8 @@ from ftscale.api.phases import (ALL_RUNS_SUCCEEDED, BUDGET_EXHAUSTED, COMPLETED,
                                 FITTED, INVALID_SPEC, NO_SUCCESSFUL_RUNS, NOT_FINISHED,
                                 PROGRESSING, RUNS_IN_PROGRESS, STUDY_TERMINAL_FAILED, SUCCEEDED,
                                 TOO_MANY_FAILED_RUNS, WAITING_FOR_RUNS,
-                                WITHIN_BUDGET, WITHIN_FAILURE_BUDGET)
+                                WITHIN_BUDGET, WITHIN_FAILURE_BUDGET, STALLED,
+                                PODS_CANNOT_START, NOT_STALLED)
 
 FIT_PENDING = WAITING_FOR_RUNS
 

@@ -69,6 +69,9 @@ class PodView:
     disrupted: bool  # DisruptionTarget condition True (preempted/evicted): not the run's fault
     deleting: bool
     owner_uid: str | None = None  # the controller owner's uid: its Job's
+    # Why the pod cannot start, when it says: a waiting container's reason and message
+    # (ImagePullBackOff, ...) or PodScheduled=False (Unschedulable: "0/32 nodes are available ...")
+    blocked: str | None = None
 
 
 def _finished_condition(status: Mapping[str, Any]) -> tuple[str | None, str | None, str | None, float | None]:
@@ -152,4 +155,22 @@ def pod_view(body: Mapping[str, Any], container: str | None = None) -> PodView:
         disrupted=disrupted,
         deleting=bool(meta.get("deletionTimestamp")),
         owner_uid=controller_uid(meta),
+        blocked=_blocked(chosen, status),
     )
+
+
+# Waiting reasons that will not clear by themselves (the kubelet keeps retrying, nothing
+# changes until someone fixes the image, the secret or the config).
+BLOCKING_WAIT_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                         "CreateContainerConfigError", "CreateContainerError")
+
+
+def _blocked(container_status: Mapping[str, Any] | None, status: Mapping[str, Any]) -> str | None:
+    waiting = ((container_status or {}).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in BLOCKING_WAIT_REASONS:
+        return f"{waiting['reason']}: {(waiting.get('message') or '')[:300]}".rstrip(": ")
+    for c in status.get("conditions") or ():
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" \
+                and c.get("reason") == "Unschedulable":
+            return f"Unschedulable: {(c.get('message') or '')[:300]}".rstrip(": ")
+    return None

@@ -184,6 +184,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
 
     # ---- 1. every desired run: its phase, harvesting finished Jobs ----
     entries: dict[str, dict[str, Any]] = {}
+    stuck: list[tuple[str, str]] = []  # (Job, why) of runs that cannot start
     active = 0
     ttl = execution.get("ttlSecondsAfterFinished")
     for run in desired:
@@ -209,8 +210,13 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                 continue
             if not job.deleting:
                 active += 1
-            running = any(p.phase == "Running" for p in pods_by_job.get(name, ()))
+            own_pods = pods_by_job.get(name, ())
+            running = any(p.phase == "Running" for p in own_pods)
             out.run_phases[run.run_id] = RUNNING if running and not job.suspended else QUEUED
+            if not running and not job.suspended and not job.deleting:
+                why = _stuck(job, own_pods, now, settings.stuck_seconds)
+                if why:
+                    stuck.append((name, why))
             continue
         got = harvest_run(study.name, run.key, job, pods_by_job.get(name, ()), now,
                           settings.result_grace_seconds, run.x_values, run.nodes)
@@ -352,6 +358,12 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                         f"runs are started" if failed_study else "no failure"), generation),
         cond.condition(cond.FITTED, fitted, fit_reason, fit_message, generation),
     ]
+    conditions.append(cond.condition(
+        cond.STALLED, bool(stuck), cond.PODS_CANNOT_START if stuck else cond.NOT_STALLED,
+        _stuck_message(stuck) if stuck else "every created run has a pod that runs or waits "
+        "only for a node", generation))
+    if stuck and not _condition_was(status, cond.STALLED, _stuck_message(stuck)):
+        out.events.append(Event("Warning", cond.PODS_CANNOT_START, _stuck_message(stuck)))
     if spend.budget_hours is not None:
         conditions.append(cond.condition(
             cond.BUDGET_EXHAUSTED, spend.exhausted,
@@ -415,6 +427,33 @@ def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView,
     if not result.ok:
         out.events.append(Event("Warning", ph.EVENT_RUN_FAILED, _describe_failure(run, result)))
     return result
+
+
+def _stuck(job: JobView, pods, now: float, after: float) -> str | None:
+    """Why a created run cannot start, once it has waited `after` seconds: its pod's blocking
+    reason, or no pod at all (the Job controller cannot create it: a missing PriorityClass,
+    a ResourceQuota, an admission webhook — `kubectl describe job` shows the Job's Events)."""
+    if job.created_at is None or now - job.created_at < after:
+        return None
+    for p in pods:
+        if p.blocked:
+            return f"pod {p.name}: {p.blocked}"
+    if not pods:
+        return (f"no pod after {now - job.created_at:.0f} s — the Job controller cannot create "
+                f"it (see `kubectl describe job {job.name}`: a missing PriorityClass, a "
+                "ResourceQuota or an admission webhook)")
+    return None
+
+
+def _stuck_message(stuck: list[tuple[str, str]]) -> str:
+    first_job, why = stuck[0]
+    more = f" (and {len(stuck) - 1} more run(s))" if len(stuck) > 1 else ""
+    return f"{len(stuck)} run(s) cannot start: Job {first_job}: {why}{more}"
+
+
+def _condition_was(status: Mapping[str, Any], kind: str, message: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True" and c.get("message") == message
+               for c in status.get("conditions") or ())
 
 
 def _plan_summary(desired: list[DesiredRun], spend: budget.BudgetDecision) -> dict[str, Any]:

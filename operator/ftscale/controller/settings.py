@@ -80,6 +80,9 @@ class OperatorSettings:
     # After a Job finished, wait this long for its pod (with the termination message) to show
     # up in the cache before recording the run as Failed/ResultMissing.
     result_grace_seconds: float = 30.0
+    # A created run whose pod cannot be created, pulled or scheduled for this long sets the
+    # study's Stalled condition (and a Warning Event) naming the cause.
+    stuck_seconds: float = 60.0
     # Taint key tolerated by GPU run pods (NoSchedule), in addition to spec tolerations.
     gpu_toleration_key: str = "nvidia.com/gpu"
     # Extended resource name for GPUs.

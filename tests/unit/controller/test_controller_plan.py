@@ -442,3 +442,26 @@ def test_only_the_studys_own_jobs_and_their_own_pods_count():
     p = run_plan(s, jobs=[old], pods=[pod(old.name, grid[1], message=trainer_message(result(grid[1])))])
     assert all(h.run_id != grid[1].run_id for h in p.harvested)
     assert p.run_phases[grid[1].run_id] != "Succeeded"
+
+
+def test_a_study_whose_pods_cannot_start_says_why():
+    """A Job that created no pod for a minute (a missing PriorityClass, a quota) and a pod
+    stuck pulling its image set Stalled with the cause, and one Warning Event per change."""
+    s = spec()
+    grid = runs(s)
+    no_pod = job(grid[0])
+    fresh = run_plan(s, jobs=[no_pod], now=NOW - 60)  # created 40 s ago: still fine
+    assert conditions_of(fresh)["Stalled"]["status"] == "False"
+    p = run_plan(s, jobs=[no_pod])
+    c = conditions_of(p)["Stalled"]
+    assert c["status"] == "True" and c["reason"] == "PodsCannotStart"
+    assert no_pod.name in c["message"] and "PriorityClass" in c["message"]
+    assert any(e.reason == "PodsCannotStart" for e in p.events)
+    again = run_plan(s, status=p.status, jobs=[no_pod])
+    assert not any(e.reason == "PodsCannotStart" for e in again.events)  # said once
+    pulling = job(grid[1])
+    body_pod = pod(pulling.name, grid[1], phase="Pending")
+    import dataclasses
+    body_pod = dataclasses.replace(body_pod, blocked="ImagePullBackOff: Back-off pulling image")
+    q = run_plan(s, jobs=[pulling], pods=[body_pod])
+    assert "ImagePullBackOff" in conditions_of(q)["Stalled"]["message"]
