@@ -26,6 +26,15 @@ The study protocol (`ftscale run`, the operator's fit Job)
     plot_study(study_fit, outdir) -> list[Path];  render_markdown(study_fit) -> str.
     Fit Job: python -m ftscale.law.job --input fit-input.json --output DIR (ftscale.law.job).
 
+The rectified law of Lin et al. (one model: L = (B/(D_l + D^β) + E)^α; docs/law.md §10)
+    fit_law(rows, form="rectified") -> [FittedLaw];  ftscale.law.rectified.fit_compared (with
+    the power law beside it) and rank_models (choosing a checkpoint from subset runs).
+
+Predictions from a finished fit (`ftscale predict` / `recommend`; docs/law.md §11)
+    ftscale.law.predict: load_fit(path) / read_study_fit("ns/name") -> [LawEntry];
+    predict(entry, x, d), recommend(entries, x, d). fit.json keeps every law's bootstrap
+    replicates (FittedLaw.to_dict: replicate_columns, replicates) for their intervals.
+
 Errors: LawInputError (bad table/options; one-line message naming the fix) vs FitError
 (valid input that cannot be fitted).
 """
