@@ -198,7 +198,8 @@ def select(entries: Sequence[LawEntry], method: str, factor: str | None = None,
     `form`. Raises LawInputError listing what the fit has."""
     mine = [e for e in entries if e.name == method and e.form == form]
     if not mine:
-        raise LawInputError(f"no {form} law for {method!r} in the fit; it has: {available(entries)}")
+        raise LawInputError(f"no {form} law for {method!r} in the fit; it has: "
+                            f"{available(entries)}")
     chosen = _by_factor(mine, factor)
     if chosen is None:
         raise LawInputError(f"no {form} law for {method!r} and factor {factor or DEFAULT_FACTOR!r}"

@@ -229,8 +229,9 @@ def rank_models(rows: Sequence[Mapping], target_d: float, *, model_column: str =
     notes = []
     for c in cands:
         if c.basis != RECTIFIED:
+            by = "power law" if c.basis == POWER else "loss at its largest subset"
             notes.append(f"{c.model}: {c.n_data_sizes} data size(s), too few for the rectified "
-                         f"law (6); ranked by the {'power law' if c.basis == POWER else 'loss at its largest subset'}")
+                         f"law (6); ranked by the {by}")
         if not c.converged or c.flags:
             notes.append(f"{c.model}: its {c.basis} fit is flagged ({', '.join(c.flags)}); "
                          "read its prediction with care")
