@@ -137,6 +137,10 @@ The operator's settings (ftscale.controller.settings.OperatorSettings reads FTSC
   value: {{ .Values.operator.metricsPort | quote }}
 - name: FTSCALE_HEALTH_PORT
   value: {{ .Values.operator.healthPort | quote }}
+- name: FTSCALE_ALLOWED_IMAGES
+  value: {{ join "," .Values.policy.allowedImages | quote }}
+- name: FTSCALE_ALLOWED_SERVICE_ACCOUNTS
+  value: {{ join "," .Values.policy.allowedServiceAccounts | quote }}
 - name: FTSCALE_METRICS_BIND_ADDRESS
   value: {{ .Values.operator.metricsBindAddress | quote }}
 - name: FTSCALE_HEALTH_BIND_ADDRESS

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ftscale.controller import names
+from ftscale.controller import policy
 from ftscale.controller.desired import StudyRejected, desired_runs
 from ftscale.controller.kube import Conflict, Kube
 from ftscale.controller.metrics import OperatorMetrics
@@ -241,6 +242,12 @@ class Reconciler:
     def _desired(self, memory: StudyMemory, name: str, spec: dict[str, Any], uid: str, generation: int | None):
         if memory.desired_for != (uid, generation):
             try:
+                refused = policy.violations(
+                    spec, allowed_images=self.settings.allowed_images,
+                    allowed_service_accounts=self.settings.allowed_service_accounts,
+                    default_image=self.settings.trainer_image)
+                if refused:
+                    raise StudyRejected("; ".join(refused))
                 memory.desired = desired_runs(name, spec)
                 memory.desired_error = None
             except StudyRejected as exc:

@@ -31,6 +31,11 @@ class OperatorSettings:
     trainer_metrics_port: int = 9400
     # Namespaces to watch (comma-separated in FTSCALE_NAMESPACES); empty = the whole cluster.
     namespaces: tuple[str, ...] = ()
+    # Images and ServiceAccounts studies may name (comma-separated shell patterns, e.g.
+    # registry.example/ml/*); empty = any. A study asking for another is refused
+    # (ftscale.controller.policy). The trainer image above is always allowed.
+    allowed_images: tuple[str, ...] = ()
+    allowed_service_accounts: tuple[str, ...] = ()
     # Port of the Prometheus /metrics endpoint (0 disables it).
     metrics_port: int = 8080
     # Address the /metrics endpoint binds: 0.0.0.0 in a pod (Prometheus scrapes the pod IP);
