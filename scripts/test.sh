@@ -10,6 +10,9 @@ py="$(scripts/python-env.sh)"
 tests/cluster/build.sh
 # A real Prometheus server (Debian package) for the chart's monitoring tests.
 tests/helm/setup.sh
+# The offline tiny world (cached; built once, a few minutes): the end-to-end tests run the real
+# trainer on it, locally and through the cluster path.
+"$py" -m ftscale toy build >&2
 tests/browser/setup.sh  # a headless Chromium (Debian package) for report.html's browser tests
 set +e
 "$py" -m pytest "$@"
