@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/trainer_image
 PY = $(shell scripts/python-env.sh)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-trainer bench-operator toy cluster-build cluster-up cluster-down images
+.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-trainer bench-operator toy cluster-build cluster-up cluster-down cluster-demo images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -47,6 +47,9 @@ cluster-up:  ## start etcd, apiserver, controller-manager, scheduler and KWOK on
 
 cluster-down:  ## stop every process cluster-up started
 	@tests/cluster/down.sh
+
+cluster-demo:  ## a study to Fitted on a local control plane: chart RBAC, operator, real trainer and fit Job
+	@scripts/cluster-demo.sh
 
 images:  ## build the container images (needs a container engine)
 	@scripts/images.sh
