@@ -189,3 +189,16 @@ def test_pvcs_persist_per_claim_and_unsupported_volumes_fail_to_start(tmp_path):
     pod["spec"]["volumes"].append({"name": "sec", "secret": {"secretName": "x"}})
     with pytest.raises(StartError, match="secret is not supported"):
         kubelet._prepare(pod, tmp_path / "sb2")
+
+
+def test_the_nodes_env_is_this_checkout_with_absolute_paths(monkeypatch, tmp_path):
+    from cluster.process_kubelet import default_node_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "operator:/abs/trainer_image")
+    monkeypatch.setenv("FTSCALE_CACHE", "/c")
+    env = default_node_env()
+    # processes start in their sandbox: a relative entry would point nowhere there
+    assert env["PYTHONPATH"] == f"{tmp_path / 'operator'}:/abs/trainer_image"
+    assert env["FTSCALE_CACHE"] == "/c" and env["OMP_NUM_THREADS"] == "1"
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
