@@ -137,10 +137,14 @@ The operator's settings (ftscale.controller.settings.OperatorSettings reads FTSC
   value: {{ .Values.operator.metricsPort | quote }}
 - name: FTSCALE_HEALTH_PORT
   value: {{ .Values.operator.healthPort | quote }}
+{{- with .Values.policy.allowedImages }}
 - name: FTSCALE_ALLOWED_IMAGES
-  value: {{ join "," .Values.policy.allowedImages | quote }}
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.policy.allowedServiceAccounts }}
 - name: FTSCALE_ALLOWED_SERVICE_ACCOUNTS
-  value: {{ join "," .Values.policy.allowedServiceAccounts | quote }}
+  value: {{ join "," . | quote }}
+{{- end }}
 - name: FTSCALE_METRICS_BIND_ADDRESS
   value: {{ .Values.operator.metricsBindAddress | quote }}
 - name: FTSCALE_HEALTH_BIND_ADDRESS
