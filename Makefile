@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/trainer_image
 PY = $(shell scripts/python-env.sh)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-trainer bench-operator toy cluster-build cluster-up cluster-down cluster-demo images
+.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-adaptive bench-trainer bench-operator toy cluster-build cluster-up cluster-down cluster-demo images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -29,6 +29,9 @@ bench-fit:  ## scaling-law engine benchmark; last line fit500_boot1000_seconds=S
 
 bench-model-selection:  ## pick the best of 5-10 candidate models from 10% subsets; last line model_selection_top1=P
 	@$(PY) benchmarks/bench_model_selection.py
+
+bench-adaptive:  ## adaptive design vs the full grid on 20 simulated worlds; last line adaptive_gpu_hour_fraction=F
+	@$(PY) benchmarks/bench_adaptive.py
 
 bench-trainer:  ## trainer vs HF Trainer tokens/s on CPU; last line trainer_speedup_vs_hf=R
 	@$(PY) benchmarks/bench_trainer.py
