@@ -94,30 +94,38 @@ def target_error(world, cands, results, d_max) -> float:
 
 
 def run_world(rng, cands, cost, d_max, batch: int):
+    """One world: the full grid's error and 95 % half-width, and the adaptive trace."""
     world = draw_world(rng)
     observed = {c.run_id: loss(world[c.method], c.x, c.d) + float(rng.normal(0, SIGMA))
                 for c in cands}
-    full_err = target_error(world, cands, observed, d_max)
-    full_cost = sum(cost.values())
     target = Target(EXTRAPOLATION, METHODS, MODEL_SIZES[-1], dict(d_max))
+    full = {"err": target_error(world, cands, observed, d_max), "gpu_h": sum(cost.values()),
+            "half_width": next_runs(cands, observed, target, batch_size=1, cost=cost,
+                                    sigma=SIGMA).half_width}
     results: dict[str, float] = {}
-    trace = []  # (GPU-hours spent, error) after each batch
+    trace = []  # (GPU-hours spent, error, 95 % half-width) before each batch and at the end
     while True:
         plan = next_runs(cands, results, target, batch_size=batch, cost=cost, rng_seed=0,
                          sigma=SIGMA)
+        if results:
+            trace.append((sum(cost[r] for r in results),
+                          target_error(world, cands, results, d_max), plan.half_width))
         if not plan.choices:
-            break
+            return full, trace
         for ch in plan.choices:
             results[ch.run_id] = observed[ch.run_id]
-        trace.append((sum(cost[r] for r in results), target_error(world, cands, results, d_max),
-                      plan.half_width))
-    reach = full_cost
-    for i in range(len(trace)):
-        if all(t[1] <= full_err for t in trace[i:]):
-            reach = trace[i][0]
-            break
-    first = next((t[0] for t in trace if t[1] <= full_err), full_cost)
-    return full_err, full_cost, reach, first
+
+
+def reach(full, trace) -> dict[str, float]:
+    """GPU-hour fractions: `width` — first point whose half-width is at most the full grid's
+    (what the stop rule with that threshold would spend) and the error there; `stay` — first
+    point from which the error stays at most the full grid's; `first` — first such point."""
+    frac = lambda gpu_h: gpu_h / full["gpu_h"]  # noqa: E731
+    w = next(t for t in trace if t[2] <= full["half_width"] * (1 + 1e-9))
+    stay = next(t for i, t in enumerate(trace) if all(u[1] <= full["err"] for u in trace[i:]))
+    first = next(t for t in trace if t[1] <= full["err"])
+    return {"width": frac(w[0]), "width_err": w[1], "stay": frac(stay[0]),
+            "first": frac(first[0])}
 
 
 def main() -> None:
@@ -133,18 +141,24 @@ def main() -> None:
           f"9-10 data sizes), full grid {sum(cost.values()):.1f} GPU-h; batch {args.batch}; "
           f"sigma = {SIGMA} nats; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("world  full_err  reach_GPU-h  fraction  first_reach_fraction")
-    fractions, firsts = [], []
+    print("world  full_err  full_hw  | width_frac  err_there | stay_frac  first_frac")
+    rows = []
     for w in range(args.worlds):
-        full_err, full_cost, reach, first = run_world(rng, cands, cost, d_max, args.batch)
-        fractions.append(reach / full_cost)
-        firsts.append(first / full_cost)
-        print(f"{w:5d}  {full_err:.4f}    {reach:9.1f}  {reach / full_cost:.3f}     "
-              f"{first / full_cost:.3f}")
-    print(f"fraction quartiles: {np.percentile(fractions, 25):.3f} {np.median(fractions):.3f} "
-          f"{np.percentile(fractions, 75):.3f}; first-reach median {np.median(firsts):.3f}")
+        full, trace = run_world(rng, cands, cost, d_max, args.batch)
+        r = reach(full, trace)
+        r["full_err"] = full["err"]
+        rows.append(r)
+        print(f"{w:5d}  {full['err']:.4f}    {full['half_width']:.4f}  | {r['width']:.3f}       "
+              f"{r['width_err']:.4f}    | {r['stay']:.3f}      {r['first']:.3f}")
+    col = lambda k: np.array([r[k] for r in rows])  # noqa: E731
+    print(f"median GPU-hour fraction: to the full grid's half-width {np.median(col('width')):.3f}"
+          f" (quartiles {np.percentile(col('width'), 25):.3f}-"
+          f"{np.percentile(col('width'), 75):.3f}); error there {np.mean(col('width_err')):.4f}"
+          f" nats on average vs the full grid's {np.mean(col('full_err')):.4f}")
+    print(f"median GPU-hour fraction to the full grid's error: and stay there "
+          f"{np.median(col('stay')):.3f}; first reach {np.median(col('first')):.3f}")
     print(f"seconds: {time.perf_counter() - t0:.1f} wall, {time.process_time() - c0:.1f} CPU")
-    print(f"adaptive_gpu_hour_fraction={np.median(fractions):.3f}")
+    print(f"adaptive_gpu_hour_fraction={np.median(col('stay')):.3f}")
 
 
 if __name__ == "__main__":
