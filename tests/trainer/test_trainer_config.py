@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ftscale_trainer.config import ConfigError, TrainConfig, defaults_for
+from ftscale_trainer.config import ConfigError, TrainConfig, defaults_for, eval_steps
 
 GOOD = {"model": "tiny-1", "model_source": "toy:tiny-1", "method": "lora", "data_size": 100,
         "task": "toy-en-de"}
@@ -62,7 +62,10 @@ def test_defaults_follow_the_paper_for_large_models_and_scale_down_for_tiny_ones
     assert (big["lora"]["learning_rate"], big["lora"]["batch_size"], big["lora"]["pet_size"]) == (1e-2, 16, 4)
     assert (big["fmt"]["learning_rate"], big["fmt"]["batch_size"], big["fmt"]["pet_size"]) == (1e-3, 128, None)
     tiny = defaults_for("prompt", 50_000)
-    assert tiny["pet_size"] < 100 and tiny["max_steps"] < 1000
+    assert tiny["pet_size"] < 100 and tiny["max_steps"] < big["prompt"]["max_steps"]
+    # tiny runs stop at their dev minimum, evaluated per epoch; paper-scale ones every 1000 steps
+    assert tiny["early_stopping_patience"] > 0 and big["fmt"]["early_stopping_patience"] == 0
+    assert tiny["evals_per_epoch"] > 0 and "eval_interval" not in tiny
     with pytest.raises(ConfigError):
         defaults_for("bogus")
 
@@ -102,3 +105,25 @@ def test_every_study_save_setting_gives_each_method_a_config_the_trainer_accepts
         seen[run.key.method] = config.save
         assert config.micro_batch_size == 4 and config.gradient_checkpointing == "true"
     assert seen == grid.SAVE_BY_METHOD[save]
+
+
+@pytest.mark.parametrize("data_size, per_epoch, batch, steps", [
+    (50, 2, 16, 2), (800, 2, 16, 25), (100, 2, 16, 3), (10, 4, 16, 1), (1000, 1, 128, 8)])
+def test_evaluation_spacing_per_epoch_in_whole_steps(data_size, per_epoch, batch, steps):
+    assert eval_steps(data_size, per_epoch, batch) == steps
+
+
+def test_evaluation_spacing_scales_with_the_data_unless_given_in_steps():
+    tiny = {d: TrainConfig.from_dict(dict(GOOD, data_size=d)).resolved() for d in (50, 800)}
+    assert (tiny[50].eval_interval, tiny[800].eval_interval) == (2, 25)  # half an epoch
+    steps = TrainConfig.from_dict(dict(GOOD, data_size=800, eval_interval=7)).resolved()
+    assert steps.eval_interval == 7 and steps.evals_per_epoch is None
+    mine = TrainConfig.from_dict(dict(GOOD, data_size=800, evals_per_epoch=8,
+                                      model_params=10 ** 9)).resolved()
+    assert mine.eval_interval == 6  # 800 / 8 / 16: the paper table's 1000 steps does not apply
+    # the resolved config reads back as itself (config.json of a run)
+    assert TrainConfig.from_dict(mine.to_dict()).resolved() == mine
+    with pytest.raises(ConfigError, match="evals_per_epoch must be > 0"):
+        TrainConfig.from_dict(dict(GOOD, evals_per_epoch=0))
+    with pytest.raises(ConfigError, match="early_stopping_patience must be"):
+        TrainConfig.from_dict(dict(GOOD, early_stopping_patience=-1))

@@ -131,3 +131,33 @@ def test_diverging_run_fails_with_non_finite_loss_and_exit_3(mini_world, tmp_pat
     assert done.returncode == 3, done.stderr[-2000:]
     assert message["outcome"] == "Failed" and message["reason"] == "NonFiniteLoss"
     assert "lower learning_rate" in message["message"]
+
+
+def test_the_base_model_is_evaluated_first_and_kept_when_training_does_not_help(mini_world, tmp_path):
+    # learning rate 1e-30: the weights do not move, so no later evaluation is better than the
+    # one before the first step, and the run reports the base model (best_step 0).
+    still = base_config(mini_world, method="fmt", learning_rate=1e-30, evals_per_epoch=2,
+                        data_size=64, early_stopping_patience=0)
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    done, frozen, _ = run_trainer(tmp_path / "a", still)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert frozen["config"]["eval_interval"] == 4  # 64 examples / 2 per epoch / batch 8
+    assert [step for step, _ in frozen["curves"]["dev"]] == [0, 4, 8, 12]
+    assert frozen["best_step"] == 0
+    # a run that learns starts from the same base: its step-0 dev loss is the same number
+    done, moving, _ = run_trainer(tmp_path / "b", dict(still, learning_rate=3e-3))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert moving["curves"]["dev"][0] == frozen["curves"]["dev"][0]
+    assert moving["best_step"] > 0 and moving["best_dev_loss"] < frozen["best_dev_loss"]
+
+
+def test_early_stopping_ends_the_run_patience_evaluations_after_the_best(mini_world, tmp_path):
+    # a rate high enough to overfit 16 examples fast: the dev loss turns up and the run stops
+    config = base_config(mini_world, method="fmt", learning_rate=1e-2, data_size=16,
+                         eval_interval=1, early_stopping_patience=2, max_steps=200)
+    done, result, _ = run_trainer(tmp_path, config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dev_steps = [step for step, _ in result["curves"]["dev"]]
+    assert result["steps"] < 200 and dev_steps[-1] == result["best_step"] + 2
+    assert "early stop" in done.stderr

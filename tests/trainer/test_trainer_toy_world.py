@@ -19,10 +19,10 @@ def built():
     return toy.build()
 
 
-def test_family_spans_16x_and_bigger_models_reach_lower_dev_loss(built):
+def test_family_spans_6x_and_bigger_models_reach_lower_dev_loss(built):
     family = world.family(built)
     sizes = [m.non_embedding_params for m in family]
-    assert len(family) >= 4 and sizes == sorted(sizes) and sizes[-1] >= 16 * sizes[0]
+    assert len(family) >= 3 and sizes == sorted(sizes) and sizes[-1] >= 5.9 * sizes[0]  # 25K → 151K
     final = [m.final.dev_loss for m in family]
     assert final == sorted(final, reverse=True), final
     for m in family:  # more pretraining tokens → lower dev loss, checkpoints ascending
@@ -54,3 +54,17 @@ def test_toy_run_fills_x_values_and_reports_zero_shot(built, tmp_path):
     assert result["pretrain_tokens"] == 327680
     assert set(result["zero_shot"]["fr-de"]) == {"loss", "ppl"}
     assert message["zero_shot"] == result["zero_shot"]
+
+
+def test_the_build_records_a_learning_rate_per_model_and_method_from_its_dev_sweep(built):
+    from ftscale_trainer import toy
+
+    with open(f"{built}/family.json", encoding="utf-8") as handle:
+        recorded = {m["name"]: m["finetune"] for m in json.load(handle)["models"]}
+    for model in world.family(built):
+        assert set(model.learning_rates) == set(toy.SWEEP_RATES)
+        for method, rate in model.learning_rates.items():
+            entry = recorded[model.name][method]
+            assert entry["data_size"] == toy.SWEEP_DATA_SIZE
+            losses = {float(r): v for r, v in entry["dev_loss"].items()}
+            assert set(losses) == set(toy.SWEEP_RATES[method]) and rate == toy.pick_rate(losses)

@@ -92,3 +92,40 @@ def test_synthetic_fallback_is_deterministic_and_parallel():
     assert a == b
     assert [p["target"] for p in a["en-de"]] == [p["target"] for p in a["fr-de"]]
     assert a["en-de"][0]["source"] == a["en-fr"][0]["source"]
+
+
+def _with_sweep(root, rates):
+    doc = json.loads((root / "family.json").read_text())
+    doc["models"][0]["finetune"] = {m: {"learning_rate": r, "task": "toy-en-de", "data_size": 100,
+                                        "dev_loss": {f"{r:g}": 4.0}} for m, r in rates.items()}
+    (root / "family.json").write_text(json.dumps(doc))
+
+
+def test_swept_learning_rates_resolve_with_every_checkpoint(fake_world):
+    assert world.resolve_model("toy:tiny-1").learning_rates == {}  # a world without a sweep
+    _with_sweep(fake_world, {"fmt": 3e-4, "lora": 3e-3, "prompt": 0.1})
+    assert world.family()[0].learning_rates == {"fmt": 3e-4, "lora": 3e-3, "prompt": 0.1}
+    # an intermediate checkpoint uses its model's rates: the sweep ran on the final one
+    assert world.resolve_model("toy:tiny-1@10").learning_rates["lora"] == 3e-3
+
+
+def test_a_toy_run_takes_the_swept_rate_unless_the_config_sets_one(fake_world):
+    pytest.importorskip("torch")
+    from ftscale_trainer.config import TrainConfig
+    from ftscale_trainer.train import resolve_identity
+
+    _with_sweep(fake_world, {"fmt": 3e-4, "lora": 3e-3})
+    doc = {"model": "tiny-1", "model_source": "toy:tiny-1", "data_size": 50, "task": "toy-en-de"}
+    fmt, _ = resolve_identity(TrainConfig.from_dict(dict(doc, method="fmt")))
+    assert fmt.learning_rate == 3e-4
+    mine, _ = resolve_identity(TrainConfig.from_dict(dict(doc, method="fmt", learning_rate=0.01)))
+    assert mine.learning_rate == 0.01
+    prompt, _ = resolve_identity(TrainConfig.from_dict(dict(doc, method="prompt")))
+    assert prompt.learning_rate == 0.1  # not swept in this world: the tiny default
+
+
+def test_the_sweep_picks_the_lowest_dev_loss_and_the_lower_rate_on_a_tie():
+    from ftscale_trainer import toy
+
+    assert toy.pick_rate({1e-3: 4.2, 3e-3: 4.1, 1e-2: 4.3}) == 3e-3
+    assert toy.pick_rate({1e-3: 4.1, 3e-3: 4.1}) == 1e-3

@@ -347,7 +347,7 @@ def test_plan_demo_is_cpu_only_unless_a_gpu_is_named(capsys):
     code, out, _ = run_cli(capsys, EXAMPLES / "demo-study.yaml", "--gpu", "L4", "--mfu", "0.2",
                            "--runs")
     assert code == 0 and "GPU: l4 (121 TFLOP/s bf16 peak, MFU 0.2" in out
-    assert "u6go3wdhzj" in out  # --runs lists every run
+    assert "o5ozmooqkz" in out  # --runs lists every run (tiny-1 fmt D_f 20)
 
 
 def test_plan_reports_what_does_not_fit(capsys, tmp_path):

@@ -119,12 +119,15 @@ class TrainConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     precision: str = "auto"  # "fp32", "bf16", "fp16"; auto = bf16 on a GPU that has it, else fp32
     # evaluate dev loss every N steps, and before the first step and at the last one; when
-    # unset, every `eval_interval_examples` training examples (rounded to whole steps)
+    # unset, `evals_per_epoch` times per pass over the D_f examples
     eval_interval: int | None = None
-    # the evaluation spacing in examples seen, so that it means the same at any batch size:
-    # with a few examples a model can overfit within a dozen steps (docs/trainer.md)
-    eval_interval_examples: int | None = None
-    early_stopping_patience: int = 0  # stop after N evaluations without a better dev loss; 0 = off
+    # the evaluation spacing in examples seen, as a fraction of the data: every
+    # D_f / evals_per_epoch examples (rounded to whole steps, at least one), so that a run on
+    # 50 examples, which overfits within a few epochs, is evaluated as densely per epoch as
+    # one on 800 (docs/trainer.md, "The protocol")
+    evals_per_epoch: float | None = None
+    # stop after N evaluations without a better dev loss; 0 = off (None = the method's default)
+    early_stopping_patience: int | None = None
 
     # ---- evaluation extras ----
     generation: list[str] = field(default_factory=list)  # "bleu" (sacrebleu), "rougeL"; greedy
@@ -204,20 +207,19 @@ class TrainConfig:
             raise ConfigError("seed must be ≥ 0")
         if self.method == "fmt" and self.pet_size is not None:
             raise ConfigError("pet_size is the LoRA rank or prompt length; leave it unset for fmt")
-        for name in ("pet_size", "batch_size", "max_steps", "eval_interval",
-                     "eval_interval_examples", "max_source_tokens",
+        for name in ("pet_size", "batch_size", "max_steps", "eval_interval", "max_source_tokens",
                      "max_target_tokens", "warmup_steps", "max_new_tokens", "threads", "log_interval",
                      "micro_batch_size"):
             value = getattr(self, name)
             if value is not None and (name != "warmup_steps" or value != 0):
                 _positive(name, value)
-        for name in ("learning_rate", "max_epochs"):
+        for name in ("learning_rate", "max_epochs", "evals_per_epoch"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         for name in ("dev_examples", "test_examples", "generation_examples",
                      "early_stopping_patience", "checkpoint_interval"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be ≥ 0 (0 means all/off)")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError("lora_dropout must be in [0, 1)")
@@ -252,15 +254,16 @@ class TrainConfig:
         """A copy with every None optimisation field filled from defaults_for()."""
         defaults = defaults_for(self.method, self.model_params)
         doc = self.to_dict()
-        if doc["eval_interval"] is not None or doc["eval_interval_examples"] is not None:
-            # the caller chose the spacing, in steps or in examples: no default for the other
+        if doc["eval_interval"] is not None or doc["evals_per_epoch"] is not None:
+            # the caller chose the spacing, in steps or per epoch: no default for the other
             defaults.pop("eval_interval", None)
-            defaults.pop("eval_interval_examples", None)
+            defaults.pop("evals_per_epoch", None)
         for key, value in defaults.items():
             if doc.get(key) is None:
                 doc[key] = value
         if doc["eval_interval"] is None:
-            doc["eval_interval"] = eval_steps(doc["eval_interval_examples"], doc["batch_size"])
+            doc["eval_interval"] = eval_steps(doc["data_size"], doc["evals_per_epoch"],
+                                              doc["batch_size"])
         if self.method == "lora" and doc["lora_alpha"] is None:
             doc["lora_alpha"] = 2.0 * doc["pet_size"]
         if doc["save"] is None:
@@ -274,7 +277,8 @@ def defaults_for(method: str, model_params: int | None = None) -> dict[str, Any]
 
     method: "fmt", "lora" or "prompt"; model_params: non-embedding parameters of the base model
     (None = assume a tiny toy model). Returns the keys learning_rate, batch_size, max_steps,
-    max_epochs, warmup_steps, weight_decay, eval_interval and pet_size (None for fmt).
+    max_epochs, warmup_steps, weight_decay, early_stopping_patience, pet_size (None for fmt)
+    and the evaluation spacing: eval_interval (steps) or evals_per_epoch.
     Raises ConfigError for an unknown method.
     """
     _one_of("method", method, METHODS)
@@ -282,35 +286,46 @@ def defaults_for(method: str, model_params: int | None = None) -> dict[str, Any]
     return dict(table[method])
 
 
-def eval_steps(examples: int, batch_size: int) -> int:
-    """Steps between dev evaluations for a spacing of `examples` training examples: the
-    nearest whole number of steps, at least 1."""
-    return max(1, round(examples / batch_size))
+def eval_steps(data_size: int, evals_per_epoch: float, batch_size: int) -> int:
+    """Steps between dev evaluations when evaluating `evals_per_epoch` times per pass over
+    `data_size` examples: the nearest whole number of steps to data_size / evals_per_epoch
+    examples, at least 1."""
+    return max(1, round(data_size / (evals_per_epoch * batch_size)))
 
 
 # The paper's Appendix (1B models, Adafactor): LR/batch as chosen by its grid search; up to
 # 200K steps or 100 epochs; |P| = 100; r = 4. Evaluation every 1000 steps (not stated in the
-# paper; frequent enough for best-checkpoint selection at that length).
+# paper; frequent enough for best-checkpoint selection at that length); no early stopping.
 _PAPER: dict[str, dict[str, Any]] = {
     "fmt": dict(learning_rate=1e-3, batch_size=128, max_steps=200_000, max_epochs=100.0,
-                warmup_steps=1000, weight_decay=0.0, eval_interval=1000, pet_size=None),
+                warmup_steps=1000, weight_decay=0.0, eval_interval=1000,
+                early_stopping_patience=0, pet_size=None),
     "lora": dict(learning_rate=1e-2, batch_size=16, max_steps=200_000, max_epochs=100.0,
-                 warmup_steps=1000, weight_decay=0.0, eval_interval=1000, pet_size=4),
+                 warmup_steps=1000, weight_decay=0.0, eval_interval=1000,
+                 early_stopping_patience=0, pet_size=4),
     "prompt": dict(learning_rate=3e-1, batch_size=16, max_steps=200_000, max_epochs=100.0,
-                   warmup_steps=1000, weight_decay=0.0, eval_interval=1000, pet_size=100),
+                   warmup_steps=1000, weight_decay=0.0, eval_interval=1000,
+                   early_stopping_patience=0, pet_size=100),
 }
 
-# The toy family (≈ 25K–1M non-embedding parameters) with AdamW, sized for the demo's ≈ 10 s
-# per run: a fixed step budget so every D_f gets the same compute and small D_f simply runs more
-# epochs (with best-dev checkpoint selection guarding against over-fitting, as in the paper).
-# Learning rates from a sweep on the toy family (docs/trainer.md, "Tiny defaults").
+# The toy family (≈ 25K–450K non-embedding parameters) with AdamW: the paper's protocol in
+# miniature (docs/trainer.md, "The protocol"). Every run trains until its dev loss stops
+# improving — 2 evaluations per epoch, starting before the first step, stopping after 3 without
+# a better one (1.5 epochs) — within a cap of 40 epochs or 1,000 steps, and keeps the best-dev
+# checkpoint. So a run ends at its data's dev minimum, not at a step budget: with 50 examples
+# that is a few epochs, with 800 several hundred steps. Learning rates: a toy model's own come
+# from the world build's sweep (family.json, ftscale_trainer.toy.SWEEP_RATES); these are the
+# fallbacks, the rates the sweep picks most often.
 _TINY: dict[str, dict[str, Any]] = {
-    "fmt": dict(learning_rate=3e-3, batch_size=16, max_steps=60, max_epochs=100.0,
-                warmup_steps=5, weight_decay=0.0, eval_interval=12, pet_size=None),
-    "lora": dict(learning_rate=1e-2, batch_size=16, max_steps=60, max_epochs=100.0,
-                 warmup_steps=5, weight_decay=0.0, eval_interval=12, pet_size=4),
-    "prompt": dict(learning_rate=1e-1, batch_size=16, max_steps=60, max_epochs=100.0,
-                   warmup_steps=5, weight_decay=0.0, eval_interval=12, pet_size=8),
+    "fmt": dict(learning_rate=1e-3, batch_size=16, max_steps=1000, max_epochs=40.0,
+                warmup_steps=5, weight_decay=0.0, evals_per_epoch=2.0,
+                early_stopping_patience=3, pet_size=None),
+    "lora": dict(learning_rate=3e-3, batch_size=16, max_steps=1000, max_epochs=40.0,
+                 warmup_steps=5, weight_decay=0.0, evals_per_epoch=2.0,
+                 early_stopping_patience=3, pet_size=4),
+    "prompt": dict(learning_rate=1e-1, batch_size=16, max_steps=1000, max_epochs=40.0,
+                   warmup_steps=5, weight_decay=0.0, evals_per_epoch=2.0,
+                   early_stopping_patience=3, pet_size=8),
 }
 
 

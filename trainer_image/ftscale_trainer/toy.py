@@ -9,7 +9,10 @@ Phases (each idempotent: a finished phase leaves a marker and is skipped next ti
               descriptions never reach pretraining), shuffled by hash.
 3. tokenizer  byte-level BPE (vocabulary 2,048) trained on that corpus, saved in HF format.
 4. models     the family (FAMILY below), each pretrained from scratch with checkpoints at
-              1/8, 1/4, 1/2 and all of its token budget; family.json lists them (world.family()).
+              1/8, 1/4, 1/2 and all of its token budget.
+5. sweep      each model's finetuning learning rate per method, chosen by its dev loss in a
+              small grid (SWEEP below: the paper grid-searched its rates on its 1B model);
+              family.json lists the models with these rates (world.family()).
 
 Layout under world.world_dir(): manifest.json, family.json, data/<task>/{train,dev,test}.jsonl,
 tokenizer/, corpus/{train,dev}.npy, models/<name>/tokens-<n>/ (config.json, model.safetensors,
@@ -38,9 +41,26 @@ FAMILY = (
     ("tiny-1", 32, 2, 4, 4e-3),
     ("tiny-2", 48, 2, 4, 3e-3),
     ("tiny-3", 64, 3, 4, 2.5e-3),
-    ("tiny-4", 96, 4, 4, 4e-3),
 )
 PRETRAIN_TOKENS = 1_310_720  # 640 steps of 32 × 64 tokens
+
+# The learning-rate sweep (phase 5). One rate per (model, method), chosen on the dev loss of
+# toy-en-de finetuning with the trainer's tiny-model protocol (early stopping on dev loss, the
+# best-dev checkpoint; ftscale_trainer.config._TINY): three rates a factor 3 apart per method.
+# It runs at a small data size because that is where the rate matters most (measured: on 50
+# examples the best FMT rate beats one 3× higher by 0.01–0.04 nats, on 800 by ≤ 0.02) and
+# because it is cheap (≈ 100 CPU-seconds for the whole family). The grids stop at the low end
+# on purpose: lower rates need more steps, and at 3e-4 (FMT) and 1e-3 (LoRA) a run on 400
+# examples already takes 300–400 steps to reach its dev minimum; a pick at the low edge is
+# logged, and docs/trainer.md says where it happens.
+SWEEP_TASK = "toy-en-de"
+SWEEP_DATA_SIZE = 50
+SWEEP_DEV_EXAMPLES = 100
+SWEEP_RATES = {
+    "fmt": (3e-4, 1e-3, 3e-3),
+    "lora": (1e-3, 3e-3, 1e-2),
+    "prompt": (3e-2, 1e-1, 3e-1),
+}
 
 
 def _log(msg: str) -> None:
@@ -205,6 +225,15 @@ def family_plans():
 _COUNTER = None  # shared step counter of a pretraining worker (set by _init_worker)
 
 
+def _cores() -> int:
+    """CPU cores this process may use (its affinity mask, e.g. under taskset or a CPU-pinned
+    container), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _init_worker(counter) -> None:
     global _COUNTER
     _COUNTER = counter
@@ -238,8 +267,80 @@ def _pretrain_one(root: str, index: int, threads: int) -> list[dict]:
     return saved
 
 
+def pick_rate(dev_loss_by_rate: dict[float, float]) -> float:
+    """The swept learning rate with the lowest best-dev loss (the lower rate on a tie)."""
+    return min(dev_loss_by_rate.items(), key=lambda item: (item[1], item[0]))[0]
+
+
+def _sweep_path(root: str, name: str, method: str) -> str:
+    return os.path.join(root, "models", name, f"sweep-{method}.json")
+
+
+def _sweep_settings(method: str) -> dict:
+    """What a recorded sweep must match to be reused (a changed grid or size redoes it)."""
+    return {"task": SWEEP_TASK, "data_size": SWEEP_DATA_SIZE, "dev_examples": SWEEP_DEV_EXAMPLES,
+            "rates": [f"{r:g}" for r in SWEEP_RATES[method]]}
+
+
+def _current(entry: dict, method: str) -> bool:
+    """Whether a recorded sweep entry was made with this code's settings."""
+    return {k: entry.get(k) for k in _sweep_settings(method)} == _sweep_settings(method)
+
+
+def _swept(root: str, name: str, method: str) -> bool:
+    try:
+        with open(_sweep_path(root, name, method), encoding="utf-8") as handle:
+            return _current(json.load(handle), method)
+    except (OSError, ValueError):
+        return False
+
+
+def _sweep_one(root: str, index: int, method: str, threads: int) -> dict:
+    """Worker: finetune family member `index` (final checkpoint) with `method` at every rate of
+    SWEEP_RATES[method] and record the best-dev losses and the chosen rate (spawned process).
+    Only the dev split decides; the test loss of one example is computed because a run always
+    ends with one, and is not recorded."""
+    import torch
+
+    from ftscale_trainer import train
+    from ftscale_trainer.config import TrainConfig
+
+    torch.set_num_threads(threads)
+    plan = family_plans()[index]
+    with open(os.path.join(root, "models", plan.name, "checkpoints.json"), encoding="utf-8") as handle:
+        final = os.path.join(root, json.load(handle)[-1]["path"])
+    spec = world.TASKS[SWEEP_TASK]
+    folder = os.path.join(root, "data", spec["folder"])
+    started, cpu_started = time.time(), time.process_time()
+    dev: dict[float, float] = {}
+    for rate in SWEEP_RATES[method]:
+        config = TrainConfig.from_dict({
+            "study": "toy-sweep", "model": plan.name, "model_source": final, "method": method,
+            "model_params": plan.shape.non_embedding_params(), "data_size": SWEEP_DATA_SIZE,
+            "learning_rate": rate, "train_path": os.path.join(folder, "train.jsonl"),
+            "dev_path": os.path.join(folder, "dev.jsonl"),
+            "test_path": os.path.join(folder, "test.jsonl"), "template": spec["template"],
+            "source_lang": spec["source_lang"], "target_lang": spec["target_lang"],
+            "dev_examples": SWEEP_DEV_EXAMPLES, "test_examples": 1, "threads": threads,
+            "save": "none"})
+        dev[rate] = train.run(config, None, None, lambda _m: None).best_dev_loss
+    chosen = pick_rate(dev)
+    edge = chosen in (min(dev), max(dev))
+    _log(f"{plan.name} {method}: learning rate {chosen:g} (dev loss "
+         + ", ".join(f"{r:g}: {v:.4f}" for r, v in dev.items())
+         + f"){' — at the edge of the grid' if edge else ''} "
+         f"({time.time() - started:.0f} s wall, {time.process_time() - cpu_started:.0f} s CPU)")
+    entry = {"learning_rate": chosen, **_sweep_settings(method),
+             "dev_loss": {f"{r:g}": round(v, 4) for r, v in dev.items()}}
+    with open(_sweep_path(root, plan.name, method), "w", encoding="utf-8") as handle:
+        json.dump(entry, handle)
+    return entry
+
+
 def build_models(root: str, progress, workers: int) -> dict:
-    """Pretrain the missing family members, `workers` processes at a time.
+    """Pretrain the missing family members, then sweep each one's finetuning learning rates,
+    `workers` processes at a time; returns family.json's content. A model's sweeps start as
+    soon as its pretraining ends, so both phases share the cores.
 
     Why processes: these models are too small for torch's intra-op threads to pay off, and two
     threads on a busy 2-core machine oversubscribe it badly (measured: 4× slower); one
@@ -251,36 +352,57 @@ def build_models(root: str, progress, workers: int) -> dict:
     from ftscale_trainer.tiny_llama import LlamaLM, count_params
 
     plans = family_plans()
+    models_dir = os.path.join(root, "models")
+    for stale in set(os.listdir(models_dir) if os.path.isdir(models_dir) else ()) - {
+            p.name for p in plans}:  # a member an earlier family had (tiny-4)
+        shutil.rmtree(os.path.join(models_dir, stale), ignore_errors=True)
     todo = [i for i, p in enumerate(plans)
             if not os.path.exists(os.path.join(root, "models", p.name, "checkpoints.json"))]
-    progress.update(sum(p.steps for i, p in enumerate(plans) if i not in todo))
-    if todo:
+    sweeps = [(i, m) for i, p in enumerate(plans) for m in SWEEP_RATES
+              if i in todo or not _swept(root, p.name, m)]
+    progress.update(sum(p.steps for i, p in enumerate(plans) if i not in todo)
+                    + len(plans) * len(SWEEP_RATES) - len(sweeps))
+    if sweeps:
         ctx = mp.get_context("spawn")
         counter = ctx.Value("l", 0)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, _cores() // workers)
         # Largest first, so the long job starts at once and the small ones fill the other core.
         order = sorted(todo, key=lambda i: -plans[i].shape.non_embedding_params())
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(counter,)) as pool:
-            futures = [pool.submit(_pretrain_one, root, i, threads) for i in order]
-            progress.set_postfix_str(f"pretraining {len(todo)} models")
+            pretraining = {i: pool.submit(_pretrain_one, root, i, threads) for i in order}
+            waiting = sorted(sweeps, key=lambda s: -plans[s[0]].shape.non_embedding_params())
+            running = []
+            progress.set_postfix_str(f"pretraining {len(todo)} models, {len(sweeps)} sweeps")
             shown = 0
-            while not all(f.done() for f in futures):
+            while waiting or not all(f.done() for f in [*pretraining.values(), *running]):
                 time.sleep(0.5)
-                progress.update(counter.value - shown)
-                shown = counter.value
-            progress.update(counter.value - shown)
-            for f in futures:
-                f.result()  # re-raises a worker's error
+                for f in [*pretraining.values(), *running]:
+                    if f.done():
+                        f.result()  # re-raises a worker's error
+                ready = [s for s in waiting
+                         if s[0] not in pretraining or pretraining[s[0]].done()]
+                for s in ready:
+                    waiting.remove(s)
+                    running.append(pool.submit(_sweep_one, root, s[0], s[1], threads))
+                done_sweeps = sum(f.done() for f in running)
+                progress.update(counter.value + done_sweeps - shown)
+                shown = counter.value + done_sweeps
+            for f in [*pretraining.values(), *running]:
+                f.result()
     entries = []
     for plan in plans:
         with open(os.path.join(root, "models", plan.name, "checkpoints.json"), encoding="utf-8") as handle:
             saved = json.load(handle)
+        finetune = {}
+        for method in SWEEP_RATES:
+            with open(_sweep_path(root, plan.name, method), encoding="utf-8") as handle:
+                finetune[method] = json.load(handle)
         _, total = count_params(LlamaLM(plan.shape))
         entries.append({"name": plan.name, "non_embedding_params": plan.shape.non_embedding_params(),
                         "total_params": total, "hidden_size": plan.shape.hidden_size,
                         "layers": plan.shape.num_hidden_layers, "learning_rate": plan.learning_rate,
-                        "checkpoints": saved})
+                        "checkpoints": saved, "finetune": finetune})
     return {"models": entries}
 
 
@@ -300,14 +422,14 @@ def build(root: str | None = None, force: bool = False, workers: int | None = No
     if _complete(root):
         return root  # the cached world: no torch import, no work
     os.makedirs(root, exist_ok=True)
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or max(1, min(4, _cores()))
     manifest_path = os.path.join(root, "manifest.json")
     manifest = {}
     if os.path.exists(manifest_path):
         with open(manifest_path, encoding="utf-8") as handle:
             manifest = json.load(handle)
     manifest["version"] = world.WORLD_VERSION
-    steps = sum(p.steps for p in family_plans())
+    steps = sum(p.steps for p in family_plans()) + len(FAMILY) * len(SWEEP_RATES)
     started = time.time()
     with tqdm(total=3 + steps, desc="toy world", unit="step", file=sys.stderr) as bar:
         for phase, fn in (("data", build_data), ("tokenizer", build_tokenizer), ("corpus", build_corpus)):
@@ -329,13 +451,17 @@ def build(root: str | None = None, force: bool = False, workers: int | None = No
 
 
 def _complete(root: str) -> bool:
-    """True when every phase is done and family.json lists exactly the FAMILY of this code."""
+    """True when every phase is done and family.json lists exactly the FAMILY of this code,
+    each model with its swept learning rates."""
     try:
         with open(os.path.join(root, "family.json"), encoding="utf-8") as handle:
-            names = [m["name"] for m in json.load(handle)["models"]]
-    except (OSError, ValueError, KeyError):
+            models = json.load(handle)["models"]
+        names = [m["name"] for m in models]
+        swept = all(set(m.get("finetune", {})) == set(SWEEP_RATES)
+                    and all(_current(m["finetune"][k], k) for k in SWEEP_RATES) for m in models)
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return names == [f[0] for f in FAMILY] and all(
+    return names == [f[0] for f in FAMILY] and swept and all(
         _done(root, phase) for phase in ("data", "tokenizer", "corpus"))
 
 
@@ -353,6 +479,8 @@ def describe(root: str | None = None) -> str:
                          f"test {counts['test']:5d}")
     for m in world.family(root):
         tokens = ", ".join(f"{c.tokens}" for c in m.checkpoints)
+        rates = "  ".join(f"{method} {rate:g}" for method, rate in m.learning_rates.items())
         lines.append(f"  model toy:{m.name:8s} non-embedding {m.non_embedding_params:8,d}  "
-                     f"dev loss {m.final.dev_loss:.3f}  checkpoints @ {tokens}")
+                     f"dev loss {m.final.dev_loss:.3f}  checkpoints @ {tokens}"
+                     + (f"  learning rates: {rates}" if rates else ""))
     return "\n".join(lines)

@@ -110,6 +110,9 @@ def resolve_identity(config: TrainConfig, log=lambda _m: None) -> tuple[TrainCon
             config.model_params = toy.model_params
         if config.pretrain_tokens is None:
             config.pretrain_tokens = toy.pretrain_tokens
+        if config.learning_rate is None and config.method in toy.learning_rates:
+            # the rate the world build's dev sweep chose for this model and method
+            config.learning_rate = toy.learning_rates[config.method]
     elif config.model_params is None:
         config.model_params = _non_embedding_params(path)
         if config.model_params is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Bump when the data recipe, tokenizer or family changes: a new folder, never a silent rewrite.
 WORLD_VERSION = "v1"
@@ -59,6 +59,9 @@ class ToyModel:
     hidden_size: int
     layers: int
     checkpoints: tuple[Checkpoint, ...]  # ascending tokens; the last one is the final model
+    # finetuning learning rate per method ("fmt", "lora", "prompt"), chosen by the world
+    # build's dev sweep (toy.sweep_learning_rates); empty for a world built without one
+    learning_rates: dict[str, float] = field(default_factory=dict)
 
     @property
     def final(self) -> Checkpoint:
@@ -79,9 +82,12 @@ def family(root: str | None = None) -> list[ToyModel]:
             Checkpoint(tokens=c["tokens"], path=os.path.join(root, c["path"]), dev_loss=c.get("dev_loss"))
             for c in m["checkpoints"]
         )
+        rates = {method: float(entry["learning_rate"])
+                 for method, entry in m.get("finetune", {}).items()}
         models.append(ToyModel(name=m["name"], non_embedding_params=m["non_embedding_params"],
                                total_params=m["total_params"], hidden_size=m["hidden_size"],
-                               layers=m["layers"], checkpoints=checkpoints))
+                               layers=m["layers"], checkpoints=checkpoints,
+                               learning_rates=rates))
     return models
 
 
@@ -94,6 +100,7 @@ class ResolvedModel:
     path: str
     model_params: int | None
     pretrain_tokens: int | None
+    learning_rates: dict[str, float] = field(default_factory=dict)  # per method, from the sweep
 
 
 def resolve_model(source: str, root: str | None = None) -> ResolvedModel:
@@ -121,8 +128,9 @@ def resolve_model(source: str, root: str | None = None) -> ResolvedModel:
             raise WorldError(f"{name} has no checkpoint at {want} tokens; it has "
                              f"{', '.join(str(c.tokens) for c in model.checkpoints)}")
         ckpt = matches[0]
+    # An intermediate checkpoint takes its model's rates: the sweep ran on the final one.
     return ResolvedModel(path=ckpt.path, model_params=model.non_embedding_params,
-                         pretrain_tokens=ckpt.tokens)
+                         pretrain_tokens=ckpt.tokens, learning_rates=dict(model.learning_rates))
 
 
 def task_files(task: str, root: str | None = None) -> dict[str, str]:
