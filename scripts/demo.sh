@@ -3,10 +3,10 @@
 #
 # 1. makes (or reuses) the Python environment (scripts/python-env.sh);
 # 2. builds (or reuses) the offline tiny world: bilingual text, tokenizer, a family of tiny
-#    pretrained models with intermediate checkpoints (`ftscale toy build`, cached in
-#    $FTSCALE_CACHE/toy);
+#    pretrained models with intermediate checkpoints and a finetuning learning rate per model
+#    and method from a small dev sweep (`ftscale toy build`, cached in $FTSCALE_CACHE/toy);
 # 3. runs examples/demo-study.yaml with `ftscale run` (3 model sizes × FMT, LoRA, prompt tuning
-#    × 5 data sizes) and fits the scaling laws;
+#    × 5 data sizes, each run trained to its dev minimum) and fits the scaling laws;
 # 4. prints the report's paths (report.md and report.html).
 #
 # The study's workdir is $FTSCALE_DEMO_DIR (default $FTSCALE_CACHE/demo). Running `make demo`
