@@ -14,10 +14,13 @@ loss of each method at 16B and the largest data size (extrapolation); its error 
 PET) with 128 tokens per example and one epoch, in GPU-hours at 400 TFLOP/s effective.
 
 The full grid fits every candidate. The adaptive design (ftscale.design.next_runs, batches of
-`--batch` runs, no stop rule) starts from its seed design and refits after each batch; its
-GPU-hours to reach the full grid's error are those after the first batch from which its error
-stays at or below the full grid's for every later batch (so a lucky early fit does not count;
-once every candidate has run the two designs are the same, so the fraction is at most 1).
+`--batch` runs, no stop rule) starts from its seed design and refits after each batch; the
+error is read from the planner's own refit. Each world is observed in `--replicates` noise
+realisations; the error fraction is the GPU-hours from which the adaptive design's RMS error
+(over realisations) stays at or below the full grid's RMS error, over the full grid's
+GPU-hours (once every candidate has run the two designs are the same, so it is at most 1).
+Also printed: the fraction at which the planner's 95 % half-width first reaches the full
+grid's (and within 5 % of it) — what the stop rule with that threshold would spend.
 
 The last line is `adaptive_gpu_hour_fraction=F`, the median over worlds (goal F ≤ 0.4).
 """
