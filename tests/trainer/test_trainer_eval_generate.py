@@ -3,8 +3,6 @@ left-padded) and gives the same text as decoding each example alone, without pad
 by re-running the model on its whole prefix — on tiny random-initialised Llama and GPT-NeoX
 checkpoints (save_pretrained, no download), for full models, LoRA and prompt tuning."""
 
-import json
-
 import pytest
 import torch
 
@@ -18,24 +16,10 @@ LORA_TARGETS = {"llama": ["q_proj", "v_proj", "down_proj"], "gpt_neox": ["query_
 
 
 @pytest.fixture(scope="module")
-def checkpoints(mini_world, tmp_path_factory):
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
-
-    vocab = json.loads((mini_world / "model" / "config.json").read_text())["vocab_size"]
-    # initializer_range 0.2: a random network at the usual 0.02 gives near-uniform logits, where
-    # argmax ties make "the same text" a coin toss rather than a test.
-    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, max_position_embeddings=256, bos_token_id=1,
-                  eos_token_id=2, pad_token_id=0, initializer_range=0.2)
-    configs = {"llama": LlamaConfig(num_key_value_heads=2, tie_word_embeddings=True, **common),
-               "gpt_neox": GPTNeoXConfig(rotary_pct=0.5, tie_word_embeddings=False, **common)}
-    root = tmp_path_factory.mktemp("generate_checkpoints")
-    for name, config in configs.items():
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(config).save_pretrained(str(root / name))
-        for file in ("tokenizer.json", "tokenizer_config.json"):
-            (root / name / file).write_bytes((mini_world / "model" / file).read_bytes())
-    return root
+def checkpoints(hf_checkpoints):
+    """The shared tiny Llama and GPT-NeoX checkpoints (tests/trainer/conftest.py): random,
+    initializer_range 0.2, so greedy argmax is not a coin toss between near-equal logits."""
+    return hf_checkpoints
 
 
 def _load(mini_world, folder, arch, method):
@@ -60,7 +44,7 @@ def _load(mini_world, folder, arch, method):
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
 @pytest.mark.parametrize("method", ["fmt", "lora", "prompt"])
 def test_batched_generate_equals_one_at_a_time_greedy(mini_world, checkpoints, arch, method, monkeypatch):
-    config, loaded = _load(mini_world, checkpoints / arch, arch, method)
+    config, loaded = _load(mini_world, checkpoints[arch], arch, method)
     model, codec, runtime = loaded.model, loaded.codec, PlainRuntime("fp32")
     examples = data.parse_rows(data.load_examples(str(mini_world / "test.jsonl"), "jsonl",
                                                   "source", "target"))[:10]
