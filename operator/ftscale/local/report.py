@@ -252,8 +252,6 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
                  results: dict[str, RunResult], *, metrics=None,
                  out: TextIO = sys.stdout) -> Path:
     """Fit, then write fit.json, plots/ and report.md into the workdir; returns report.md."""
-    from ftscale.law import render_markdown
-
     results = {r.run_id: results[r.run_id] for r in runs if r.run_id in results}
     ok = [r for r in results.values() if r.ok]
     started = time.monotonic()
@@ -324,12 +322,7 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
         lines += ["## Plots", ""]
         for p in plots:
             lines += [f"![{p.stem}](plots/{p.name})", ""]
-    if study_fit is not None:
-        lines += [render_markdown(study_fit), ""]
-    else:
-        lines += ["## Fitted scaling laws", "", "No law was fitted.", ""]
-    if notes:
-        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    lines += fit_sections(study_fit, notes)
     lines += [
         "## Files",
         "",
@@ -361,6 +354,18 @@ def _write_html_report(wd: Workdir, study: Study, runs, results, study_fit, note
         print(f"warning: report.html not written ({type(exc).__name__}: {exc})", file=out)
         return
     print(f"report: {path.resolve()}", file=out)
+
+
+def fit_sections(study_fit, notes: list[str]) -> list[str]:
+    """The report's fitted-laws and notes sections (Markdown lines), for a local workdir and a
+    cluster study alike."""
+    from ftscale.law import render_markdown
+
+    lines = ([render_markdown(study_fit), ""] if study_fit is not None
+             else ["## Fitted scaling laws", "", "No law was fitted.", ""])
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return lines
 
 
 def _plot_fit(study_fit, outdir: Path, notes: list[str]) -> list[Path]:

@@ -240,8 +240,8 @@ def build_model(inputs: ReportInputs, *, generated: str | None = None):
 def render_markdown_report(inputs: ReportInputs, model, study_fit, runs, notes) -> str:
     """report.md: the summary, the results tables, the failed runs, the fit's sections (as
     `ftscale run` writes them: ftscale.local.report, ftscale.law.render_markdown), notes."""
-    from ftscale.law import render_markdown
-    from ftscale.local.report import failed_table, generation_section, results_table
+    from ftscale.local.report import (failed_table, fit_sections, generation_section,
+                                      results_table)
 
     results = {r.run_id: inputs.results[r.run_id] for r in runs if r.run_id in inputs.results}
     lines = [f"# Scaling study `{inputs.name}`", "",
@@ -254,12 +254,7 @@ def render_markdown_report(inputs: ReportInputs, model, study_fit, runs, notes) 
     failed = failed_table(runs, results)
     if failed:
         lines += ["### Failed runs", "", *failed, ""]
-    if study_fit is not None:
-        lines += [render_markdown(study_fit), ""]
-    else:
-        lines += ["## Fitted scaling laws", "", "No law was fitted.", ""]
-    if notes:
-        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    lines += fit_sections(study_fit, notes)
     return "\n".join(lines)
 
 
