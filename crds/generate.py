@@ -25,14 +25,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 from ftscale import spec_patterns as patterns  # noqa: E402
 from ftscale.api import meta, phases  # noqa: E402
-from ftscale.api.status import ENTRY_FIELDS, PHASE_ENUM  # noqa: E402
+from ftscale.api.status import ENTRY_FIELDS, PHASE_ENUM, RECENT_FAILURES  # noqa: E402
 from ftscale.spec import BUILTIN_TASKS as BUILTIN_TASK_NAMES, held_out_rules  # noqa: E402
 
 GROUP, VERSION, KIND, PLURAL = meta.GROUP, meta.VERSION, meta.KIND, meta.PLURAL
 
-# A study's status carries one entry per run; etcd objects stop at ~1.5 MB, and one compact
-# status entry is ~250 bytes, so 2,000 runs keep the object well inside it.
-MAX_RUNS = 2000
+MAX_RUNS = meta.MAX_RUNS
 MAX_STUDY_NAME = meta.MAX_STUDY_NAME
 MAX_MODELS = 64
 MAX_DATA_SIZES = 64
@@ -745,7 +743,7 @@ CONDITION = obj("A condition of the study (Progressing, Succeeded, Failed, Fitte
 }, required=["type", "status"])
 
 _LEAF = {"string": string, "integer": integer, "number": number}
-RESULT_ENTRY = obj("Compact result of one terminal run (ftscale.api.status).", {
+RESULT_ENTRY = obj("Compact result of one failed run (ftscale.api.status).", {
     f.name: (string(f.description, enum=PHASE_ENUM) if f.name == "phase"
              else _LEAF[f.type](f.description))
     for f in ENTRY_FIELDS}, required=[f.name for f in ENTRY_FIELDS if f.required])
@@ -821,11 +819,14 @@ STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every
                     "budgetGpuHours": number("spec.budget.gpuHours, when set."),
                     "notStarted": integer("Runs the budget keeps from starting."),
                 }),
-    # Atomic, not a list-map: only the operator writes it, always whole, and the API server
-    # validates and merges an atomic list of 1,000 entries ~2.5x faster (measured: ~0.8 s vs
-    # ~2 s per status write), which is most of the harvest latency at that scale.
-    "results": array("One compact entry per terminal run.", RESULT_ENTRY, maxItems=MAX_RUNS,
-                     **{"x-kubernetes-list-type": "atomic"}),
+    # Per-run results are not in the status (its size would grow with the study, and with it
+    # the cost of every status write): they are in the `<study>-results-<k>` ConfigMaps
+    # (ftscale.api.results_store). Only the newest failures are here, for `kubectl describe`.
+    "recentFailures": array(
+        f"The newest failed runs (at most {RECENT_FAILURES}), newest first. Every run's result "
+        "is in the study's results ConfigMaps (`kubectl get configmaps -l "
+        "ftscale.io/component=results,ftscale.io/study=<name>`).", RESULT_ENTRY,
+        maxItems=RECENT_FAILURES, **{"x-kubernetes-list-type": "atomic"}),
     "fit": FIT_STATUS,
     "conditions": array("Conditions: Progressing, Succeeded, Failed, Fitted, Degraded.",
                         CONDITION, **{"x-kubernetes-list-type": "map",

@@ -32,7 +32,7 @@ import jsonschema
 import yaml
 
 from ftscale import spec_patterns as patterns
-from ftscale.api.meta import API_VERSION, KIND, MAX_STUDY_NAME
+from ftscale.api.meta import API_VERSION, KIND, MAX_RUNS, MAX_STUDY_NAME
 
 
 class StudyValidationError(ValueError):
@@ -533,7 +533,7 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "self.methods.map(m, (has(m.dataSizes) ? m.dataSizes.size() : self.dataSizes.size()) * "
     "(!has(m.sizes) ? self.models.size() : (has(m.sizeSweepModels) ? self.models.size() + "
     "(m.sizes.size() - 1) * m.sizeSweepModels.size() : self.models.size() * "
-    "m.sizes.size()))).sum() * self.seeds.size() <= 2000": lambda s, o: _grid_size(s) <= 2000,
+    f"m.sizes.size()))).sum() * self.seeds.size() <= {MAX_RUNS}": lambda s, o: _grid_size(s) <= MAX_RUNS,
     "!has(self.evaluation) || !has(self.evaluation.zeroShot) || self.evaluation.zeroShot.all(z, "
     "z in ['toy-en-de', 'toy-en-fr', 'toy-fr-de', 'toy-sum'] || (has(self.task.zeroShotSets) && "
     "self.task.zeroShotSets.exists(s, s.name == z)))": lambda s, o: all(

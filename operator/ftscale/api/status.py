@@ -1,9 +1,9 @@
-"""The status entry of one terminal run: its schema (the CRD's `status.results[]` items are
-generated from ENTRY_FIELDS) and its conversion to and from ftscale.results.RunResult.
+"""The status entry of one terminal run: its schema (the CRD's `status.recentFailures[]` items
+are generated from ENTRY_FIELDS) and its conversion to and from ftscale.results.RunResult.
 
-An entry carries what the fit and `kubectl get` need — identity, X values, outcome, the fitted
-loss — and nothing else: every field costs the API server time on each status write. The
-whole result is in the study's results ConfigMap.
+An entry carries what `kubectl describe` needs — identity, X values, outcome, loss, reason —
+and nothing else. Every run's whole compact result is in the study's results ConfigMaps
+(ftscale.api.results_store); the status lists only the newest RECENT_FAILURES failures.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from ftscale.results import RunResult
 # Failure messages in entries are cut to this many characters (the status stays small; the
 # full message is in the results ConfigMap and the Event).
 MESSAGE_LIMIT = 200
+# status.recentFailures holds this many of the newest failures.
+RECENT_FAILURES = 5
 
 
 @dataclass(frozen=True)

@@ -140,23 +140,43 @@ class Kube:
         except NotFound:
             pass
 
-    # ---- the results ConfigMap (core/v1) ----
-    def put_configmap_data(self, manifest: Mapping[str, Any], data: Mapping[str, str], exists: bool) -> None:
-        """Add keys to a ConfigMap: merge-PATCH its data, or create it (with `data`) when it does
-        not exist yet. `exists` is the caller's belief; it is corrected on 404/409."""
+    # ---- the results and fit-input ConfigMaps (core/v1) ----
+    def put_configmap_data(self, manifest: Mapping[str, Any], data: Mapping[str, str], exists: bool,
+                           field: str = "data") -> None:
+        """Add keys to a ConfigMap's `field` (data or binaryData): merge-PATCH them, or create
+        the ConfigMap with them when it does not exist yet. `exists` is the caller's belief; it
+        is corrected on 404/409."""
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         path = f"/api/v1/namespaces/{ns}/configmaps"
         if not exists:
             try:
-                self.request("POST", path, {**manifest, "data": dict(data)})
+                self.request("POST", path, {**manifest, field: dict(data)})
                 return
             except Conflict:
                 pass
         try:
-            self.request("PATCH", f"{path}/{name}", {"data": dict(data)}, MERGE_PATCH)
+            self.request("PATCH", f"{path}/{name}", {field: dict(data)}, MERGE_PATCH)
         except NotFound:
-            self.request("POST", path, {**manifest, "data": dict(data)})
+            self.request("POST", path, {**manifest, field: dict(data)})
+
+    def put_configmap_binary(self, manifest: Mapping[str, Any], data: Mapping[str, str]) -> None:
+        """Create or update a ConfigMap's binaryData keys (base64 values)."""
+        self.put_configmap_data(manifest, data, False, field="binaryData")
+
+    def list_configmaps(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The ConfigMaps of a namespace that match a label selector (paged, 100 at a time)."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("labelSelector", label_selector), ("limit", "100")]
+            if token:
+                query.append(("continue", token))
+            page = self.request("GET", f"/api/v1/namespaces/{namespace}/configmaps", query=query)
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
 
     # ---- ScalingStudy status ----
     def patch_study_status(self, namespace: str, name: str, status: Mapping[str, Any],

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 from ftscale import metric_names
 from ftscale.api.fit_summary import FitSummary, FitSummaryError
 from ftscale.api.phases import FIT_FAILED_PHASE, FIT_SUCCEEDED_PHASE, FITTED
-from ftscale.api.status import result_from_entry
 from ftscale.controller.plan import Plan
 from ftscale.study_metrics import StudyMetrics, build
 
@@ -44,9 +43,8 @@ class OperatorMetrics:
         first = (namespace, study) not in self._seen
         if plan.harvested or first:
             # After an operator restart the first pass rebuilds the loss gauges from the
-            # status, so dashboards do not empty out until the next result arrives.
-            self.study.set_results(namespace, study, [
-                result_from_entry(study, e) for e in plan.status.get("results") or ()])
+            # recorded results, so dashboards do not empty out until the next result arrives.
+            self.study.set_results(namespace, study, plan.results)
         fit = plan.status.get("fit") or {}
         self.study.set_fit(namespace, study, fitted=_condition_true(plan.status, FITTED),
                            failed=fit.get("phase") == FIT_FAILED_PHASE,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 
-from ftscale.api.meta import (API_VERSION, GROUP, KIND, MAX_JOB_NAME,  # noqa: F401 - re-exported
-                             NO_PET_SIZE_LABEL, PLURAL, RUN_ID_LENGTH, VERSION)
+from ftscale.api.meta import (API_VERSION, GROUP, KIND, LABEL_COMPONENT,  # noqa: F401 - re-exported
+                             LABEL_STUDY, MAX_JOB_NAME, NO_PET_SIZE_LABEL, PLURAL, RUN_ID_LENGTH,
+                             VERSION)
+from ftscale.api.results_store import COMPONENT as COMPONENT_RESULTS  # noqa: F401 - re-exported
+from ftscale.api import fit_input
 
 # ---- labels on every child (Jobs, their pods, ConfigMaps) ----
-LABEL_STUDY = "ftscale.io/study"  # the owning study's name: the selector of all watches
-LABEL_COMPONENT = "ftscale.io/component"  # "run" or "fit"
 LABEL_RUN = "ftscale.io/run"  # the run id (ftscale.identity.run_id)
 LABEL_MODEL = "ftscale.io/model"
 LABEL_METHOD = "ftscale.io/method"
@@ -44,21 +45,17 @@ FIT_CONTAINER = "fit"
 # Mount points inside run and fit pods.
 CONFIG_DIR = "/etc/ftscale"
 RUN_CONFIG_FILE = "run.json"
-FIT_INPUT_FILE = "fit-input.json"
+FIT_INPUT_FILE = fit_input.FILE
 RESULTS_DIR = "/results"
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
 SHM_DIR = "/dev/shm"
 
 
-def results_configmap_name(study: str) -> str:
-    """The ConfigMap holding every harvested run result of a study (and the fit input)."""
-    return f"{study}-results"
-
-
 def fit_input_configmap_name(study: str) -> str:
-    """The ConfigMap the fit Job reads its input from (apart from the results ConfigMap: each
-    has its own 1 MiB budget, and 2,000 results must fit in each)."""
+    """The ConfigMap the fit Job reads its input from (gzip-compressed JSON: the input of a
+    10,000-run study is ~4 MB as text, ~0.3 MB compressed). Per-run results live in the
+    sharded results ConfigMaps (ftscale.api.results_store)."""
     return f"{study}-fit-input"
 
 

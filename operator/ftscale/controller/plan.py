@@ -2,8 +2,10 @@
 
 Level-based: nothing here remembers the previous pass. The state of every run is derived from
 what exists — its Job (and that Job's pods) and, for runs whose Job is gone after its TTL, the
-compact result already recorded in status.results (the durable record: the operator sets a
-Job's TTL only after the status write that records its result has succeeded).
+result already recorded in the study's results ConfigMaps (ftscale.api.results_store, the
+durable record: the operator sets a Job's TTL only after the write that records its result has
+succeeded). The status holds counts, the fit, conditions and the last few failures: its size
+does not grow with the study.
 
 Run phases: Pending (no Job yet) → Queued (Job suspended by Kueue, or its pod not running yet)
 → Running (its pod runs) → Succeeded | Failed (harvested).
@@ -21,7 +23,8 @@ from ftscale import results as rc
 from ftscale.api import phases as ph
 from ftscale.api.phases import (RUN_PHASES, STUDY_FAILED, STUDY_FITTED, STUDY_FITTING,
                                 STUDY_PENDING, STUDY_RUNNING)
-from ftscale.api.status import entry_from_result as status_entry, result_from_entry
+from ftscale.api import results_store
+from ftscale.api.status import RECENT_FAILURES, entry_from_result as status_entry
 from ftscale.grid import fit_job_input
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
@@ -61,9 +64,11 @@ class Plan:
     # write, like TTLs (the study's owner reference collects any that a crash leaves behind).
     delete_services: list[str] = field(default_factory=list)
     delete_jobs: list[str] = field(default_factory=list)
-    # New keys of the results ConfigMap (`<run id>.json` → compact result JSON), written
-    # before the status so that the status never names a result the ConfigMap lacks.
-    results_data: dict[str, str] = field(default_factory=dict)
+    # Results harvested by this pass (run id → result): added to the results ConfigMaps
+    # (ftscale.api.results_store) before any TTL lets their Jobs go.
+    new_results: dict[str, rc.RunResult] = field(default_factory=dict)
+    # Every terminal desired run's result, in grid order (recorded + new): metrics, the fit.
+    results: list[rc.RunResult] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     status_changed: bool = False
     # (Job name, ttlSecondsAfterFinished): applied only after the status write succeeded.
@@ -83,42 +88,29 @@ class Plan:
 # ---- fit input -----------------------------------------------------------------------------
 
 
-def fit_input_digest(spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> str:
+def fit_input_digest(spec: Mapping[str, Any], results: Iterable[rc.RunResult]) -> str:
     """Digest of what a fit depends on: the law options and every run's outcome and loss.
     A grid extension or a law-option change gives a new digest, hence a new fit Job."""
     basis = {
         "law": spec.get("law") or {},
-        # float(): the API server writes 2.0 back as 2; the digest must not see the difference.
-        "runs": sorted((e["runId"], e.get("phase"),
-                        None if e.get("testLoss") is None else float(e["testLoss"])) for e in entries),
+        # float(): JSON read back may give 2 for 2.0; the digest must not see the difference.
+        "runs": sorted((r.run_id, r.outcome, None if r.test_loss is None else float(r.test_loss))
+                       for r in results),
     }
     text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def slim_result(result: rc.RunResult) -> dict[str, Any]:
-    """The compact result without None/empty fields (the contract's parser fills them back):
-    2,000 of them stay inside one ConfigMap's 1 MiB."""
-    return _slim(json.loads(result.to_compact_json()))
-
-
-# RunResult fields without a default: kept even when None (pet_size of fmt runs).
-_KEEP = {"study", "run_id", "model", "method", "pet_size", "data_size", "seed"}
-
-
-def _slim(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k in _KEEP or (v is not None and v != {})}
-
-
-def fit_input_document(study: str, spec: Mapping[str, Any], entries: Iterable[Mapping[str, Any]],
+def fit_input_document(study: str, spec: Mapping[str, Any], results: Iterable[rc.RunResult],
                        digest: str) -> dict[str, Any]:
     """The document the fit Job reads (`python -m ftscale.law.job --input`), made by
-    ftscale.grid.fit_job_input — the same builder `ftscale run` uses — from status.results, the
-    durable record, so it is complete even when run Jobs are long gone."""
-    doc = fit_job_input(study, dict(spec), [result_from_entry(study, e) for e in entries])
-    doc["results"] = [_slim(r) for r in doc["results"]]
+    ftscale.grid.fit_job_input — the same builder `ftscale run` uses — from the recorded
+    results, the durable record, so it is complete even when run Jobs are long gone."""
+    doc = fit_job_input(study, dict(spec), list(results))
+    doc["results"] = [json.loads(results_store.encode(rc.result_from_dict(r))) for r in doc["results"]]
     doc["inputDigest"] = digest
     return doc
+
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -139,11 +131,18 @@ def _by_job(pods: Iterable[PodView]) -> dict[str, list[PodView]]:
 
 def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | None,
          desired: list[DesiredRun] | None, jobs: Iterable[JobView], pods: Iterable[PodView],
-         now: float, settings: OperatorSettings, *, pending_creates: Collection[str] = (),
-         spec_error: str | None = None, deleting: bool = False) -> Plan:
+         now: float, settings: OperatorSettings, *, recorded: Mapping[str, rc.RunResult] | None = None,
+         recent_failures: list[Mapping[str, Any]] | None = None,
+         pending_creates: Collection[str] = (), spec_error: str | None = None,
+         deleting: bool = False) -> Plan:
     """Decide one reconcile pass.
 
     study/spec/status: the ScalingStudy (spec with the API server's defaults applied).
+    recorded: the results already in the study's results ConfigMaps (and those this operator
+        is writing there), by run id — also of runs no longer in the grid (a grid shrunk and
+        grown again reuses them).
+    recent_failures: status.recentFailures as the previous pass decided it (default: the
+        status's own).
     desired: the grid's runs (ftscale.grid via controller.desired), or None with `spec_error`
         when the spec cannot be expanded (the status then says InvalidSpec).
     jobs, pods: the cached views of this study's Jobs and their pods.
@@ -154,7 +153,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     status = status or {}
     execution = spec.get("execution") or {}
     out = Plan()
-    old_entries = {e["runId"]: e for e in status.get("results") or () if e.get("runId")}
+    recorded = recorded or {}
     jobs = list(jobs)
     # Only what this very study owns counts: Jobs whose controller is the study's uid (not a
     # deleted namesake's), and pods whose controller is their Job (a pod anyone else created
@@ -183,17 +182,17 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         return out
 
     # ---- 1. every desired run: its phase, harvesting finished Jobs ----
-    entries: dict[str, dict[str, Any]] = {}
+    results: dict[str, rc.RunResult] = {}
     stuck: list[tuple[str, str]] = []  # (Job, why) of runs that cannot start
     active = 0
     ttl = execution.get("ttlSecondsAfterFinished")
     for run in desired:
         name = run.job_name
         job = run_jobs.get(name)
-        known = old_entries.get(run.run_id)
+        known = recorded.get(run.run_id)
         if known is not None:
-            entries[run.run_id] = known
-            out.run_phases[run.run_id] = known.get("phase", rc.FAILED)
+            results[run.run_id] = known
+            out.run_phases[run.run_id] = known.outcome
             if job is not None and job.terminal and job.ttl is None and ttl is not None and not job.deleting:
                 out.ttl_patches.append((name, int(ttl)))
             continue
@@ -206,7 +205,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         if not job.terminal:
             early = harvest_succeeded_pod(study.name, run.key, name, pods_by_job.get(name, ()))
             if early is not None:
-                entries[run.run_id] = status_entry(_record(out, run, name, early, job, ttl))
+                results[run.run_id] = _record(out, run, name, early, job, ttl)
                 continue
             if not job.deleting:
                 active += 1
@@ -224,7 +223,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
             out.run_phases[run.run_id] = RUNNING
             out.waiting = True
             continue
-        entries[run.run_id] = status_entry(_record(out, run, name, got, job, ttl))
+        results[run.run_id] = _record(out, run, name, got, job, ttl)
 
     # Jobs of runs no longer in the grid: stop the unfinished ones (their GPUs are wasted).
     wanted = {r.job_name for r in desired}
@@ -248,8 +247,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         (spec.get("budget") or {}).get("gpuHours"),
         [r.run_id for r in desired if out.run_phases.get(r.run_id) == PENDING],
         {r.run_id: r.gpu_hours for r in desired},
-        {rid: (None if e.get("gpuSeconds") is None else e["gpuSeconds"] / budget.SECONDS_PER_HOUR)
-         for rid, e in entries.items()},
+        {rid: (None if r.gpu_seconds is None else r.gpu_seconds / budget.SECONDS_PER_HOUR)
+         for rid, r in results.items()},
         [r.run_id for r in desired if out.run_phases.get(r.run_id) in (QUEUED, RUNNING)])
     allowed = set(spend.admitted)
     max_parallel = int(execution.get("maxParallelRuns", 8))
@@ -276,7 +275,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                                          and terminal + len(spend.blocked) == total)
 
     # ---- 4. the fit ----
-    ordered = [entries[r.run_id] for r in desired if r.run_id in entries]
+    ordered = [results[r.run_id] for r in desired if r.run_id in results]
+    out.results = ordered
     fit_status = status.get("fit")
     fitted = False
     fit_failed = False
@@ -397,7 +397,9 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         "runsPending": counts[PENDING],
         "gpuHoursSpent": float(f"{spend.spent_hours:.6g}"),
         "plan": _plan_summary(desired, spend),
-        "results": ordered,
+        "recentFailures": _recent_failures(
+            status.get("recentFailures") if recent_failures is None else recent_failures,
+            out.harvested, out.run_phases),
         "conditions": cond.merge_conditions(status.get("conditions"), conditions, now_text),
     }
     if fit_status:
@@ -419,14 +421,31 @@ def _record(out: Plan, run: DesiredRun, name: str, got, job: JobView,
     if run.nodes > 1:
         out.delete_services.append(rendezvous_service_name(name))
     out.run_phases[run.run_id] = result.outcome
-    out.results_data[f"{run.run_id}.json"] = json.dumps(slim_result(result), sort_keys=True,
-                                                        separators=(",", ":"))
+    out.new_results[run.run_id] = result
     out.harvested.append(Harvested(run.run_id, name, result, got.finished_at))
     if ttl is not None and job.ttl is None and not job.deleting:
         out.ttl_patches.append((name, int(ttl)))
     if not result.ok:
         out.events.append(Event("Warning", ph.EVENT_RUN_FAILED, _describe_failure(run, result)))
     return result
+
+
+def _recent_failures(earlier: Iterable[Mapping[str, Any]] | None, harvested: list[Harvested],
+                     run_phases: Mapping[str, str]) -> list[dict[str, Any]]:
+    """status.recentFailures: this pass's failures first, then the earlier list, newest first;
+    only runs of the current grid that are still Failed, at most RECENT_FAILURES."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    newest = [status_entry(h.result) for h in reversed(harvested) if not h.result.ok]
+    for entry in newest + list(earlier or ()):
+        rid = entry.get("runId")
+        if rid in seen or run_phases.get(rid) != rc.FAILED:
+            continue
+        seen.add(rid)
+        out.append(entry)
+        if len(out) == RECENT_FAILURES:
+            break
+    return out
 
 
 def _stuck(job: JobView, pods, now: float, after: float) -> str | None:

@@ -4,28 +4,30 @@ Triggers (kopf watch events of studies, their Jobs and pods, the periodic resync
 gained) only *enqueue* a study; a pass then reads the caches (no API reads), calls the pure
 `plan`, and carries it out in this order, which is what makes restarts safe:
 
-1. delete Jobs of runs dropped from the grid; create missing run Jobs (AlreadyExists = done),
-   a multi-node run's headless Service before its Job;
-2. add newly harvested results to the results ConfigMap;
-3. write the status (with the new results) — resourceVersion as precondition;
-4. only then set ttlSecondsAfterFinished on harvested Jobs (a Job can vanish only once its
-   result is durable in status) and delete the Services of harvested multi-node runs;
-5. fit input + fit Job when every run is terminal; Events; metrics.
+1. delete Jobs of runs dropped from the grid;
+2. add newly harvested results to the results ConfigMaps (ftscale.api.results_store: one merge
+   patch of the open shard per pass) and write the status (counts, fit, conditions — small,
+   whatever the study's size; resourceVersion as precondition), together;
+3. only once the results are durable: set ttlSecondsAfterFinished on harvested Jobs (a Job can
+   vanish only once its result is kept), delete the Services of harvested multi-node runs, and
+   create missing run Jobs (AlreadyExists = done), a multi-node run's Service before its Job;
+4. fit input + fit Job when every run is terminal; Events; metrics.
 
 A crash between any two steps leaves a state the next pass (on any replica) completes: the
-Jobs and the status are the whole truth, and every write is idempotent.
+Jobs and the results ConfigMaps are the whole truth (read back when a study is first seen),
+and every write is idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ftscale.api import fit_input, results_store
 from ftscale.controller import names
 from ftscale.controller import policy
 from ftscale.controller.desired import StudyRejected, desired_runs
@@ -34,7 +36,8 @@ from ftscale.controller.metrics import OperatorMetrics
 from ftscale.controller.observe import JobView, PodView, format_time
 from ftscale.controller.plan import Plan, plan
 from ftscale.controller.settings import OperatorSettings
-from ftscale.controller.templates import JOB_NAME_LABEL, StudyRef, results_configmap
+from ftscale.controller.templates import JOB_NAME_LABEL, StudyRef, fit_input_configmap, results_configmap
+from ftscale.results import RunResult
 
 log = logging.getLogger("ftscale.operator.reconciler")
 
@@ -47,8 +50,9 @@ EXPECTATION_TTL = 120.0
 SHORT_REQUEUE = 1.0
 # Requeue delay after an error (API hiccup, conflict).
 ERROR_REQUEUE = 2.0
-# Count-only status changes (a pod started running) are written at most this often;
-# harvests and condition changes are written at once.
+# Count-only status changes (a pod started, a run harvested: its result is already durable in
+# the results ConfigMaps) are written at most this often; condition changes and a finished fit
+# are written at once.
 STATUS_MIN_INTERVAL = 5.0
 
 
@@ -69,8 +73,15 @@ class StudyMemory:
     desired_error: str | None = None
     expected: dict[str, float] = field(default_factory=dict)  # created Job name → monotonic time
     ttl_inflight: set[str] = field(default_factory=set)  # Jobs whose TTL patch is under way
-    configmap_pending: dict[str, str] = field(default_factory=dict)  # results not yet in the ConfigMap
-    configmap_exists: bool = False
+    # The study's recorded results (read back from its results ConfigMaps when first seen, then
+    # kept up to date by our own writes), for the study UID in `recorded_for`.
+    recorded: dict[str, RunResult] | None = None
+    recorded_for: str | None = None
+    shard_sizes: dict[int, int] = field(default_factory=dict)  # results shard → bytes written
+    pending: dict[str, RunResult] = field(default_factory=dict)  # harvested, not yet written
+    # status.recentFailures as last decided (written or not: a throttled status write must not
+    # lose the failures its pass harvested).
+    recent_failures: list | None = None
     last_status_write: float = 0.0
 
 
@@ -195,13 +206,34 @@ class Reconciler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def _read_results(self, ref: StudyRef, memory: StudyMemory) -> None:
+        """Read the study's results ConfigMaps back (first pass for this study UID: after a
+        restart, a leadership change, or a study re-created under the same name)."""
+        items = await self._call_status(self.kube.list_configmaps, ref.namespace,
+                                        results_store.label_selector(ref.name))
+        got = results_store.read_results(ref.name, ref.uid, items)
+        for note in got.notes:
+            log.warning("study %s/%s: %s", ref.namespace, ref.name, note)
+        memory.recorded, memory.shard_sizes = got.results, got.sizes
+        memory.recorded_for = ref.uid
+        memory.pending.clear()
+        memory.recent_failures = None
+        if got.results:
+            log.info("study %s/%s: read back %d recorded results from %d ConfigMaps", ref.namespace,
+                     ref.name, len(got.results), len(got.sizes))
+
     async def _write_results(self, ref: StudyRef, memory: StudyMemory) -> None:
-        data = dict(memory.configmap_pending)
-        await self._call_status(self.kube.put_configmap_data, results_configmap(ref, {}), data,
-                                memory.configmap_exists)
-        memory.configmap_exists = True
-        for k in data:
-            memory.configmap_pending.pop(k, None)
+        """Merge the pending results into the open shard (the next one when it is full).
+        Each shard written is recorded at once, so a failure retries only what is left."""
+        encoded = {results_store.key(rid): results_store.encode(r) for rid, r in memory.pending.items()}
+        for index, data in sorted(results_store.assign(encoded, memory.shard_sizes).items()):
+            await self._call_status(self.kube.put_configmap_data, results_configmap(ref, index), data,
+                                    index in memory.shard_sizes)
+            memory.shard_sizes[index] = memory.shard_sizes.get(index, 0) + results_store.data_bytes(data)
+            for k in data:
+                rid = k[: -len(results_store.KEY_SUFFIX)]
+                assert memory.recorded is not None
+                memory.recorded[rid] = memory.pending.pop(rid)
 
     async def _apply_jobs(self, key: Key, memory: StudyMemory, ns: str, ttls: list[tuple[str, int]],
                           creates: list[dict[str, Any]], services: list[dict[str, Any]] = (),
@@ -279,6 +311,9 @@ class Reconciler:
         else:  # a new generation: expanding 1,000 runs takes a moment; not on the event loop
             desired, error = await self._call_status(self._desired, memory, ref.name, spec, ref.uid,
                                                      ref.generation)
+        if memory.recorded is None or memory.recorded_for != ref.uid:
+            await self._read_results(ref, memory)
+        assert memory.recorded is not None
         jobs = list(self.jobs_of(key))
         pods = list(self.pods_of(key))
         mono = time.monotonic()
@@ -287,6 +322,8 @@ class Reconciler:
                            if n not in seen and mono - t < EXPECTATION_TTL}
         now = time.time()
         decided = plan(ref, spec, body.get("status"), desired, jobs, pods, now, self.settings,
+                       recorded={**memory.recorded, **memory.pending},
+                       recent_failures=memory.recent_failures,
                        pending_creates=set(memory.expected), spec_error=error,
                        deleting=bool(meta.get("deletionTimestamp")))
         self.passes += 1
@@ -306,16 +343,15 @@ class Reconciler:
             await asyncio.gather(*(self._call(self.kube.delete_job, ns, n) for n in decided.delete_jobs))
             lap("delete")
 
-        # 2+3. the results ConfigMap and the status, together (a harvest waits for the slower of
-        #    the two, not their sum). The status is built to be complete on its own; a ConfigMap
-        #    write that failed is retried from memory on the next pass. Count-only changes (a
-        #    pod started) are written at most every STATUS_MIN_INTERVAL.
-        if decided.results_data:
-            memory.configmap_pending.update(decided.results_data)
-        status_durable = not decided.status_changed
+        # 2. the results ConfigMaps and the status, together (a harvest waits for the slower of
+        #    the two, not their sum). A results write that failed is retried from memory on the
+        #    next pass. Count-only changes are written at most every STATUS_MIN_INTERVAL.
+        memory.pending.update(decided.new_results)
+        if "recentFailures" in decided.status:
+            memory.recent_failures = decided.status["recentFailures"]
         write_status = False
         if decided.status_changed:
-            urgent = bool(decided.harvested or decided.fit_finished or decided.create_jobs
+            urgent = bool(decided.fit_finished
                           or _conditions_flipped(body.get("status"), decided.status)
                           or (body.get("status") or {}).get("observedGeneration") != ref.generation)
             wait = memory.last_status_write + STATUS_MIN_INTERVAL - time.monotonic()
@@ -323,7 +359,7 @@ class Reconciler:
             if not write_status:
                 self.enqueue(key, wait)
         writes = []
-        if memory.configmap_pending:
+        if memory.pending:
             writes.append(self._write_results(ref, memory))
         if write_status:
             writes.append(self._call_status(self.kube.patch_study_status, ns, ref.name, decided.status,
@@ -342,18 +378,18 @@ class Reconciler:
                 for h in decided.harvested:
                     if h.finished_at is not None:
                         self.metrics.observe_harvest_latency(written - h.finished_at)
-            cm_failed = memory.configmap_pending and isinstance(done[0], BaseException)
-            # TTLs wait until both are durable (a Job may only expire once its full result is kept)
-            status_durable = (write_status or status_durable) and not cm_failed
-            if cm_failed:
-                log.warning("study %s/%s: results ConfigMap write failed (%s); retrying", ns, ref.name, done[0])
+            if memory.pending:
+                log.warning("study %s/%s: results ConfigMap write failed (%s); retrying", ns,
+                            ref.name, done[0])
                 self.enqueue(key, ERROR_REQUEUE)
+        # Everything harvested is in a results ConfigMap (a Job may only expire once its
+        # result is kept there).
+        durable = not memory.pending
 
-        # 4. TTLs (only once the results they would delete are in the written status) and the
-        #    new run Jobs: in the background, so that the next harvest does not wait for them.
-        #    Created names are "expected" at once (they count against maxParallelRuns) and TTLs
-        #    under way are not planned twice.
-        if status_durable:
+        # 3. TTLs, rendezvous Services and new run Jobs: in the background, so that the next
+        #    harvest does not wait for them. Created names are "expected" at once (they count
+        #    against maxParallelRuns) and TTLs under way are not planned twice.
+        if durable:
             ttls = [(n, t) for n, t in decided.ttl_patches if n not in memory.ttl_inflight]
             memory.ttl_inflight.update(n for n, _ in ttls)
             for m in decided.create_jobs:
@@ -364,18 +400,17 @@ class Reconciler:
             if decided.create_jobs:
                 log.info("study %s/%s: created %d run Jobs", ns, ref.name, len(decided.create_jobs))
 
-        # 5. the fit
-        if status_durable and decided.fit_job is not None:
-            data = {names.FIT_INPUT_FILE: json.dumps(decided.fit_input, sort_keys=True, separators=(",", ":"))}
-            await self._call(self.kube.put_configmap_data,
-                             results_configmap(ref, {}, names.fit_input_configmap_name(ref.name)), data, False)
+        # 4. the fit
+        if durable and decided.fit_job is not None:
+            await self._call(self.kube.put_configmap_binary, fit_input_configmap(ref),
+                             {names.FIT_INPUT_FILE: fit_input.encode_b64(decided.fit_input)})
             await self._call(self.kube.create_job, decided.fit_job)
             memory.expected[decided.fit_job["metadata"]["name"]] = time.monotonic()
             log.info("study %s/%s: every run is terminal; fit Job %s created", ns, ref.name,
                      decided.fit_job["metadata"]["name"])
 
         # Events last: they are information, never state.
-        if status_durable and decided.events:
+        if durable and decided.events:
             now_text = format_time(time.time())
             for ev in decided.events:
                 try:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ftscale.api import meta, outcomes, run_contract
+from ftscale.api import meta, outcomes, results_store, run_contract
 from ftscale.controller import names
 from ftscale.controller.settings import OperatorSettings
 from ftscale.identity import RunKey
@@ -341,15 +341,23 @@ def rendezvous_service(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun
     }
 
 
-def results_configmap(study: StudyRef, data: Mapping[str, str], name: str | None = None) -> dict[str, Any]:
-    """The study's results ConfigMap: one key `<run id>.json` per harvested run (its compact
-    result JSON, None fields left out). With `name`: another ConfigMap of the study (the fit
-    input)."""
+def results_configmap(study: StudyRef, index: int) -> dict[str, Any]:
+    """Shard `index` of the study's results ConfigMaps (ftscale.api.results_store), without
+    data: the operator merges `<run id>.json` keys into it."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name or names.results_configmap_name(study.name), "namespace": study.namespace,
-                         "labels": common_labels(study.name, names.COMPONENT_RUN),
-                         "ownerReferences": [study.owner_reference()]},
-            "data": dict(data)}
+            "metadata": {"name": results_store.shard_name(study.name, index),
+                         "namespace": study.namespace,
+                         "labels": common_labels(study.name, names.COMPONENT_RESULTS),
+                         "ownerReferences": [study.owner_reference()]}}
+
+
+def fit_input_configmap(study: StudyRef) -> dict[str, Any]:
+    """The fit Job's input ConfigMap, without data (ftscale.api.fit_input: one binaryData key)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": names.fit_input_configmap_name(study.name),
+                         "namespace": study.namespace,
+                         "labels": common_labels(study.name, names.COMPONENT_FIT),
+                         "ownerReferences": [study.owner_reference()]}}
 
 
 def fit_job(study: StudyRef, spec: Mapping[str, Any], input_digest: str,

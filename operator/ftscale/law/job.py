@@ -1,6 +1,7 @@
 """Fit-Job entry point: `python -m ftscale.law.job --input results.json --output DIR`.
 
-Input document (JSON; the operator puts it in a ConfigMap, `ftscale run` in its workdir):
+Input document (JSON; the operator puts it gzip-compressed in a ConfigMap —
+ftscale.api.fit_input — and `ftscale run` as plain JSON in its workdir; both are read):
 
     {
       "study":   "my-study",                       # name, for messages only
@@ -28,6 +29,7 @@ import os
 import sys
 from pathlib import Path
 
+from ftscale.api import fit_input
 from ftscale.api.outcomes import (EXIT_INVALID_CONFIG, EXIT_OK, EXIT_RUNTIME_ERROR,
                                   write_termination_message)
 from ftscale.law.errors import FitError, LawInputError
@@ -82,7 +84,7 @@ def fit_document(doc: dict, progress=None) -> tuple[StudyFit, dict]:
 
 def run(input_path: Path, output: Path) -> int:
     try:
-        doc = json.loads(input_path.read_text())
+        doc = fit_input.decode(input_path.read_bytes())  # gzip'd (the fit Job's) or plain JSON
     except (OSError, ValueError) as exc:
         return _fail(EXIT_INVALID_CONFIG,
                      f"cannot read {input_path} as JSON ({exc}); give the fit input document")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftscale.law.job",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, type=Path, help="fit input document (JSON)")
+    parser.add_argument("--input", required=True, type=Path, help="fit input document (JSON, or gzip-compressed JSON as the operator writes it)")
     parser.add_argument("--output", required=True, type=Path,
                         help="folder for fit.json, fit.md and plots/")
     args = parser.parse_args(argv)
