@@ -638,7 +638,66 @@ EXECUTION = obj(
     default={},
 )
 
+# spec.design: read by ftscale.design.DesignSettings (docs/study.md, "Adaptive design").
+DESIGN_TARGET = obj(
+    "What the study should find out (docs/law.md, \"Adaptive design\"). extrapolation: "
+    "the test loss of each method at one model size and data size; critical: the critical "
+    "data size where two methods' laws cross at one model size.", {
+        "kind": string("extrapolation or critical.", enum=["extrapolation", "critical"],
+                       default="extrapolation"),
+        "methods": array("The methods the target is about (default: every method of "
+                         "spec.methods; critical: exactly two).",
+                         string("A method of spec.methods.", enum=["fmt", "lora", "prompt"]),
+                         minItems=1, maxItems=3, **SET),
+        "model": string("The model size X of the target: a model of spec.models (default: "
+                        "the largest).", pattern=DNS_LABEL, maxLength=30),
+        "parameters": number("The model size X of the target in non-embedding parameters, "
+                             "instead of model: a size beyond the grid (e.g. 7e9).",
+                             exclusiveMinimum=True, minimum=0),
+        "dataSize": integer("extrapolation only: the data size D of the target (default: "
+                            "each method's largest data size).", minimum=1),
+    }, default={}, rules=[
+        rule("self.kind != 'critical' || (has(self.methods) && self.methods.size() == 2)",
+             "spec.design.target of kind critical names exactly two methods in methods (the "
+             "pair whose laws cross)"),
+        rule("!has(self.model) || !has(self.parameters)",
+             "spec.design.target sets model or parameters, not both"),
+        rule("self.kind == 'extrapolation' || !has(self.dataSize)",
+             "spec.design.target.dataSize is for kind extrapolation (a critical target finds "
+             "the data size)", field_path=".dataSize"),
+    ])
+DESIGN = obj(
+    "How runs are chosen (docs/study.md, \"Adaptive design\"). grid: every run. adaptive: a "
+    "seed design of a few runs per method, then, after each finished run, the runs that most "
+    "narrow the target's interval per estimated GPU-hour, until stopWhen holds; the runs "
+    "left are not needed (not failed). Runs outside the target (other methods, other PET "
+    "sizes) run as in the grid. Mutable.", {
+        "strategy": string("grid or adaptive.", enum=["grid", "adaptive"], default="grid"),
+        "target": DESIGN_TARGET,
+        "stopWhen": obj("When the adaptive design stops choosing runs (and the budget, "
+                        "spec.budget, stops it too). Omitted: it runs the whole grid, best "
+                        "runs first.", {
+            "halfWidth": number("Stop once the target's 95% interval half-width is at most "
+                                "this: nats for extrapolation (the widest method), natural "
+                                "log of D_c for critical.", exclusiveMinimum=True, minimum=0),
+            "maxRuns": integer("Stop once this many runs of the design have started.",
+                               minimum=1),
+        }),
+        "batchSize": integer("At most this many chosen runs under way at once (each is chosen "
+                             "from the fit of the runs before it; the seed design starts at "
+                             "once).", minimum=1, maximum=1000, default=4),
+        "lossNoise": number("Run-to-run standard deviation of the test loss in nats (e.g. "
+                            "from seeds): interval widths scale with it.",
+                            exclusiveMinimum=True, minimum=0, default=0.01),
+    })
+
 # Parts of spec-level rules that the rule and its message expression share.
+_DESIGN_METHODS = ("!has(self.design) || !has(self.design.target) || "
+                   "!has(self.design.target.methods) || self.design.target.methods.all(n, "
+                   "self.methods.exists(m, m.name == n))")
+_DESIGN_MODEL = ("!has(self.design) || !has(self.design.target) || "
+                 "!has(self.design.target.model) || self.models.exists(m, m.name == "
+                 "self.design.target.model && !has(m.checkpointOf))")
 _CHECKPOINT_OF_ONE = ("!has(m.checkpointOf) || self.models.exists(b, b.name == m.checkpointOf "
                       "&& !has(b.checkpointOf))")
 _CHECKPOINT_OF_KNOWN = "self.models.all(m, " + _CHECKPOINT_OF_ONE + ")"
@@ -688,6 +747,7 @@ SPEC = obj(
                       "fits what finished. Mutable: raise it to run the rest.", {
                           "gpuHours": number("The budget in GPU-hours.", minimum=0),
                       }, required=["gpuHours"]),
+        "design": DESIGN,
     },
     required=["task", "models", "methods", "dataSizes"],
     rules=[
@@ -727,6 +787,12 @@ SPEC = obj(
         *[rule(text, f"{field} leaves fewer than 2 data sizes of a method to fit (the fit needs "
                      "them to find beta): hold out fewer data sizes", field_path=path)
           for text, field, path in held_out_rules()],
+        rule(_DESIGN_METHODS,
+             "spec.design.target.methods must name methods of spec.methods",
+             field_path=".design.target.methods"),
+        rule(_DESIGN_MODEL,
+             "spec.design.target.model must name a model of spec.models that is not a "
+             "checkpoint (checkpointOf)", field_path=".design.target.model"),
         rule("self.training == oldSelf.training",
              "spec.training is immutable: finished runs were trained with the old settings; "
              "create a new ScalingStudy instead", field_path=".training"),

@@ -538,6 +538,22 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "z in ['toy-en-de', 'toy-en-fr', 'toy-fr-de', 'toy-sum'] || (has(self.task.zeroShotSets) && "
     "self.task.zeroShotSets.exists(s, s.name == z)))": lambda s, o: all(
         _zero_shot_known(s, z) for z in s.get("evaluation", {}).get("zeroShot", [])),
+    # design.target (ftscale.design)
+    "self.kind != 'critical' || (has(self.methods) && self.methods.size() == 2)":
+        lambda s, o: s["kind"] != "critical" or len(s.get("methods", [])) == 2,
+    "!has(self.model) || !has(self.parameters)":
+        lambda s, o: not (_has(s, "model") and _has(s, "parameters")),
+    "self.kind == 'extrapolation' || !has(self.dataSize)":
+        lambda s, o: s["kind"] == "extrapolation" or not _has(s, "dataSize"),
+    "!has(self.design) || !has(self.design.target) || !has(self.design.target.methods) || "
+    "self.design.target.methods.all(n, self.methods.exists(m, m.name == n))":
+        lambda s, o: all(n in {m["name"] for m in s["methods"]}
+                         for n in s.get("design", {}).get("target", {}).get("methods", [])),
+    "!has(self.design) || !has(self.design.target) || !has(self.design.target.model) || "
+    "self.models.exists(m, m.name == self.design.target.model && !has(m.checkpointOf))":
+        lambda s, o: "model" not in s.get("design", {}).get("target", {}) or any(
+            m["name"] == s["design"]["target"]["model"] and not _has(m, "checkpointOf")
+            for m in s["models"]),
     **_held_out_checks(),
 }
 

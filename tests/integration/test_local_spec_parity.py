@@ -104,6 +104,18 @@ BAD = {
     "checkpointOf itself": bad(models=[{"name": "a", "source": "toy:a", "checkpointOf": "a"}]),
     "unknown sizeSweepModels": bad(methods=[{"name": "lora", "sizes": [4, 8],
                                              "sizeSweepModels": ["big"]}]),
+    # spec.design (ftscale.design)
+    "unknown design strategy": bad(design={"strategy": "smart"}),
+    "critical target with one method": bad(design={"strategy": "adaptive", "target": {
+        "kind": "critical", "methods": ["fmt"]}}),
+    "target with model and parameters": bad(design={"target": {"model": "tiny-1",
+                                                               "parameters": 7e9}}),
+    "critical target with a data size": bad(design={"target": {
+        "kind": "critical", "methods": ["fmt", "lora"], "dataSize": 100}}),
+    "target method not in the study": bad(design={"target": {"methods": ["prompt"]}}),
+    "target model not in the study": bad(design={"target": {"model": "big"}}),
+    "zero half-width": bad(design={"stopWhen": {"halfWidth": 0}}),
+    "zero batch size": bad(design={"batchSize": 0}),
     "checkpoint chain without tokens": bad(models=[
         {"name": "a", "source": "org/a", "pretrainingTokens": 10},
         {"name": "a-early", "source": "org/a-step1k", "checkpointOf": "a"}]),
