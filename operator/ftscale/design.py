@@ -552,6 +552,8 @@ def decide(spec: Mapping[str, Any], desired: Sequence[DesignRun],
         unit = RELATIVE_COST_UNIT
     target = _target(spec, settings, sizes, known)
     pending = [rid for rid in in_flight if rid in {c.run_id for c in cands}]
+    # The stop rule waits until the report's fit can fit every law form of spec.law.forms.
+    short = _short_of_fit_points(spec, cands, set(results) | set(pending))
     started = sum(1 for r in mine if r.run_id in finished or r.run_id in in_flight)
 
     stopped = None
@@ -560,8 +562,9 @@ def decide(spec: Mapping[str, Any], desired: Sequence[DesignRun],
         choices: tuple[Choice, ...] = ()
     else:
         room = settings.batch_size - len(pending)
+        stop_at = 0.0 if short else settings.stop_half_width or 0.0
         plan = next_runs(cands, results, target, batch_size=max(1, room), cost=cost,
-                         sigma=settings.noise, stop_half_width=settings.stop_half_width or 0.0,
+                         sigma=settings.noise, stop_half_width=stop_at,
                          pending=pending, cost_unit=unit)
         seeding = math.isnan(plan.half_width) and not plan.estimate
         choices = plan.choices if seeding else plan.choices[:max(0, room)]
@@ -586,6 +589,31 @@ def decide(spec: Mapping[str, Any], desired: Sequence[DesignRun],
         target=_describe(settings, target), estimate=dict(plan.estimate) if plan else {},
         half_width=plan.half_width if plan else math.nan,
         stop_half_width=settings.stop_half_width, cost_unit=unit)
+
+
+# Free parameters of each law form (ftscale.law.fit): a fit needs one point more.
+FORM_PARAMETERS = {"multiplicative": 4, "additive": 5, "single": 3}
+
+
+def _short_of_fit_points(spec: Mapping[str, Any], cands: Sequence[Candidate],
+                         ran: set[str]) -> list[str]:
+    """Methods whose runs (finished or under way) give the report's fit fewer (X, D) points
+    than its law forms need, not counting the held-out largest X and D (spec.law.heldOut)."""
+    law = spec.get("law") or {}
+    forms = law.get("forms") or ["multiplicative", "additive"]
+    need = 1 + max(FORM_PARAMETERS.get(f, 4) for f in forms if f != "single") \
+        if any(f != "single" for f in forms) else MIN_RUNS_TO_FIT
+    held = law.get("heldOut") or {}
+    out = []
+    for method in sorted({c.method for c in cands}):
+        mine = [c for c in cands if c.method == method]
+        x_max, d_max = max(c.x for c in mine), max(c.d for c in mine)
+        points = {(c.x, c.d) for c in mine if c.run_id in ran
+                  and not (held.get("x", "largest") == "largest" and c.x == x_max)
+                  and not (held.get("d", "largest") == "largest" and c.d == d_max)}
+        if len(points) < need:
+            out.append(method)
+    return out
 
 
 def _target(spec, settings: DesignSettings, sizes: Mapping[str, float | None],

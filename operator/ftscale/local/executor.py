@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from ftscale import budget
 from ftscale.budget import gpu_seconds
+from ftscale.design import DesignDecision
 from ftscale.grid import PlannedRun
 from ftscale.local.workdir import (CORRUPT, DONE, FAILED, INTERRUPTED, NEW, RunState, Workdir,
                                    check_identity)
@@ -340,7 +341,10 @@ class Executor:
                  budget_hours: float | None = None,
                  estimates: dict[str, float | None] | None = None,
                  spent: dict[str, float | None] | None = None, stop_grace: float | None = None,
-                 on_event: Callable[[str, PlannedRun, RunResult | None], None] | None = None):
+                 on_event: Callable[[str, PlannedRun, RunResult | None], None] | None = None,
+                 design: Callable[[dict[str, RunResult], list[str]], DesignDecision] | None = None,
+                 finished_before: dict[str, RunResult] | None = None,
+                 on_choice: Callable[[PlannedRun, str, DesignDecision], None] | None = None):
         self.workdir = workdir
         self.study = study
         self.queue = list(runs)
@@ -366,6 +370,16 @@ class Executor:
         self.not_started: list[str] = []  # run ids the budget kept from starting
         self.stop_grace = stop_grace_seconds() if stop_grace is None else stop_grace
         self.signals: _StopSignals | None = None
+        # spec.design (ftscale.design.decide, the operator's rule): `design(finished,
+        # in_flight)` says which queued runs may start; it is asked again after every harvest
+        # (the refit). Runs it leaves unstarted once its stop rule holds are not needed.
+        self.design = design
+        self.finished = dict(finished_before or {})
+        self.on_choice = on_choice or (lambda *a: None)
+        self.decision: DesignDecision | None = None
+        self._fresh = False  # self.decision is up to date with the harvests
+        self.retrying: set[str] = set()  # retries start whatever the design says
+        self.not_needed: list[str] = []  # run ids the design's stop rule left unstarted
 
     # -- one process --
     def _gpus_for(self, run: PlannedRun) -> int:
@@ -419,6 +433,7 @@ class Executor:
                                         act.run.run_id)))
         if not result.ok and retriable and act.attempt <= self.backoff_limit:
             self.queue.insert(0, act.run)  # retry next, like a Job's pod restart
+            self.retrying.add(act.run.run_id)
             self.on_event("retry", act.run, result)
             return None
         if result.wall_seconds is None:
@@ -426,6 +441,8 @@ class Executor:
         if result.gpu_seconds is None:
             result = replace(result, gpu_seconds=gpu_seconds(result.wall_seconds, len(act.gpus)))
         self.workdir.commit_result(act.run.run_id, result)
+        self.finished[act.run.run_id] = result
+        self._fresh = False
         self.spent[act.run.run_id] = (None if result.gpu_seconds is None
                                       else result.gpu_seconds / budget.SECONDS_PER_HOUR)
         if not result.ok:
@@ -463,6 +480,37 @@ class Executor:
         self.budget_message = decision.message()
         return not decision.exhausted
 
+    def _next_run(self) -> PlannedRun | None:
+        """The queued run to start next: the head of the queue, or with a design the first
+        run it admits (retries first). Calls on_choice with the design's reason."""
+        if not self.queue:
+            return None
+        if self.design is None:
+            return self.queue[0]
+        for run in self.queue:
+            if run.run_id in self.retrying:
+                return run
+        if not self._fresh:
+            self.decision = self.design(dict(self.finished), list(self.active))
+            self._fresh = True
+        queued = {run.run_id: run for run in self.queue}
+        for run_id in self.decision.admitted:
+            if run_id in queued:
+                return queued[run_id]
+        return None
+
+    def _design_stop(self) -> str | None:
+        """Nothing runs and the design admits nothing queued: the runs left are not needed
+        (its stop rule holds) or cannot be chosen; empties the queue and says why."""
+        left = [r.run_id for r in self.queue]
+        self.queue.clear()
+        if self.decision is not None and self.decision.done:
+            self.not_needed = left
+            return self.decision.message()
+        self.not_started = left
+        return ("the adaptive design chose no further run"
+                + (f" ({self.decision.message()})" if self.decision else ""))
+
     def _can_start(self, run: PlannedRun) -> bool:
         if len(self.active) >= self.parallel:
             return False
@@ -494,13 +542,24 @@ class Executor:
                     stopped = (f"{self.failed} runs failed, more than execution.maxFailedRuns="
                                f"{self.max_failed}: no new runs were started")
                     self.queue.clear()
-                while self.queue and self._can_start(self.queue[0]):
-                    if not self._within_budget(self.queue[0]):
+                while self.queue:
+                    run = self._next_run()
+                    if run is None or not self._can_start(run):
+                        break
+                    if not self._within_budget(run):
                         self.not_started = [r.run_id for r in self.queue]
                         stopped = self.budget_message
                         self.queue.clear()
                         break
-                    self._start(self.queue.pop(0))
+                    if self.design is not None and run.run_id not in self.retrying:
+                        self.on_choice(run, self.decision.reasons.get(run.run_id, ""),
+                                       self.decision)
+                    self.retrying.discard(run.run_id)
+                    self.queue.remove(run)
+                    self._start(run)
+                if self.design is not None and self.queue and not self.active and \
+                        self._next_run() is None:
+                    stopped = self._design_stop()
                 time.sleep(POLL_SECONDS)
                 for act in list(self.active.values()):
                     code = act.proc.poll()

@@ -250,8 +250,9 @@ def plot_methods(runs: list[grid.PlannedRun], results: dict[str, RunResult], stu
 # ---- the report --------------------------------------------------------------------------------
 def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
                  results: dict[str, RunResult], *, metrics=None,
-                 out: TextIO = sys.stdout) -> Path:
-    """Fit, then write fit.json, plots/ and report.md into the workdir; returns report.md."""
+                 out: TextIO = sys.stdout, extra_sections: list[str] = ()) -> Path:
+    """Fit, then write fit.json, plots/ and report.md into the workdir; returns report.md.
+    `extra_sections`: Markdown lines put before the fit (the adaptive design's choices)."""
     results = {r.run_id: results[r.run_id] for r in runs if r.run_id in results}
     ok = [r for r in results.values() if r.ok]
     started = time.monotonic()
@@ -322,6 +323,7 @@ def write_report(wd: Workdir, study: Study, runs: list[grid.PlannedRun],
         lines += ["## Plots", ""]
         for p in plots:
             lines += [f"![{p.stem}](plots/{p.name})", ""]
+    lines += list(extra_sections)
     lines += fit_sections(study_fit, notes)
     lines += [
         "## Files",

@@ -13,6 +13,7 @@ Steps:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from ftscale import grid
+from ftscale import design, grid
 from ftscale.api import phases as ph
 from ftscale.local import devices as devmod
 from ftscale.local.executor import Executor, choose_launcher, describe, plan_resume
@@ -36,7 +37,8 @@ from ftscale.spec import (Study, StudySyntaxError, StudyValidationError, load_st
 EXIT_OK = 0
 EXIT_RUNS_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # SIGINT; in general 128 + the signal (143 for SIGTERM), as a shell
+EXIT_INTERRUPTED = 130
+DESIGN_LOG = "design.jsonl"  # why each run was chosen (spec.design adaptive)  # SIGINT; in general 128 + the signal (143 for SIGTERM), as a shell
 
 
 def interrupted_exit_code(signum: int | None) -> int:
@@ -169,6 +171,64 @@ def check_resume(workdir: Workdir, study: Study) -> list[str]:
     _, errors = validate_manifest(study.manifest, old_spec=old.get("spec", {}))
     problems += errors
     return problems
+
+
+class _DesignLog:
+    """Why each run was chosen (spec.design adaptive): a console line per started run and a
+    line of design.jsonl in the workdir (appended, so a resumed study keeps the history), and
+    the design's final state when the session ends."""
+
+    def __init__(self, wd: Workdir, write):
+        self.path = wd.root / DESIGN_LOG
+        self.write = write
+
+    def _append(self, doc: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(doc, sort_keys=True) + "\n")
+
+    def __call__(self, run: grid.PlannedRun, reason: str, decision: design.DesignDecision) -> None:
+        self.write(f"  chose {describe(run)}: {reason}")
+        self._append({"event": "chose", "run_id": run.run_id, "run": describe(run),
+                      "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "half_width": _finite(decision.half_width),
+                      "estimate": decision.estimate})
+
+    def final(self, decision: design.DesignDecision, not_needed: list[str]) -> None:
+        self._append({"event": "done" if decision.done else "session end",
+                      "message": decision.message(), "stopped": decision.stopped,
+                      "half_width": _finite(decision.half_width),
+                      "estimate": decision.estimate, "not_needed": sorted(not_needed),
+                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _finite(value: float) -> float | None:
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def design_lines(wd: Workdir) -> list[str]:
+    """The report's section on the adaptive design, from design.jsonl (empty without one)."""
+    path = wd.root / DESIGN_LOG
+    if not path.is_file():
+        return []
+    chose, last = {}, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if doc.get("event") == "chose":
+            chose[doc["run_id"]] = doc
+        else:
+            last = doc
+    lines = ["## Adaptive design", "",
+             f"Runs were chosen by spec.design (docs/study.md, \"Adaptive design\"); "
+             f"`{DESIGN_LOG}` has every decision.", ""]
+    if last is not None:
+        lines += [f"- {last['message']}", ""]
+    lines += ["| run | why it was chosen |", "|---|---|"]
+    lines += [f"| {doc['run']} | {doc['reason']} |" for doc in chose.values()]
+    return lines + [""]
 
 
 class _Progress:
@@ -310,9 +370,17 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
     print(f"; {n_parallel} run(s) at once, {threads} thread(s) each", file=out)
     for note in plan.notes:
         print(f"note: {note}", file=out)
+    adaptive = design.DesignSettings.from_spec(study.spec).strategy == design.ADAPTIVE
     if dry_run:
+        first = design.decide(study.spec, runs, plan.finished, ()) if adaptive else None
         for run in plan.todo:
-            print(f"  would run {run.run_id}  {describe(run)}", file=out)
+            if first is None:
+                print(f"  would run {run.run_id}  {describe(run)}", file=out)
+            elif run.run_id in first.reasons:
+                print(f"  would run {run.run_id}  {describe(run)}: {first.reasons[run.run_id]}",
+                      file=out)
+        if first is not None:
+            print(f"design: {first.message()}", file=out)
         return EXIT_OK
     wd.record_manifest(study.manifest)
     for run in plan.todo:
@@ -332,6 +400,7 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
     progress = _Progress(len(plan.todo), len(plan.finished), len(runs), study.name, err,
                          metrics, counts)
     launcher = choose_launcher(execution.get("command")) if plan.todo else "subprocess"
+    choices = _DesignLog(wd, progress.bar.write) if adaptive else None
     started = time.monotonic()
     executor = Executor(wd, study.name, plan.todo, configs, parallel=n_parallel,
                         threads=threads, gpus=devices.gpus,
@@ -343,7 +412,11 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
                         estimates=_budget(study, runs),
                         spent={rid: (None if r.gpu_seconds is None else r.gpu_seconds / 3600)
                                for rid, r in plan.finished.items()},
-                        on_event=progress)
+                        on_event=progress,
+                        design=((lambda done, active: design.decide(study.spec, runs, done,
+                                                                    active))
+                                if adaptive else None),
+                        finished_before=plan.finished, on_choice=choices)
     try:
         outcome = executor.run()
     finally:
@@ -370,12 +443,21 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
     if executor.not_started:
         print(f"budget: {len(executor.not_started)} run(s) not started (spec.budget.gpuHours); "
               "the fit uses the runs that finished", file=out)
-    # A budget stop is the study's own rule, not a failure: exit 0 when nothing else failed.
-    code = EXIT_OK if n_failed == 0 and len(results) + len(executor.not_started) == len(runs) \
-        else EXIT_RUNS_FAILED
+    if adaptive:
+        final = design.decide(study.spec, runs, results, ())
+        choices.final(final, executor.not_needed)
+        print(f"design: {final.message()}", file=out)
+        if executor.not_needed:
+            print(f"design: {len(executor.not_needed)} run(s) not needed (spec.design.stopWhen "
+                  f"holds); why each run was chosen: {choices.path}", file=out)
+    # A budget or design stop is the study's own rule, not a failure: exit 0 when nothing else
+    # failed.
+    code = EXIT_OK if n_failed == 0 and len(results) + len(executor.not_started) \
+        + len(executor.not_needed) == len(runs) else EXIT_RUNS_FAILED
     if fit:
         from ftscale.local.report import write_report  # matplotlib/scipy only when needed
-        report = write_report(wd, study, runs, results, metrics=metrics, out=out)
+        report = write_report(wd, study, runs, results, metrics=metrics, out=out,
+                              extra_sections=design_lines(wd))
         print(f"report: {report.resolve()}", file=out)
     if metrics:
         metrics.close()
@@ -421,6 +503,6 @@ def _rerender_locked(wd: Workdir, workdir: str, out: TextIO, err: TextIO) -> int
     wd.write_results_table(list(results.values()))
     from ftscale.local.report import write_report
 
-    report = write_report(wd, study, runs, results, out=out)
+    report = write_report(wd, study, runs, results, out=out, extra_sections=design_lines(wd))
     print(f"report: {report.resolve()}", file=out)
     return EXIT_OK
