@@ -70,7 +70,7 @@ def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(mini_world, tm
     assert "ftscale_trainer_learning_rate" in scraped and "ftscale_trainer_train_loss" in scraped
     message = json.loads(term.read_text())
     assert message["outcome"] == "Failed" and message["reason"] == INTERRUPTED
-    assert (out / "checkpoint" / "state.pt").exists()
+    assert (out / "checkpoint" / "state.json").exists()
     stopped_at = int(stderr.split("checkpoint saved at step ")[1].split()[0])
     assert 2 <= stopped_at < 300
 

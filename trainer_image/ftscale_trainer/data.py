@@ -91,6 +91,23 @@ def load_examples(path: str, fmt: str, source_field: str, target_field: str,
     return examples
 
 
+# What each evaluation split is for: named in the error when it is empty.
+SPLIT_PURPOSE = {
+    "dev": "the dev loss selects the checkpoint that is reported (paper §3.6), so a run "
+           "without dev examples would report its last step unselected",
+    "test": "the test loss is the run's result; with no test examples it would be 0/0 (NaN)",
+    "zero-shot": "its loss would be 0/0 (NaN)",
+}
+
+
+def require_examples(examples: list, split: str, source: str) -> None:
+    """Raise ConfigError when an evaluation split has no examples (an empty file, or only blank
+    lines): `split` is "dev", "test" or "zero-shot", `source` the file or task it came from."""
+    if len(examples) == 0:
+        raise ConfigError(f"the {split} split ({source}) has no examples: "
+                          f"{SPLIT_PURPOSE.get(split, 'it cannot be evaluated')}")
+
+
 def _parse_lazy(item) -> Example:
     path, line, source_field, target_field = item
     try:

@@ -43,8 +43,46 @@ class PlainRuntime:
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self._scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
-    def prepare(self, model, optimizer):
-        return model.to(self.device), optimizer
+    def prepare(self, model, make_optimizer):
+        """(placed model, its optimizer): `make_optimizer(model)` is called on the placed model."""
+        model = model.to(self.device)
+        return model, make_optimizer(model)
+
+    # ---- state for the best-dev selection and checkpoints (full tensors, CPU) -----------------
+    def trainable_state(self, model) -> dict:
+        """CPU copies of the trainable tensors by parameter name, whole, on every rank."""
+        from ftscale_trainer import models
+
+        return models.trainable_state(self.unwrap(model))
+
+    def trainable_shapes(self, model) -> dict:
+        """The trainable tensors by name, as `trainable_state` names them (shapes, dtypes)."""
+        return {n: p.detach() for n, p in self.unwrap(model).named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, model, state: dict) -> None:
+        from ftscale_trainer import models
+
+        models.load_trainable_state(self.unwrap(model), state)
+
+    def optimizer_state(self, model, optimizer) -> dict:
+        """The optimizer's state_dict as checkpoints keep it (per-parameter keys: positions)."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
+
+    def check_optimizer_state(self, model, optimizer, state: dict) -> None:
+        """Raise checkpoint.CorruptCheckpoint unless `state` fits this optimizer's parameters
+        (checked before anything is applied: a half-applied checkpoint is no step at all)."""
+        from ftscale_trainer.checkpoint import CorruptCheckpoint, check_optimizer_fits
+
+        sizes = [len(g["params"]) for g in optimizer.param_groups]
+        saved = [len(g.get("params", ())) for g in state["param_groups"]]
+        if sizes != saved:
+            raise CorruptCheckpoint(f"optimizer parameter groups of sizes {saved}, this "
+                                    f"model's are {sizes}")
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        check_optimizer_fits(state, dict(enumerate(params)))
 
     def autocast(self):
         if self._dtype is None:
@@ -103,8 +141,9 @@ class AccelerateRuntime(PlainRuntime):
         self.world_size = self.acc.num_processes
         self.is_main = self.acc.is_main_process
 
-    def prepare(self, model, optimizer):
-        return self.acc.prepare(model, optimizer)
+    def prepare(self, model, make_optimizer):
+        model = model.to(self.device)
+        return self.acc.prepare(model, make_optimizer(model))
 
     def autocast(self):
         return self.acc.autocast()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ftscale import results
 from ftscale.identity import RunKey
-from ftscale_trainer import data, evaluate, models, world
+from ftscale_trainer import checkpoint, data, evaluate, models, world
 from ftscale_trainer.config import ConfigError, TrainConfig
 from ftscale_trainer.pretrain import lr_at
 
@@ -169,6 +169,9 @@ def _splits(config: TrainConfig) -> tuple[dict[str, list[data.Example]], TrainCo
     splits = {name: data.load_examples(p, fmt, config.source_field, config.target_field, name,
                                        lazy=True)
               for name, p in paths.items()}
+    # Before the model loads: an empty evaluation split is a config error, not a NaN at the end.
+    for name in ("dev", "test"):
+        data.require_examples(splits[name], name, paths[name])
     return splits, config
 
 
@@ -197,6 +200,7 @@ def prepare(config: TrainConfig, model_path: str, precision: str = "fp32",
             path, fmt, lang = zs.path, config.data_format, zs.source_lang
         examples = _first(data.load_examples(path, fmt, config.source_field, config.target_field, "test"),
                           zs.examples)
+        data.require_examples(examples, "zero-shot", f"set {zs.name!r}, {path}")
         zero_shot[zs.name] = (data.encode(examples, config, codec, source_lang=lang), examples)
     return Prepared(
         config=config, loaded=loaded,
@@ -233,36 +237,57 @@ def _config_digest(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(folder: str, model, optimizer, progress: Progress, best_state, config) -> None:
-    """Atomically write what a resume needs to <folder>/state.pt."""
-    os.makedirs(folder, exist_ok=True)
-    state = {
-        "config_digest": _config_digest(config),
-        "progress": progress.__dict__,
-        "trainable": models.trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "best": best_state,
-        "rng": torch.get_rng_state(),
-    }
-    tmp = os.path.join(folder, "state.pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, os.path.join(folder, "state.pt"))
+def save_checkpoint(folder: str, runtime, model, optimizer, progress: Progress, best_state,
+                    config) -> None:
+    """Commit what a resume needs to <folder> (ftscale_trainer.checkpoint: safetensors + JSON,
+    fsync'd, atomic). Every rank calls it (sharded state is gathered collectively); rank 0 writes."""
+    trainable = runtime.trainable_state(model)
+    optimizer_state = runtime.optimizer_state(model, optimizer)
+    if runtime.is_main:
+        checkpoint.save(folder, _config_digest(config), dict(progress.__dict__), trainable,
+                        optimizer_state, best_state, checkpoint.rng_state())
 
 
-def load_checkpoint(folder: str, model, optimizer, config, log) -> tuple[Progress, dict | None]:
-    path = os.path.join(folder, "state.pt")
-    if not os.path.exists(path):
+def load_checkpoint(folder: str, runtime, model, optimizer, config, log) -> tuple[Progress, dict | None]:
+    """Resume from <folder> when it holds this config's checkpoint: the trainable weights, the
+    optimizer and RNG states are restored and (progress, best-dev weights) returned. Without one
+    — none yet, another config's, or a corrupt one — (Progress(), None): step 0.
+
+    A checkpoint that cannot be used (truncated, unparsable, not this model's) is logged, moved
+    aside to <folder>.corrupt and the run starts at step 0: retrying would meet the same file,
+    so failing would fail the run forever. Every rank reads it; they agree (a sum of their
+    verdicts) before any state is applied, and rank 0 alone moves it.
+    """
+    if checkpoint.legacy(folder):
+        log(f"checkpoint {folder} is in the old pickled format (state.pt), which is not read; "
+            f"restarting from step 0")
         return Progress(), None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["config_digest"] != _config_digest(config):
-        log(f"checkpoint {path} belongs to a different config; starting afresh")
+    if not checkpoint.exists(folder):
         return Progress(), None
-    models.load_trainable_state(model, state["trainable"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    progress = Progress(**state["progress"])
-    log(f"resuming from step {progress.step} ({path})")
-    return progress, state["best"]
+    problem, ckpt, progress = None, None, None
+    try:
+        if checkpoint.read_digest(folder) != _config_digest(config):
+            log(f"checkpoint {folder} belongs to a different config; starting afresh")
+            return Progress(), None
+        ckpt = checkpoint.read(folder, runtime.trainable_shapes(model))
+        runtime.check_optimizer_state(model, optimizer, ckpt.optimizer)
+        progress = Progress(**ckpt.progress)
+    except checkpoint.CorruptCheckpoint as exc:
+        problem = str(exc)
+    except TypeError as exc:  # Progress(**...) with fields this trainer does not have
+        problem = f"progress does not fit this trainer ({exc})"
+    flag = torch.tensor(float(problem is not None), dtype=torch.float64, device=runtime.device)
+    if float(runtime.sum_across(flag)) > 0:
+        runtime.barrier()  # every rank has finished reading before the folder moves
+        aside = checkpoint.move_aside(folder) if runtime.is_main else None
+        log(f"checkpoint {folder} is corrupt: {problem or 'another rank could not read it'}; "
+            f"restarting from step 0" + (f" (moved to {aside})" if aside else ""))
+        return Progress(), None
+    runtime.load_trainable_state(model, ckpt.model)
+    runtime.load_optimizer_state(model, optimizer, ckpt.optimizer)
+    checkpoint.set_rng_state(ckpt.rng)
+    log(f"resuming from step {progress.step} ({folder})")
+    return progress, ckpt.best
 
 
 def micro_batches(local: list, micro_batch_size: int | None) -> list[list]:
@@ -277,14 +302,15 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
     """The loop. `started` is when this process began (for the wall time a checkpoint keeps)."""
     config = prep.config
     model = prep.loaded.model
-    optimizer = make_optimizer(model, config)
-    ckpt_dir = os.path.join(output_dir, "checkpoint") if output_dir else None
-    progress, best_state = (load_checkpoint(ckpt_dir, model, optimizer, config, log)
-                            if ckpt_dir else (Progress(), None))
     if config.batch_size < runtime.world_size:
         raise ConfigError(f"batch_size {config.batch_size} is smaller than the "
                           f"{runtime.world_size} data-parallel processes; each needs examples")
-    model, optimizer = runtime.prepare(model, optimizer)
+    # The optimizer is built by the runtime, after the model is placed (and sharded, whose
+    # parameters are new tensors); a checkpoint is applied to both after that.
+    model, optimizer = runtime.prepare(model, lambda placed: make_optimizer(placed, config))
+    ckpt_dir = os.path.join(output_dir, "checkpoint") if output_dir else None
+    progress, best_state = (load_checkpoint(ckpt_dir, runtime, model, optimizer, config, log)
+                            if ckpt_dir else (Progress(), None))
     model.train()
     pad = prep.loaded.codec.pad_id
     steps = total_steps(config)
@@ -296,10 +322,9 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
     stop_agreed = False
 
     def save_state():
-        # One writer (the tensors are the same on every rank under data parallelism); the others
-        # wait, so that no rank exits — and makes the launcher kill the group — mid-write.
-        if runtime.is_main:
-            save_checkpoint(ckpt_dir, runtime.unwrap(model), optimizer, progress, best_state, config)
+        # One writer (rank 0; sharded state is gathered to it first); the others wait, so that
+        # no rank exits — and makes the launcher kill the group — mid-write.
+        save_checkpoint(ckpt_dir, runtime, model, optimizer, progress, best_state, config)
         runtime.barrier()
 
     def evaluate_dev() -> float:
@@ -311,7 +336,7 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
         if loss < progress.best_dev_loss:
             progress.best_dev_loss, progress.best_step = loss, progress.step
             progress.evals_since_best = 0
-            best_state = models.trainable_state(runtime.unwrap(model))
+            best_state = runtime.trainable_state(model)
             metrics.set("ftscale_trainer_best_eval_loss", loss)
         else:
             progress.evals_since_best += 1
@@ -387,7 +412,7 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
             save_state()
     # Checkpoint selection: the weights with the best dev loss (paper §3.6).
     if best_state is not None:
-        models.load_trainable_state(runtime.unwrap(model), best_state)
+        runtime.load_trainable_state(model, best_state)
     return progress, steps
 
 
