@@ -44,6 +44,12 @@ from ftscale.law.threads import single_threaded_blas  # noqa: E402
 
 METHODS = ("fmt", "lora", "prompt")
 SIGMA = 0.01
+# Tolerances on the full grid's RMS error. With the same noise, the full grid's information
+# matrix dominates that of any subset of it (Loewner order), so no design has a lower expected
+# error than the full grid: tolerance 0 measures only luck, and it reads 1.0 (docs/law.md).
+# The headline is "within 10 %".
+TOLERANCES = (0.0, 0.05, 0.1, 0.2)
+HEADLINE = 0.1
 SPREAD = 0.1  # log-normal sd of the drawn α, β, E around Table 4
 TOKENS_PER_EXAMPLE = 128
 EPOCHS = 1
@@ -137,12 +143,13 @@ def run_world(rng, cands, cost, d_max, batch: int, replicates: int) -> dict[str,
     grid_h = sorted({t[0] for tr in traces for t in tr})
     rms = [float(np.sqrt(np.mean([error_at(tr, h) ** 2 for tr in traces]))) for h in grid_h]
     # the end of every trace is the full grid, so the last point always qualifies
-    stay = next(h for i, h in enumerate(grid_h)
-                if all(r <= full_rms * (1 + 1e-9) for r in rms[i:]))
+    stay = {eps: next(h for i, h in enumerate(grid_h)
+                      if all(r <= full_rms * (1 + eps + 1e-9) for r in rms[i:]))
+            for eps in TOLERANCES}
     width = [next(t[0] for t in tr if t[2] <= f[1] * (1 + 1e-9)) for f, tr in zip(fulls, traces)]
     width5 = [next(t[0] for t in tr if t[2] <= f[1] * 1.05) for f, tr in zip(fulls, traces)]
-    return {"full_rms": full_rms, "stay": stay / total, "width": np.mean(width) / total,
-            "width5": np.mean(width5) / total}
+    return {"full_rms": full_rms, **{f"stay{eps:g}": h / total for eps, h in stay.items()},
+            "width": np.mean(width) / total, "width5": np.mean(width5) / total}
 
 
 def main() -> None:
@@ -159,22 +166,24 @@ def main() -> None:
           f"candidates (FMT, LoRA, prompt: 4 model sizes x 9-10 data sizes), full grid "
           f"{sum(cost.values()):.1f} GPU-h; batch {args.batch}; sigma = {SIGMA} nats; no "
           f"bootstrap; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("world  full_rms_err  error_frac  width_frac  width5_frac")
+    print("world  full_rms_err  err_frac(+0%  +5%  +10%  +20%)  width_frac  width5_frac")
     rows = []
     with single_threaded_blas():
         for w in range(args.worlds):
             r = run_world(rng, cands, cost, d_max, args.batch, args.replicates)
             rows.append(r)
-            print(f"{w:5d}  {r['full_rms']:.4f}        {r['stay']:.3f}       {r['width']:.3f}"
+            errs = "  ".join(f"{r[f'stay{e:g}']:.3f}" for e in TOLERANCES)
+            print(f"{w:5d}  {r['full_rms']:.4f}        {errs}     {r['width']:.3f}"
                   f"       {r['width5']:.3f}")
     col = lambda k: np.array([r[k] for r in rows])  # noqa: E731
     for k, what in (("width", "to the full grid's 95% half-width"),
                     ("width5", "to within 5% of the full grid's half-width"),
-                    ("stay", "to the full grid's RMS error (and staying there)")):
+                    *[(f"stay{e:g}", f"to within {e:.0%} of the full grid's RMS error (and "
+                                     "staying there)") for e in TOLERANCES]):
         print(f"GPU-hour fraction {what}: median {np.median(col(k)):.3f}, quartiles "
               f"{np.percentile(col(k), 25):.3f}-{np.percentile(col(k), 75):.3f}")
     print(f"seconds: {time.perf_counter() - t0:.1f} wall, {time.process_time() - c0:.1f} CPU")
-    print(f"adaptive_gpu_hour_fraction={np.median(col('stay')):.3f}")
+    print(f"adaptive_gpu_hour_fraction={np.median(col(f'stay{HEADLINE:g}')):.3f}")
 
 
 if __name__ == "__main__":
