@@ -1,9 +1,14 @@
 """`make bench-operator`: the operator at scale on the real control plane.
 
-A ScalingStudy of 1,000 runs (10 models × 25 data sizes × 4 seeds, 1 GPU each) on 32 KWOK
-GPU nodes (8 GPUs each: 256 runs fit at once), maxParallelRuns 300. The operator runs as its
-own process (`python -m ftscale operator`); this script plays the kubelet: every run pod that
-starts is finished at once with a valid result in its termination message. It measures:
+A ScalingStudy of `--runs` runs (default 1,000: 10 models × 25 data sizes × 4 seeds, 1 GPU
+each; 10,000: 40 models × 25 data sizes × 10 seeds) on `--nodes` KWOK GPU nodes (default 32,
+8 GPUs each: 256 runs fit at once), maxParallelRuns `--max-parallel` (default 300). The
+operator runs as its own process (`python -m ftscale operator`); this script plays the
+kubelet: every run pod that starts is finished at once with a valid result in its termination
+message. With `--load QPS`, a second client hammers the API server meanwhile at a fixed,
+bounded rate: half paged LISTs of the study's pods (500 a page), half PATCHes of a Secret's
+annotation in another namespace (a write the operator's counts below do not include). It
+measures:
 
 * time from `create` of the study to all 1,000 run Jobs created (parallelism respected: at no
   sampled moment more than maxParallelRuns runs are created and not yet terminal);
@@ -11,17 +16,22 @@ starts is finished at once with a valid result in its termination message. It me
   (mutating verbs on the resources only the operator writes: Jobs (not jobs/status),
   ScalingStudies (incl. /status) and ConfigMaps), before vs after;
 * harvest latency: from the moment this script finished a run's pod to the moment the run's
-  result appeared in the study's status (watched), p50/p95/max;
-* the operator's peak resident memory (VmHWM).
+  result appeared in one of the study's results ConfigMaps (watched; ftscale.api.
+  results_store — the durable record), p50/p95/max;
+* the operator's peak resident memory (VmHWM);
+* at the end, from the cluster's final state: every run has exactly one result in the
+  ConfigMaps, and the size of the status object.
 
-Last line: `writes_per_run=W harvest_p95_seconds=T operator_rss_mb=M` (goals: W ≤ 4, T ≤ 2,
-M ≤ 250). Environment: FTSCALE_BENCH_KUBECONFIG=path uses an existing cluster instead of
-starting one (it must have ≥ 32 KWOK GPU nodes); FTSCALE_BENCH_RUNS_SEEDS (default 4) scales
-the study (250 runs per seed).
+Last line: `writes_per_run=W harvest_p95_seconds=T operator_rss_mb=M` (goals, issue 15: at
+1,000 runs W ≤ 2.5, T ≤ 1, M ≤ 250; at 10,000 runs on 500 nodes T ≤ 2, M ≤ 500, loaded or
+not). Environment: FTSCALE_BENCH_KUBECONFIG=path uses an existing cluster instead of starting
+one (it must have `--nodes` KWOK GPU nodes).
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import json
 import os
 import signal
@@ -49,21 +59,30 @@ from tqdm import tqdm  # noqa: E402
 from cluster.control_plane import LocalControlPlane  # noqa: E402
 from cluster.kubelet import HOLD_KEY, STRATEGIC_MERGE_PATCH, terminated_status_patch  # noqa: E402
 from ftscale import results as rc  # noqa: E402
+from ftscale.api import results_store  # noqa: E402
 from ftscale.controller import names  # noqa: E402
 from ftscale.spec import crd_path  # noqa: E402
+from producers import example_fit_message  # noqa: E402
 
 NAMESPACE = "bench"
+LOAD_NAMESPACE = "bench-load"
 STUDY = "scale"
-GPU_NODES = 32
-MAX_PARALLEL = 300
-MODELS = 10
 DATA_SIZES = [100 * (i + 1) for i in range(25)]
-SEEDS = int(os.environ.get("FTSCALE_BENCH_RUNS_SEEDS", "4"))
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 # (group, resource, subresource) written by the operator and by nothing else in this cluster.
 OPERATOR_RESOURCES = {("batch", "jobs", ""), (names.GROUP, names.PLURAL, ""),
                       (names.GROUP, names.PLURAL, "status"), ("", "configmaps", "")}
-FIT_SUMMARY = json.dumps({"fits": [], "summary": "benchmark"})
+FIT_SUMMARY = example_fit_message(STUDY)  # the fit Job's real output (tests/producers.py)
+
+
+def grid_shape(runs: int) -> tuple[int, int]:
+    """(models, seeds) with models × 25 data sizes × seeds = runs (within the CRD's limits)."""
+    seeds = 4 if runs <= 1000 else 10
+    models, rest = divmod(runs, len(DATA_SIZES) * seeds)
+    if rest or not 1 <= models <= 64:
+        raise SystemExit(f"--runs must be a multiple of {len(DATA_SIZES) * seeds} up to "
+                         f"{64 * len(DATA_SIZES) * seeds}")
+    return models, seeds
 
 
 def free_port() -> int:
@@ -92,17 +111,17 @@ def apiserver_requests(api: client.ApiClient) -> Counter:
     return out
 
 
-def study_manifest() -> dict:
+def study_manifest(models: int, seeds: int, max_parallel: int) -> dict:
     return {
         "apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": STUDY},
         "spec": {
             "task": {"name": "toy-en-de"},
-            "models": [{"name": f"m{i}", "source": f"toy:m{i}", "parameters": 10_000 * 2 ** i, "gpus": 1}
-                       for i in range(MODELS)],
+            "models": [{"name": f"m{i}", "source": f"toy:m{i}", "parameters": 10_000 * (i + 1), "gpus": 1}
+                       for i in range(models)],
             "methods": [{"name": "fmt"}],
             "dataSizes": DATA_SIZES,
-            "seeds": list(range(SEEDS)),
-            "execution": {"image": "ftscale/trainer:bench", "maxParallelRuns": MAX_PARALLEL,
+            "seeds": list(range(seeds)),
+            "execution": {"image": "ftscale/trainer:bench", "maxParallelRuns": max_parallel,
                           "backoffLimit": 0, "ttlSecondsAfterFinished": 600,
                           "labels": {HOLD_KEY: "true"}},
         },
@@ -162,15 +181,12 @@ class Kubelet:
 
 
 class StudyWatcher:
-    """Records when each run's result first appears in status, and the parallelism seen."""
+    """Keeps the study's newest status (its conditions say when the law is fitted)."""
 
     def __init__(self, api: client.ApiClient):
         self.custom = client.CustomObjectsApi(api)
-        self.seen_at: dict[str, float] = {}
         self.status: dict = {}
         self.stop = threading.Event()
-        self.max_unfinished = 0
-        self.jobs_created = 0
 
     def run(self) -> None:
         w = watch.Watch()
@@ -178,20 +194,85 @@ class StudyWatcher:
             try:
                 for ev in w.stream(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION,
                                    NAMESPACE, names.PLURAL, timeout_seconds=30):
-                    now = time.time()
                     obj = ev["object"]
-                    if obj["metadata"]["name"] != STUDY:
-                        continue
-                    status = obj.get("status") or {}
-                    self.status = status
-                    for entry in status.get("results") or ():
-                        self.seen_at.setdefault(entry["runId"], now)
+                    if obj["metadata"]["name"] == STUDY:
+                        self.status = obj.get("status") or {}
                     if self.stop.is_set():
                         break
             except Exception as exc:  # noqa: BLE001
                 if not self.stop.is_set():
                     print(f"study watch: {exc}", file=sys.stderr)
                     time.sleep(0.5)
+
+
+class ResultsWatcher:
+    """Records when each run's result first appears in the study's results ConfigMaps."""
+
+    def __init__(self, api: client.ApiClient):
+        self.core = client.CoreV1Api(api)
+        self.seen_at: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        w = watch.Watch()
+        while not self.stop.is_set():
+            try:
+                for ev in w.stream(self.core.list_namespaced_config_map, NAMESPACE,
+                                   label_selector=results_store.label_selector(STUDY),
+                                   timeout_seconds=30):
+                    now = time.time()
+                    for key in (ev["object"].data or {}):
+                        if key.endswith(results_store.KEY_SUFFIX):
+                            self.seen_at.setdefault(key[: -len(results_store.KEY_SUFFIX)], now)
+                    if self.stop.is_set():
+                        break
+            except Exception as exc:  # noqa: BLE001
+                if not self.stop.is_set():
+                    print(f"results watch: {exc}", file=sys.stderr)
+                    time.sleep(0.5)
+
+
+class Loader:
+    """A second client loading the API server at a fixed rate: paged LISTs of the study's pods
+    and PATCHes of a Secret in another namespace, alternately; counts what it sent."""
+
+    def __init__(self, api: client.ApiClient, qps: float):
+        self.core = client.CoreV1Api(api)
+        self.qps = qps
+        self.sent = Counter()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": LOAD_NAMESPACE}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        try:
+            self.core.create_namespaced_secret(LOAD_NAMESPACE, {"metadata": {"name": "load"},
+                                                                "data": {"k": base64.b64encode(b"v").decode()}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        period = 1.0 / self.qps
+        due = time.monotonic()
+        i = 0
+        while not self.stop.is_set():
+            due += period
+            try:
+                if i % 2 == 0:
+                    self.core.list_namespaced_pod(NAMESPACE, limit=500)
+                    self.sent["list"] += 1
+                else:
+                    self.core.patch_namespaced_secret("load", LOAD_NAMESPACE,
+                                                      {"metadata": {"annotations": {"n": str(i)}}})
+                    self.sent["patch"] += 1
+            except Exception as exc:  # noqa: BLE001 - a load generator keeps going
+                self.sent["error"] += 1
+                if self.sent["error"] < 5:
+                    print(f"load: {exc}", file=sys.stderr)
+            i += 1
+            time.sleep(max(0.0, due - time.monotonic()))
 
 
 class JobWatcher:
@@ -225,8 +306,27 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> int:
-    runs_total = MODELS * len(DATA_SIZES) * SEEDS
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="The operator at scale on a local control plane (KWOK GPU nodes): writes "
+                    "per run, harvest latency, operator memory.")
+    parser.add_argument("--runs", type=int, default=1000,
+                        help="runs in the study: a multiple of 100 up to 1,000 (4 seeds), of "
+                             "250 above (10 seeds); default 1000")
+    parser.add_argument("--nodes", type=int, default=32, help="KWOK GPU nodes, 8 GPUs each (default 32)")
+    parser.add_argument("--max-parallel", type=int, default=300,
+                        help="the study's maxParallelRuns (default 300)")
+    parser.add_argument("--load", type=float, default=0.0, metavar="QPS",
+                        help="also load the API server with this many requests per second from a "
+                             "second client (LISTs and PATCHes, alternately); 0: idle (default)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    models, seeds = grid_shape(args.runs)
+    runs_total = models * len(DATA_SIZES) * seeds
+    GPU_NODES, MAX_PARALLEL = args.nodes, args.max_parallel  # noqa: N806
     external = os.environ.get("FTSCALE_BENCH_KUBECONFIG")
     plane = None
     finished = False
@@ -245,7 +345,7 @@ def main() -> int:
         core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
         ext = client.ApiextensionsV1Api(api)
         gpu_nodes = [n for n in core.list_node().items if (n.status.allocatable or {}).get("nvidia.com/gpu")]
-        assert len(gpu_nodes) >= 32, f"need at least 32 GPU nodes, the cluster has {len(gpu_nodes)}"
+        assert len(gpu_nodes) >= GPU_NODES, f"need {GPU_NODES} GPU nodes, the cluster has {len(gpu_nodes)}"
         crd = yaml.safe_load(crd_path().read_text())  # crds/scalingstudy.yaml (or $FTSCALE_CRD)
         try:
             ext.create_custom_resource_definition(crd)
@@ -297,14 +397,18 @@ def main() -> int:
             time.sleep(0.2)
 
         kubelet, watcher, jobs = Kubelet(api), StudyWatcher(api), JobWatcher(api)
-        threads = [threading.Thread(target=x.run, daemon=True) for x in (kubelet, watcher, jobs)]
+        recorded = ResultsWatcher(api)
+        loader = Loader(config.new_client_from_config(config_file=kubeconfig), args.load) if args.load else None
+        workers = [kubelet, watcher, jobs, recorded] + ([loader] if loader else [])
+        threads = [threading.Thread(target=x.run, daemon=True) for x in workers]
         for t in threads:
             t.start()
         time.sleep(1.0)
         before = apiserver_requests(api)
         t0 = time.time()
         client.CustomObjectsApi(api).create_namespaced_custom_object(
-            names.GROUP, names.VERSION, NAMESPACE, names.PLURAL, study_manifest())
+            names.GROUP, names.VERSION, NAMESPACE, names.PLURAL, study_manifest(models, seeds, MAX_PARALLEL))
+        load_avg = []
 
         all_created_at = None
         max_unfinished = 0
@@ -312,7 +416,9 @@ def main() -> int:
         while True:
             time.sleep(0.5)
             created = len(jobs.names)
-            harvested = len(watcher.seen_at)
+            harvested = len(recorded.seen_at)
+            if len(load_avg) < (time.time() - t0) / 30:
+                load_avg.append(os.getloadavg()[0])
             # runs at once = Jobs created whose pod has not finished yet (this script finishes them)
             with kubelet.lock:
                 finished = len(kubelet.done_at)
@@ -325,7 +431,8 @@ def main() -> int:
             if harvested >= runs_total and fitted:
                 break
             assert operator.poll() is None, f"operator exited: {log_path.read_text()[-3000:]}"
-            assert time.time() - t0 < 1500, f"study did not finish: {watcher.status.get('progress')}"
+            assert time.time() - t0 < 1500 * max(1, runs_total / 1000), \
+                f"study did not finish: {watcher.status.get('progress')}"
         t_end = time.time()
         bar.close()
         time.sleep(1.0)
@@ -337,8 +444,16 @@ def main() -> int:
             for smp in family.samples:
                 if smp.name.endswith(("_sum", "_count")) and not smp.labels:
                     op_metrics[smp.name] = smp.value
-        for x in (kubelet, watcher, jobs):
+        for x in workers:
             x.stop.set()
+        # From the cluster's final state: one result per run in the ConfigMaps, and the status.
+        shards = [api.sanitize_for_serialization(cm) for cm in core.list_namespaced_config_map(
+            NAMESPACE, label_selector=results_store.label_selector(STUDY)).items]
+        final = results_store.read_results(STUDY, None, shards)
+        keys = [k for cm in shards for k in (cm.get("data") or {})]
+        study_obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            names.GROUP, names.VERSION, NAMESPACE, names.PLURAL, STUDY)
+        status_bytes = len(json.dumps(study_obj.get("status") or {}))
 
         diff = after - before
         writes = Counter()
@@ -348,19 +463,27 @@ def main() -> int:
                 # (the one POST of the study itself is this script's, not the operator's)
                 (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
         total_writes = sum(writes.values())
-        latencies = sorted(watcher.seen_at[r] - kubelet.done_at[r] for r in watcher.seen_at if r in kubelet.done_at)
+        latencies = sorted(recorded.seen_at[r] - kubelet.done_at[r] for r in recorded.seen_at if r in kubelet.done_at)
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
         print()
-        print(f"runs: {runs_total} on {len(gpu_nodes)} KWOK GPU nodes, maxParallelRuns {MAX_PARALLEL}")
+        print(f"runs: {runs_total} ({models} models × {len(DATA_SIZES)} data sizes × {seeds} seeds) "
+              f"on {len(gpu_nodes)} KWOK GPU nodes, maxParallelRuns {MAX_PARALLEL}")
+        if loader:
+            print(f"load: {args.load:g} requests/s from a second client: {dict(loader.sent)}")
+        print(f"machine load (1-min load average, every 30 s): "
+              f"{' '.join(f'{x:.1f}' for x in load_avg)} ({os.cpu_count()} CPUs)")
         print(f"apply -> all {runs_total} run Jobs created: {all_created_at - t0:.1f} s "
               f"(most runs at once, i.e. Jobs created whose pod had not finished: {max_unfinished}, "
               f"limit {MAX_PARALLEL})")
-        print(f"apply -> every result in status and the law fitted: {t_end - t0:.1f} s")
+        print(f"apply -> every result recorded and the law fitted: {t_end - t0:.1f} s")
+        print(f"final state: {len(final.results)} distinct results in {len(shards)} results "
+              f"ConfigMaps ({len(keys)} keys; sizes {sorted(final.sizes.values())} bytes), "
+              f"status {status_bytes} bytes")
         print("operator writes (from apiserver_request_total):")
         for (verb, resource, sub), n in sorted(writes.items()):
             print(f"  {verb:6} {resource}{'/' + sub if sub else ''}: {int(n)}")
         print(f"  other requests on those resources (GET/LIST/WATCH): {int(sum(reads.values()))}")
-        print(f"harvest latency (pod finished -> result in status), {len(latencies)} runs: "
+        print(f"harvest latency (pod finished -> result in a results ConfigMap), {len(latencies)} runs: "
               f"p50 {statistics.median(latencies):.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s")
         passes = op_metrics.get("ftscale_reconcile_duration_seconds_count", 0)
         if passes:
@@ -370,6 +493,9 @@ def main() -> int:
         ok = max_unfinished <= MAX_PARALLEL
         if not ok:
             print(f"PARALLELISM VIOLATED: {max_unfinished} > {MAX_PARALLEL}")
+        if len(final.results) != runs_total or len(keys) != runs_total:
+            print(f"RESULTS WRONG: {len(final.results)} distinct of {runs_total}, {len(keys)} keys")
+            ok = False
         print(f"writes_per_run={total_writes / runs_total:.2f} harvest_p95_seconds={p95:.2f} "
               f"operator_rss_mb={rss:.0f}")
         finished = True

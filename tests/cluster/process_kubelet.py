@@ -465,7 +465,7 @@ class ProcessKubelet:
             return local
         if "configMap" in volume:
             source = volume["configMap"]
-            data = self._configmap(pod, source)
+            data = self._configmap(pod, source, with_binary=True)
             if data is not None:
                 items = source.get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
@@ -485,7 +485,12 @@ class ProcessKubelet:
         raise StartError(f"volume {volume['name']!r} of type {kind} is not supported "
                          "(emptyDir, configMap, downwardAPI and persistentVolumeClaim are)")
 
-    def _configmap(self, pod: dict[str, Any], ref: Mapping[str, Any]) -> dict[str, str] | None:
+    def _configmap(self, pod: dict[str, Any], ref: Mapping[str, Any],
+                   with_binary: bool = False) -> dict[str, str | bytes] | None:
+        """The ConfigMap's data; with_binary (volumes, as a kubelet does): its binaryData keys
+        too, decoded to bytes."""
+        import base64
+
         from kubernetes.client.rest import ApiException
 
         try:
@@ -496,7 +501,10 @@ class ProcessKubelet:
             if ref.get("optional"):
                 return None
             raise NotReadyYet(f"ConfigMap {ref['name']} not found") from None
-        return dict(cm.data or {})
+        data: dict[str, str | bytes] = dict(cm.data or {})
+        if with_binary:
+            data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        return data
 
     def _env_value(self, pod: dict[str, Any], var: Mapping[str, Any]) -> str:
         if "valueFrom" not in var:
@@ -556,9 +564,12 @@ class ProcessKubelet:
             return False
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -1,7 +1,8 @@
 """The chart's study browser values (ui.*): off by default; on, the operator gets the settings,
-the container port and exactly one more grant — `get` on ConfigMaps, the calls the browser's
-report reader makes (recorded through the same transport test_helm_rbac.py records) — in the
-namespaces it watches, and NOTES.txt says how to open it."""
+the container port and exactly one more grant — `get` on ConfigMaps, the call the browser's
+report reader makes beyond what the operator itself needs (it lists the results ConfigMaps
+anyway; recorded through the same transport test_helm_rbac.py records) — in the namespaces it
+watches, and NOTES.txt says how to open it."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from helm_support import one
 from test_helm_chart import NAMESPACE, OPERATOR, _env, _notes
 from test_helm_rbac import OPERATOR_SA, RecordingKube, _bound_rules, _granted, _parse, required_grants
 
+from ftscale.api import results_store
+
 from ftscale.controller.settings import OperatorSettings
-from ftscale.report.cluster import kube_configmap_reader
+from ftscale.report.cluster import kube_reader
 
 UI = ["ui.enabled=true", "ui.port=8090", "ui.grafanaUrl=https://grafana.example.com"]
 
 
 def browser_grants() -> set[tuple[str, str, str]]:
-    """What the browser's report reads, as (group, resource, verb)."""
+    """What the browser's report reads beyond the operator's own calls, as (group, resource,
+    verb)."""
     kube = RecordingKube()
-    read = kube_configmap_reader(kube)
-    read("research", "s-results")
-    read("research", "s-fit-input")
-    return {(g, r, v) for g, r, v, _ in (_parse(m, p) for m, p in kube.calls)}
+    read = kube_reader(kube)
+    read.list_configmaps("research", results_store.label_selector("s"))
+    read.get_configmap("research", "s-fit-input")
+    return {(g, r, v) for g, r, v, _ in (_parse(m, p) for m, p in kube.calls)} - required_grants()
 
 
 def _container(objects):

@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 from cluster.kubelet import HOLD_KEY
 from cluster.process_kubelet import ProcessKubelet
 from cluster.waiting import wait_until
+from cluster.study_results import study_results
 from ftscale.api.fit_summary import FitSummary
 from ftscale.api.outcomes import EXIT_NON_FINITE_LOSS, NON_FINITE_LOSS
 from ftscale.controller import names
@@ -205,7 +206,9 @@ def test_study_reaches_fitted_through_the_real_trainer_and_fit_job(
     assert term.exit_code == EXIT_NON_FINITE_LOSS and json.loads(term.message)["reason"] == NON_FINITE_LOSS
     diverged = wait_until(lambda: (s := get_study(custom_objects_api, namespace, "diverges"))
                           .get("status", {}).get("runsFailed") == 1 and s, 60, "the failure harvested")
-    assert diverged["status"]["results"][0]["reason"] == NON_FINITE_LOSS
+    assert diverged["status"]["recentFailures"][0]["reason"] == NON_FINITE_LOSS
+    (recorded,) = study_results(core_api, namespace, "diverges").values()
+    assert recorded.reason == NON_FINITE_LOSS
 
     def fitted():
         study = get_study(custom_objects_api, namespace, "e2e")
@@ -215,7 +218,7 @@ def test_study_reaches_fitted_through_the_real_trainer_and_fit_job(
     study = wait_until(fitted, 240, "study e2e Fitted", interval=1)
     status = study["status"]
     assert status["runsSucceeded"] == RUNS and status["progress"] == f"{RUNS}/{RUNS}"
-    losses = {r["runId"]: r["testLoss"] for r in status["results"]}
+    losses = {rid: r.test_loss for rid, r in study_results(core_api, namespace, "e2e").items()}
     assert len(set(losses.values())) == RUNS and all(0 < v < 20 for v in losses.values())
     assert condition(study, "Fitted")["status"] == "True"
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 from kubernetes.client.rest import ApiException
 
+from cluster.study_results import study_results
 from ftscale.controller import names
 from ftscale.controller.desired import desired_runs
 from ftscale.controller.settings import OperatorSettings
@@ -112,9 +113,9 @@ def test_a_two_node_run_is_an_indexed_job_and_a_headless_service_on_the_api_serv
     finish(core_api, by_index[1], STUDY, message="")
     study = wait_until(lambda: (s := get_study(custom_objects_api, namespace, STUDY))
                        .get("status", {}).get("runsSucceeded") == 1 and s, 60, "the harvest")
-    (entry,) = study["status"]["results"]
-    assert entry["runId"] == run.run_id and entry["phase"] == "Succeeded"
-    assert entry["testLoss"] == pytest.approx(2.5)  # result_message(): 1.5 + 100 / D
+    (recorded,) = study_results(core_api, namespace, STUDY).values()
+    assert recorded.run_id == run.run_id and recorded.ok
+    assert recorded.test_loss == pytest.approx(2.5)  # result_message(): 1.5 + 100 / D
 
     def service_gone():
         try:

@@ -18,6 +18,7 @@ from ftscale import results as rc
 from ftscale.controller import names
 
 from ftscale.api.fit_summary import FitSummary
+from cluster.study_results import fit_input, study_results
 
 from operator_testkit import (condition, create_study, crd, finish, fit_summary_message,  # noqa: F401
                               get_study, lease_holder, operators, run_jobs, running_pods, study_manifest,
@@ -80,16 +81,18 @@ def test_happy_path_runs_harvests_fits_and_lets_ttl_delete_jobs(
 
     study = wait_until(lambda: (s := get_study(custom_objects_api, namespace, "happy"))
                        .get("status", {}).get("runsSucceeded") == 4 and s, 60, "4 harvested results")
-    results = study["status"]["results"]
-    assert {r["phase"] for r in results} == {"Succeeded"} and all("testLoss" in r for r in results)
+    assert "results" not in study["status"]  # per-run results live in ConfigMaps, not here
+    results = study_results(core_api, namespace, "happy", study["metadata"]["uid"])
+    assert len(results) == 4 and all(r.ok and r.test_loss is not None for r in results.values())
     assert study["status"]["progress"] == "4/4"
-    # the fit Job: created once every run is terminal, reading the results ConfigMap
+    # the fit Job: created once every run is terminal, reading the results ConfigMaps
     fit_pod = wait_until(lambda: running_pods(core_api, namespace, "happy", "fit"), 60, "fit pod")[0]
-    cm = core_api.read_namespaced_config_map("happy-results", namespace)
-    assert {f"{r['runId']}.json" for r in results} == set(cm.data)
-    fit_input = json.loads(core_api.read_namespaced_config_map("happy-fit-input", namespace).data[names.FIT_INPUT_FILE])
-    assert len(fit_input["results"]) == 4
-    assert [t["factor"] for t in fit_input["factors"]["fmt"]] == ["model_size"]
+    shard = core_api.read_namespaced_config_map("happy-results-0", namespace)
+    assert {f"{rid}.json" for rid in results} == set(shard.data)
+    fit_doc = fit_input(core_api, namespace, "happy")
+    assert len(fit_doc["results"]) == 4
+    fit_input_doc = fit_doc
+    assert [t["factor"] for t in fit_input_doc["factors"]["fmt"]] == ["model_size"]
     assert fit_pod.spec.automount_service_account_token is False
     message = fit_summary_message("happy")  # the fit Job's real output (tests/producers.py)
     finish(core_api, fit_pod, "happy", message=message)
@@ -156,10 +159,12 @@ def test_failures_retries_and_reasons(crd, operators, namespace, custom_objects_
 
     study = wait_until(lambda: (s := get_study(custom_objects_api, namespace, "fails"))
                        .get("status", {}).get("progress") == "4/4" and s, 60, "all 4 runs terminal")
-    by_id = {r["runId"]: r for r in study["status"]["results"]}
-    assert by_id[crash]["phase"] == "Succeeded" and by_id[preempted]["phase"] == "Succeeded"
-    assert by_id[invalid]["reason"] == rc.INVALID_CONFIG and "unknown key" in by_id[invalid]["message"]
-    assert by_id[oom]["reason"] == rc.OOM_KILLED
+    by_id = study_results(core_api, namespace, "fails")
+    assert by_id[crash].ok and by_id[preempted].ok
+    assert by_id[invalid].reason == rc.INVALID_CONFIG and "unknown key" in by_id[invalid].message
+    assert by_id[oom].reason == rc.OOM_KILLED
+    recent = {e["runId"]: e for e in study["status"]["recentFailures"]}
+    assert set(recent) == {invalid, oom} and recent[oom]["reason"] == rc.OOM_KILLED
     # exit 2 failed at once: one pod only, no retry
     pods_of_invalid = [p for p in study_pods(core_api, namespace, "fails")
                        if p.metadata.labels[names.LABEL_RUN] == invalid]
@@ -224,7 +229,8 @@ def test_restart_in_the_middle_creates_no_duplicate_and_loses_no_result(
         assert time.monotonic() < deadline, "study did not finish after the restart"
         time.sleep(0.3)
     study = get_study(custom_objects_api, namespace, "restart")
-    assert study["status"]["runsSucceeded"] == 6 and len(study["status"]["results"]) == 6
+    assert study["status"]["runsSucceeded"] == 6
+    assert len(study_results(core_api, namespace, "restart", study["metadata"]["uid"])) == 6
     # every run had exactly one pod: no Job was created twice, none was lost
     per_run: dict[str, int] = {}
     for p in study_pods(core_api, namespace, "restart"):

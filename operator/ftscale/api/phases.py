@@ -49,6 +49,7 @@ INVALID_SPEC = "InvalidSpec"
 NOT_FINISHED = "NotFinished"
 WITHIN_BUDGET = "WithinBudget"
 PODS_CANNOT_START = "PodsCannotStart"
+JOB_CREATE_REFUSED = "JobCreateRefused"  # the API server refuses to create a run's Job (4xx)
 NOT_STALLED = "RunsStarting"
 WAITING_FOR_RUNS = "WaitingForRuns"
 STUDY_TERMINAL_FAILED = "StudyFailed"  # Succeeded=False on a study that has ended Failed

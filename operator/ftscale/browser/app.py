@@ -5,8 +5,10 @@
                                         links to its report and its Grafana dashboard
     GET /studies/{namespace}/{name}/report  the study's report.html (ftscale.browser.reports)
 
-The list and study pages read only the operator's watch cache (`bodies()`: the ScalingStudies
-the reconciler last saw); a report reads two ConfigMaps once per change of the study. Nothing
+The list page reads only the operator's watch cache (`bodies()`: the ScalingStudies the
+reconciler last saw); a study page also lists the study's results ConfigMaps
+(ftscale.api.results_store); a report reads them and the fit input once per change of the
+study. Nothing
 is ever written: the routes are GET (and HEAD) only, any other method is 405. Pages are
 Jinja2 templates with autoescaping, so whatever a study author or a run wrote is shown as
 text, and a Content-Security-Policy forbids scripts on the list and study pages altogether.
@@ -14,6 +16,7 @@ text, and a Content-Security-Policy forbids scripts on the list and study pages 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,9 +25,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ftscale.api import results_store
 from ftscale.browser import views
 from ftscale.browser.reports import ReportCache
-from ftscale.report.cluster import ConfigMapReader
+from ftscale.report.cluster import ClusterReader
 
 log = logging.getLogger("ftscale.browser")
 
@@ -40,6 +44,7 @@ REPORT_CSP = "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 BODIES_KEY = web.AppKey("bodies", Callable)
 CACHE_KEY = web.AppKey("reports", ReportCache)
 GRAFANA_KEY = web.AppKey("grafana", str)
+READER_KEY = web.AppKey("reader", object)
 
 
 @lru_cache(maxsize=1)
@@ -90,7 +95,16 @@ async def study(request: web.Request) -> web.Response:
     namespace, name, body = _study(request)
     if body is None:
         return _not_found(namespace, name)
-    page = views.study_page(body, request.app[GRAFANA_KEY])
+    reader: ClusterReader = request.app[READER_KEY]
+    meta = body.get("metadata") or {}
+    try:
+        configmaps = await asyncio.get_running_loop().run_in_executor(
+            None, reader.list_configmaps, namespace, results_store.label_selector(name))
+    except Exception as exc:  # noqa: BLE001 - show the study without its runs, say why
+        log.warning("results of %s/%s could not be read: %s", namespace, name, exc)
+        configmaps = []
+    results = results_store.read_results(name, meta.get("uid"), configmaps).results.values()
+    page = views.study_page(body, results, request.app[GRAFANA_KEY])
     return _page(render("study.html.j2", p=page))
 
 
@@ -126,14 +140,15 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def make_app(bodies: Bodies, read_configmap: ConfigMapReader, grafana_url: str = "",
+def make_app(bodies: Bodies, read_configmap: ClusterReader, grafana_url: str = "",
              cache: ReportCache | None = None) -> web.Application:
     """The app. `bodies()`: the cached ScalingStudies (read, never changed); `read_configmap`:
-    the reports' one way to the API (ftscale.report.cluster.kube_configmap_reader); `cache`:
+    the reports' one way to the API (ftscale.report.cluster.kube_reader); `cache`:
     a ReportCache of the caller's (kept across apps; the caller closes it)."""
     app = web.Application(middlewares=[security_headers])
     app[BODIES_KEY] = bodies
     app[CACHE_KEY] = cache or ReportCache(read_configmap)
+    app[READER_KEY] = read_configmap
     app[GRAFANA_KEY] = grafana_url
     app.router.add_get("/", index)
     app.router.add_get("/studies/{namespace}/{name}", study)
@@ -145,7 +160,7 @@ def make_app(bodies: Bodies, read_configmap: ConfigMapReader, grafana_url: str =
     return app
 
 
-async def start(bodies: Bodies, read_configmap: ConfigMapReader, port: int,
+async def start(bodies: Bodies, read_configmap: ClusterReader, port: int,
                 bind_address: str = "127.0.0.1", grafana_url: str = "") -> web.AppRunner:
     """Serve the app on bind_address:port in the running event loop; `await runner.cleanup()`
     stops it."""

@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ftscale.report.cluster import ConfigMapReader, build_model, load_inputs, report_key
+from ftscale.report.cluster import ClusterReader, build_model, load_inputs, report_key
 
 # Rendered pages kept (one per study; a page with a dozen plots is ~1 MB).
 KEPT_REPORTS = 16
 
 
-def render_report(body: Mapping[str, Any], read: ConfigMapReader) -> str:
+def render_report(body: Mapping[str, Any], read: ClusterReader) -> str:
     """The study's report.html as text (what `ftscale report --study` writes)."""
     from ftscale.report.html import render_html
 
@@ -34,8 +34,8 @@ def render_report(body: Mapping[str, Any], read: ConfigMapReader) -> str:
 class ReportCache:
     """Rendered report pages by report key; `get(body)` renders at most once per key."""
 
-    def __init__(self, read: ConfigMapReader, *, kept: int = KEPT_REPORTS,
-                 render: Callable[[Mapping[str, Any], ConfigMapReader], str] = render_report):
+    def __init__(self, read: ClusterReader, *, kept: int = KEPT_REPORTS,
+                 render: Callable[[Mapping[str, Any], ClusterReader], str] = render_report):
         self.read = read
         self.render = render
         self.kept = kept

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftscale.api.fit_summary import FitSummary, FitSummaryError
+from ftscale.api.status import MESSAGE_LIMIT
+from ftscale.results import RunResult
 from ftscale.api.phases import FIT_SUCCEEDED_PHASE, STUDY_PENDING
 
 # The Grafana dashboard's uid (monitoring/dashboard.py DASHBOARD_UID; a test keeps them
@@ -128,7 +130,7 @@ class ConditionRow:
 
 @dataclass(frozen=True)
 class RunRow:
-    """A terminal run, from its status.results entry (ftscale.api.status.ENTRY_FIELDS)."""
+    """A terminal run, from its recorded result (the results ConfigMaps)."""
 
     run_id: str
     model: str
@@ -203,18 +205,17 @@ class StudyPage:
     report_url: str
 
 
-def run_rows(status: Mapping[str, Any]) -> tuple[RunRow, ...]:
-    out = []
-    for e in status.get("results") or ():
-        gpu_seconds = _float(e.get("gpuSeconds"))
-        out.append(RunRow(
-            run_id=str(e.get("runId", "")), model=str(e.get("model", "")),
-            method=str(e.get("method", "")), pet_size=e.get("petSize"),
-            data_size=e.get("dataSize"), seed=e.get("seed"), phase=str(e.get("phase", "")),
-            test_loss=_float(e.get("testLoss")),
-            gpu_hours=None if gpu_seconds is None else gpu_seconds / SECONDS_PER_HOUR,
-            reason=str(e.get("reason") or ""), message=str(e.get("message") or "")))
-    return tuple(out)
+def run_rows(results: Iterable[RunResult]) -> tuple[RunRow, ...]:
+    """Rows in a stable order: model, method, PET size, data size, seed."""
+    def order(r: RunResult):
+        return (r.model, r.method, r.pet_size or 0, r.data_size, r.seed)
+
+    return tuple(RunRow(
+        run_id=r.run_id, model=r.model, method=r.method, pet_size=r.pet_size,
+        data_size=r.data_size, seed=r.seed, phase=r.outcome, test_loss=_float(r.test_loss),
+        gpu_hours=None if r.gpu_seconds is None else r.gpu_seconds / SECONDS_PER_HOUR,
+        reason=r.reason or "", message=(r.message or "")[:MESSAGE_LIMIT])
+        for r in sorted(results, key=order))
 
 
 def condition_rows(status: Mapping[str, Any]) -> tuple[ConditionRow, ...]:
@@ -254,12 +255,14 @@ def fit_view(fit: Mapping[str, Any] | None) -> FitView | None:
                    dropped=tuple(summary.dropped), error=None)
 
 
-def study_page(body: Mapping[str, Any], grafana_base: str = "") -> StudyPage:
+def study_page(body: Mapping[str, Any], results: Iterable[RunResult] = (),
+               grafana_base: str = "") -> StudyPage:
+    """The study page: the cached study and its recorded results (the results ConfigMaps)."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     row = study_row(body)
-    runs = run_rows(status)
+    runs = run_rows(results)
     return StudyPage(
         row=row, uid=str(meta.get("uid") or ""),
         task=str((spec.get("task") or {}).get("name") or ""),

@@ -88,7 +88,7 @@ def cluster_report(study: str, kubeconfig: str | None, output: str | None,
         return EXIT_USAGE
     try:
         body = cluster.read_study(kube, namespace, name)
-        inputs = cluster.load_inputs(body, cluster.kube_configmap_reader(kube))
+        inputs = cluster.load_inputs(body, cluster.kube_reader(kube))
     except cluster.StudyNotFound as exc:
         print(f"error: {exc} (kubectl get scalingstudies -n {namespace})", file=err)
         return EXIT_USAGE

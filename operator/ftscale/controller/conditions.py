@@ -22,7 +22,7 @@ from ftscale.api.phases import (ALL_RUNS_SUCCEEDED, BUDGET_EXHAUSTED, COMPLETED,
                                 PROGRESSING, RUNS_IN_PROGRESS, STUDY_TERMINAL_FAILED, SUCCEEDED,
                                 TOO_MANY_FAILED_RUNS, WAITING_FOR_RUNS,
                                 WITHIN_BUDGET, WITHIN_FAILURE_BUDGET, STALLED,
-                                PODS_CANNOT_START, NOT_STALLED)
+                                PODS_CANNOT_START, NOT_STALLED, JOB_CREATE_REFUSED)
 
 FIT_PENDING = WAITING_FOR_RUNS
 

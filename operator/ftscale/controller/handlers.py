@@ -144,11 +144,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
         # The study browser (ftscale.browser) reads the reconciler's cached studies; every
         # replica serves it, leader or not (standbys keep warm caches).
         from ftscale.browser import start as start_browser
-        from ftscale.report.cluster import kube_configmap_reader
+        from ftscale.report.cluster import kube_reader
 
         memo["browser"] = await start_browser(
             lambda: [m.body for m in list(reconciler.studies.values()) if m.body],
-            kube_configmap_reader(kube), ours.ui_port, ours.ui_bind_address, ours.ui_grafana_url)
+            kube_reader(kube), ours.ui_port, ours.ui_bind_address, ours.ui_grafana_url)
     if elector is not None:
         memo["tasks"].append(asyncio.create_task(elector.run(), name="ftscale-leader-election"))
     log.info("ftscale operator %s starting: namespaces=%s leader_election=%s metrics_port=%s "

@@ -133,7 +133,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
          desired: list[DesiredRun] | None, jobs: Iterable[JobView], pods: Iterable[PodView],
          now: float, settings: OperatorSettings, *, recorded: Mapping[str, rc.RunResult] | None = None,
          recent_failures: list[Mapping[str, Any]] | None = None,
-         pending_creates: Collection[str] = (), spec_error: str | None = None,
+         pending_creates: Collection[str] = (), refused: Mapping[str, str] | None = None,
+         backoff: Collection[str] = (), spec_error: str | None = None,
          deleting: bool = False) -> Plan:
     """Decide one reconcile pass.
 
@@ -148,6 +149,9 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     jobs, pods: the cached views of this study's Jobs and their pods.
     pending_creates: Job names created by an earlier pass that the cache has not shown yet
         (they count against maxParallelRuns, so a lagging cache never over-creates).
+    refused: Job name → why the API server refused to create it (a 4xx other than
+        AlreadyExists: an invalid label, a quota, an admission webhook), for the Stalled
+        condition; backoff: Job names not to try again in this pass (the reconciler's backoff).
     deleting: the study has a deletionTimestamp: write nothing but status, create nothing.
     """
     status = status or {}
@@ -259,6 +263,8 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                 break
             if out.run_phases.get(run.run_id) != PENDING or run.run_id not in allowed:
                 continue
+            if run.job_name in backoff:
+                continue  # refused a moment ago: not again before its backoff ends
             if run.nodes > 1:
                 out.create_services.append(rendezvous_service(study, spec, run))
             out.create_jobs.append(run_job(study, spec, run, settings))
@@ -358,12 +364,18 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                         f"runs are started" if failed_study else "no failure"), generation),
         cond.condition(cond.FITTED, fitted, fit_reason, fit_message, generation),
     ]
+    refused = {name: why for name, why in (refused or {}).items()
+               if name in wanted and name not in run_jobs}
+    stuck = [(name, f"the API server refuses to create it: {why}") for name, why in
+             sorted(refused.items())] + stuck
     conditions.append(cond.condition(
-        cond.STALLED, bool(stuck), cond.PODS_CANNOT_START if stuck else cond.NOT_STALLED,
+        cond.STALLED, bool(stuck),
+        (cond.JOB_CREATE_REFUSED if refused else cond.PODS_CANNOT_START) if stuck else cond.NOT_STALLED,
         _stuck_message(stuck) if stuck else "every created run has a pod that runs or waits "
         "only for a node", generation))
     if stuck and not _condition_was(status, cond.STALLED, _stuck_message(stuck)):
-        out.events.append(Event("Warning", cond.PODS_CANNOT_START, _stuck_message(stuck)))
+        out.events.append(Event("Warning", cond.JOB_CREATE_REFUSED if refused else
+                                cond.PODS_CANNOT_START, _stuck_message(stuck)))
     if spend.budget_hours is not None:
         conditions.append(cond.condition(
             cond.BUDGET_EXHAUSTED, spend.exhausted,

@@ -50,6 +50,10 @@ EXPECTATION_TTL = 120.0
 SHORT_REQUEUE = 1.0
 # Requeue delay after an error (API hiccup, conflict).
 ERROR_REQUEUE = 2.0
+# A Job create the API server refuses (4xx: an invalid label, a quota, a webhook) is tried
+# again after REFUSED_BACKOFF seconds, doubling per refusal up to REFUSED_BACKOFF_MAX.
+REFUSED_BACKOFF = 5.0
+REFUSED_BACKOFF_MAX = 300.0
 # Count-only status changes (a pod started, a run harvested: its result is already durable in
 # the results ConfigMaps) are written at most this often; condition changes and a finished fit
 # are written at once.
@@ -79,6 +83,8 @@ class StudyMemory:
     recorded_for: str | None = None
     shard_sizes: dict[int, int] = field(default_factory=dict)  # results shard → bytes written
     pending: dict[str, RunResult] = field(default_factory=dict)  # harvested, not yet written
+    # Job name → (refusals, monotonic time of the next try, the API server's message)
+    refused: dict[str, tuple[int, float, str]] = field(default_factory=dict)
     # status.recentFailures as last decided (written or not: a throttled status write must not
     # lose the failures its pass harvested).
     recent_failures: list | None = None
@@ -261,6 +267,17 @@ class Reconciler:
                                          for n in service_deletes),
                                        return_exceptions=True)
         errors += [r for r in results if isinstance(r, BaseException)]
+        for m, r in zip(creates, results[len(ttls):]):
+            name = m["metadata"]["name"]
+            if not isinstance(r, BaseException):
+                memory.refused.pop(name, None)
+            elif _refusal(r):
+                # Refused, not failed: the same manifest will be refused again, so back off and
+                # say so on the study (the Stalled condition, a JobCreateRefused Event).
+                count = memory.refused.get(name, (0, 0.0, ""))[0] + 1
+                delay = min(REFUSED_BACKOFF_MAX, REFUSED_BACKOFF * 2 ** (count - 1))
+                memory.refused[name] = (count, time.monotonic() + delay, _refusal(r))
+                self.enqueue(key, delay)
         if errors:
             for m, r in zip(creates, results[len(ttls):]):
                 if isinstance(r, BaseException):
@@ -320,11 +337,15 @@ class Reconciler:
         seen = {j.name for j in jobs}
         memory.expected = {n: t for n, t in memory.expected.items()
                            if n not in seen and mono - t < EXPECTATION_TTL}
+        memory.refused = {n: v for n, v in memory.refused.items() if n not in seen}
         now = time.time()
         decided = plan(ref, spec, body.get("status"), desired, jobs, pods, now, self.settings,
                        recorded={**memory.recorded, **memory.pending},
                        recent_failures=memory.recent_failures,
-                       pending_creates=set(memory.expected), spec_error=error,
+                       pending_creates=set(memory.expected),
+                       refused={n: why for n, (_, _, why) in memory.refused.items()},
+                       backoff={n for n, (_, at, _) in memory.refused.items() if at > mono},
+                       spec_error=error,
                        deleting=bool(meta.get("deletionTimestamp")))
         self.passes += 1
         ns = ref.namespace
@@ -429,6 +450,15 @@ class Reconciler:
             log.info("study %s/%s: slow pass %.1f s (%s)", ns, ref.name, took,
                      ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in steps.items()))
         return decided
+
+
+def _refusal(exc: BaseException) -> str:
+    """The API server's message when `exc` is a refusal that retrying cannot fix (a 4xx other
+    than conflict and throttling), else ""."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+        return str(getattr(exc, "reason", "") or exc)[:500]
+    return ""
 
 
 def _conditions_flipped(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:

@@ -4,13 +4,12 @@ No pod can ship the report (run and fit pods have no API access, and a terminati
 holds 4 KB), so whoever renders it — `ftscale report --study NS/NAME` from a kubeconfig, or the
 operator's study browser (ftscale.browser) — builds it from what the cluster keeps:
 
-- the ScalingStudy: its spec (with the API server's defaults) and status (status.results, the
-  durable record of every terminal run; status.fit, the fit Job's summary);
-- the `<study>-results` ConfigMap: one compact run result per `<run id>.json` key
-  (ftscale.results.parse_result) — generation metrics, wall time and device, which status
-  entries leave out. A run the ConfigMap lacks is reported from its status entry;
-- the `<study>-fit-input` ConfigMap: `fit-input.json`, the fit Job's own input. The fit is run
-  again from it with the fit Job's function (ftscale.law.job.fit_document), which is
+- the ScalingStudy: its spec (with the API server's defaults) and status (counts, conditions,
+  status.fit — the fit Job's summary);
+- the `<study>-results-<k>` ConfigMaps (ftscale.api.results_store): every terminal run's
+  compact result, the durable record;
+- the `<study>-fit-input` ConfigMap: the fit Job's own input (ftscale.api.fit_input). The fit
+  is run again from it with the fit Job's function (ftscale.law.job.fit_document), which is
   deterministic (the bootstrap's seed is in the input), so the report shows status.fit's
   numbers, with the plots and intervals a 4 KB summary cannot carry.
 
@@ -18,7 +17,7 @@ A study that is not fitted (still running, or its fit failed) gets the results t
 failed runs and the spec, and a note saying why there is no fit. Flow:
 
     body = read_study(kube, namespace, name)                      # or the operator's cache
-    inputs = load_inputs(body, kube_configmap_reader(kube))
+    inputs = load_inputs(body, kube_reader(kube))
     model, study_fit = build_model(inputs)
     write_report(directory, inputs)                               # report.html + report.md
 """
@@ -28,19 +27,27 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ftscale import grid
+from ftscale.api import fit_input as fit_input_codec, results_store
 from ftscale.api.phases import FIT_SUCCEEDED_PHASE, FITTED
-from ftscale.api.status import result_from_entry
 from ftscale.controller import names
-from ftscale.results import ResultError, RunResult, parse_result
+from ftscale.results import RunResult
 
-# (namespace, ConfigMap name) → its data, or None when it does not exist.
-ConfigMapReader = Callable[[str, str], "Mapping[str, str] | None"]
+
+class ClusterReader(Protocol):
+    """The two reads a report needs besides the study (ConfigMap objects as the API returns
+    them)."""
+
+    def get_configmap(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The ConfigMap, or None when it does not exist."""
+
+    def list_configmaps(self, namespace: str, label_selector: str) -> list[Mapping[str, Any]]:
+        """The ConfigMaps that match a label selector."""
 
 
 class StudyNotFound(LookupError):
@@ -68,17 +75,23 @@ def read_study(kube, namespace: str, name: str) -> dict[str, Any]:
         raise StudyNotFound(f"no ScalingStudy {namespace}/{name}") from None
 
 
-def kube_configmap_reader(kube) -> ConfigMapReader:
-    """A ConfigMapReader over a ftscale.controller.kube.Kube: one GET per call (the browser
+class kube_reader:  # noqa: N801 - used like a function: kube_reader(kube)
+    """A ClusterReader over a ftscale.controller.kube.Kube: one request per call (the browser
     caches what it renders from them)."""
-    from ftscale.controller.kube import NotFound
 
-    def read(namespace: str, name: str) -> Mapping[str, str] | None:
+    def __init__(self, kube):
+        self.kube = kube
+
+    def get_configmap(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        from ftscale.controller.kube import NotFound
+
         try:
-            return kube.request("GET", configmap_path(namespace, name)).get("data") or {}
+            return self.kube.request("GET", configmap_path(namespace, name))
         except NotFound:
             return None
-    return read
+
+    def list_configmaps(self, namespace: str, label_selector: str) -> list[Mapping[str, Any]]:
+        return self.kube.list_configmaps(namespace, label_selector)
 
 
 # ---- what the report depends on --------------------------------------------------------------
@@ -89,18 +102,16 @@ def is_fitted(status: Mapping[str, Any] | None) -> bool:
 
 def report_key(body: Mapping[str, Any]) -> tuple[str, str, str, str]:
     """(namespace, name, uid, digest): a rendered report stays right while this is unchanged.
-    The digest covers every recorded run's outcome and loss and the law options (the fit
-    input digest, ftscale.controller.plan.fit_input_digest) and the fit the status holds, so a
-    new result, a re-fit or a finished fit makes a new key."""
+    The digest covers the spec's generation, the run counts (a recorded result never changes,
+    so a new one changes a count) and the fit the status holds, so a new result, a re-fit or
+    a finished fit makes a new key."""
     import hashlib
-
-    from ftscale.controller.plan import fit_input_digest
 
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     fit = status.get("fit") or {}
-    basis = [fit_input_digest(body.get("spec") or {}, status.get("results") or ()),
-             fit.get("phase"), fit.get("inputDigest")]
+    basis = [meta.get("generation"), status.get("runsTotal"), status.get("runsSucceeded"),
+             status.get("runsFailed"), fit.get("phase"), fit.get("inputDigest")]
     digest = hashlib.sha256(json.dumps(basis).encode()).hexdigest()[:16]
     return (meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), digest)
 
@@ -113,37 +124,18 @@ class ReportInputs:
     name: str
     spec: dict[str, Any]  # with the CRD's defaults (ftscale.spec.with_defaults)
     status: dict[str, Any]
-    results: dict[str, RunResult]  # by run id: the ConfigMap's, else the status entry's
+    results: dict[str, RunResult]  # by run id, from the results ConfigMaps
     fit_input: dict[str, Any] | None  # the fit Job's input; None when the study is not fitted
     notes: tuple[str, ...]  # what the reader should know about where the numbers come from
     source: str  # for the page's "generated from" line
 
 
-def results_of(study: str, status: Mapping[str, Any], data: Mapping[str, str] | None
+def results_of(study: str, uid: str | None, configmaps: list[Mapping[str, Any]]
                ) -> tuple[dict[str, RunResult], list[str]]:
-    """Run results by run id: every status.results entry, replaced by the results ConfigMap's
-    fuller result for the same run where the ConfigMap has one (and results the ConfigMap
-    holds before the status names them). Returns (results, notes on unreadable entries)."""
-    out = {e["runId"]: result_from_entry(study, e)
-           for e in status.get("results") or () if e.get("runId")}
-    notes = []
-    if data is None:
-        if out:
-            notes.append(f"the results ConfigMap {names.results_configmap_name(study)} was not "
-                         "found: runs are reported from status.results (no generation "
-                         "metrics, wall time or device)")
-        return out, notes
-    for key in sorted(data):
-        if not key.endswith(".json"):
-            continue
-        try:
-            result = parse_result(data[key])
-        except ResultError as exc:
-            notes.append(f"{names.results_configmap_name(study)}[{key}] is not a run result "
-                         f"({exc}); its status entry is used")
-            continue
-        out[result.run_id] = result
-    return out, notes
+    """Run results by run id from the study's results ConfigMaps (those its UID owns).
+    Returns (results, notes on unreadable entries)."""
+    got = results_store.read_results(study, uid, configmaps)
+    return got.results, got.notes
 
 
 def _condition_message(status: Mapping[str, Any], kind: str) -> str:
@@ -154,10 +146,11 @@ def _condition_message(status: Mapping[str, Any], kind: str) -> str:
 
 
 def fit_input_of(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any],
-                 read: ConfigMapReader) -> tuple[dict[str, Any] | None, list[str]]:
+                 results: Mapping[str, RunResult], read: ClusterReader
+                 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The fit Job's input for a fitted study, from `<study>-fit-input`; (None, why) when the
-    study has no succeeded fit. A ConfigMap that is gone is rebuilt from status.results the
-    way the operator built it (ftscale.controller.plan.fit_input_document)."""
+    study has no succeeded fit. A ConfigMap that is gone is rebuilt from the recorded results
+    the way the operator built it (ftscale.controller.plan.fit_input_document)."""
     fit = status.get("fit") or {}
     if not is_fitted(status):
         if fit.get("phase"):
@@ -167,18 +160,19 @@ def fit_input_of(namespace: str, name: str, spec: Mapping[str, Any], status: Map
                                       else "")
         return None, [why.strip()]
     cm = names.fit_input_configmap_name(name)
-    data = read(namespace, cm)
-    text = (data or {}).get(names.FIT_INPUT_FILE)
-    if text is None:
+    encoded = ((read.get_configmap(namespace, cm) or {}).get("binaryData") or {}).get(
+        names.FIT_INPUT_FILE)
+    if encoded is None:
         from ftscale.controller.plan import fit_input_document
 
-        doc = fit_input_document(name, spec, status.get("results") or (), fit.get("inputDigest"))
+        ordered = [results[rid] for rid in sorted(results)]
+        doc = fit_input_document(name, spec, ordered, fit.get("inputDigest"))
         return doc, [f"the fit input ConfigMap {cm} was not found: the fit input was rebuilt "
-                     f"from status.results, as the operator builds it"]
+                     f"from the results ConfigMaps, as the operator builds it"]
     try:
-        doc = json.loads(text)
+        doc = fit_input_codec.decode_b64(encoded)
     except ValueError as exc:
-        raise ValueError(f"{cm}[{names.FIT_INPUT_FILE}] is not JSON: {exc}") from None
+        raise ValueError(f"{cm}[{names.FIT_INPUT_FILE}] is not a fit input: {exc}") from None
     notes = []
     if doc.get("inputDigest") != fit.get("inputDigest"):
         # The operator replaces the fit input when it starts a new fit (the grid grew, law
@@ -189,18 +183,19 @@ def fit_input_of(namespace: str, name: str, spec: Mapping[str, Any], status: Map
     return doc, notes
 
 
-def load_inputs(body: Mapping[str, Any], read: ConfigMapReader) -> ReportInputs:
-    """A ScalingStudy (as the API returns it) and a ConfigMap reader → the report's inputs.
-    Two ConfigMap reads at most. Raises ValueError on a fit input that is not JSON; the
-    reader's API errors pass through."""
+def load_inputs(body: Mapping[str, Any], read: ClusterReader) -> ReportInputs:
+    """A ScalingStudy (as the API returns it) and a cluster reader → the report's inputs: one
+    list of the results ConfigMaps and one read of the fit input. Raises ValueError on a fit
+    input that cannot be decoded; the reader's API errors pass through."""
     from ftscale.spec import with_defaults
 
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     spec = with_defaults(dict(body.get("spec") or {}))
     status = dict(body.get("status") or {})
-    results, notes = results_of(name, status, read(namespace, names.results_configmap_name(name)))
-    fit_input, fit_notes = fit_input_of(namespace, name, spec, status, read)
+    results, notes = results_of(name, meta.get("uid"),
+                                read.list_configmaps(namespace, results_store.label_selector(name)))
+    fit_input, fit_notes = fit_input_of(namespace, name, spec, status, results, read)
     source = (f"ScalingStudy {namespace}/{name} (generation {meta.get('generation', '?')}, "
               f"phase {status.get('phase') or 'Pending'})")
     return ReportInputs(namespace, name, spec, status, results, fit_input,
