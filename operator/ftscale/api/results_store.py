@@ -32,10 +32,13 @@ from ftscale.results import ResultError, RunResult, parse_result
 
 COMPONENT = "results"  # the ftscale.io/component label value of results ConfigMaps
 KEY_SUFFIX = ".json"
-# A shard takes new results until its data reach this size: half the API server's 1 MiB
-# ConfigMap limit, so one batch more (a pass harvests at most a few hundred runs, ~0.4 KB
-# each) never overflows it.
-SHARD_MAX_BYTES = 512 * 1024
+# A shard takes new results until its data reach this size. Every merge patch makes the API
+# server read, merge, validate and store the whole ConfigMap, and etcd keep a revision of it,
+# so a patch costs in proportion to the shard's size: measured at 1,000 runs on a loaded
+# 2-core control plane, patches of a ~300 KB shard took up to 2 s (docs/operator.md,
+# "Benchmark"). 128 KiB keeps each patch cheap; one batch more (a pass harvests at most a few
+# hundred runs, ~0.3 KB each) stays far below the 1 MiB limit. 10,000 runs take ~25 shards.
+SHARD_MAX_BYTES = 128 * 1024
 
 
 def shard_name(study: str, index: int) -> str:
