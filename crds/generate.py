@@ -656,7 +656,9 @@ DESIGN_TARGET = obj(
                              exclusiveMinimum=True, minimum=0),
         "dataSize": integer("extrapolation only: the data size D of the target (default: "
                             "each method's largest data size).", minimum=1),
-    }, default={}, rules=[
+    # The default names its kind: the API server checks a default against the rules, which
+    # read self.kind (defaults inside a default are not applied).
+    }, default={"kind": "extrapolation"}, rules=[
         rule("self.kind != 'critical' || (has(self.methods) && self.methods.size() == 2)",
              "spec.design.target of kind critical names exactly two methods in methods (the "
              "pair whose laws cross)"),
