@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ftscale import results as rc
+from ftscale.api import results_store
+from ftscale.api.status import RECENT_FAILURES
 from ftscale.controller import conditions as cond
 from ftscale.controller import names
 from ftscale.identity import job_name
@@ -23,6 +25,19 @@ def run_plan(s=None, status=None, jobs=(), pods=(), now=NOW, **kw) -> Plan:
 
 def conditions_of(p: Plan) -> dict[str, dict]:
     return {c["type"]: c for c in p.status["conditions"]}
+
+
+def kept(*plans: Plan) -> dict[str, rc.RunResult]:
+    """What the results ConfigMaps hold after these passes (the reconciler writes each pass's
+    new_results there before any TTL): the `recorded=` of the next pass."""
+    out: dict[str, rc.RunResult] = {}
+    for p in plans:
+        out.update(p.new_results)
+    return out
+
+
+def failures_of(p: Plan) -> dict[str, dict]:
+    return {e["runId"]: e for e in p.status["recentFailures"]}
 
 
 def test_fresh_study_creates_up_to_max_parallel_runs_with_deterministic_names():
@@ -62,17 +77,20 @@ def test_running_and_suspended_jobs_are_reported_running_and_queued():
     assert len(p.create_jobs) == 1  # 3 slots - 2 active
 
 
-def test_finished_job_is_harvested_into_status_configmap_and_then_gets_its_ttl():
+def test_finished_job_is_harvested_into_the_results_configmap_and_then_gets_its_ttl():
     grid = runs()
     j, pd = succeeded(grid[0], loss=2.25)
     p = run_plan(spec(ttlSecondsAfterFinished=60), jobs=[j], pods=[pd])
     assert [h.run_id for h in p.harvested] == [grid[0].run_id]
-    entry = p.status["results"][0]
-    assert entry["runId"] == grid[0].run_id and entry["phase"] == "Succeeded" and entry["testLoss"] == 2.25
-    assert "petSize" not in entry  # fmt: None fields are left out
-    assert rc.parse_result(p.results_data[f"{grid[0].run_id}.json"]).test_loss == 2.25
+    assert list(p.new_results) == [grid[0].run_id] and p.results == [p.new_results[grid[0].run_id]]
+    got = p.new_results[grid[0].run_id]
+    assert got.run_id == grid[0].run_id and got.outcome == "Succeeded" and got.test_loss == 2.25
+    value = results_store.encode(got)  # the ConfigMap value
+    assert "test_ppl" not in value and '"pet_size":null' in value  # None left out but identity
+    assert rc.parse_result(value).test_loss == 2.25
     assert p.ttl_patches == [(j.name, 60)]
     assert p.status["runsSucceeded"] == 1 and p.status["progress"] == "1/8"
+    assert "results" not in p.status and p.status["recentFailures"] == []
 
 
 def test_no_ttl_patch_when_the_spec_keeps_jobs():
@@ -85,21 +103,27 @@ def test_finished_job_without_cached_pod_waits_then_fails_with_result_missing():
     grid = runs()
     j = job(grid[0], finished="Complete", at=NOW - 5)
     p = run_plan(jobs=[j])
-    assert p.waiting and p.harvested == [] and p.status["results"] == [] and p.ttl_patches == []
+    assert p.waiting and p.harvested == [] and p.new_results == {} and p.results == []
+    assert p.ttl_patches == [] and p.status["runsSucceeded"] + p.status["runsFailed"] == 0
     late = run_plan(jobs=[job(grid[0], finished="Complete", at=NOW - 60)])
-    assert late.status["results"][0]["reason"] == "ResultMissing"
+    assert late.new_results[grid[0].run_id].reason == "ResultMissing"
+    assert failures_of(late)[grid[0].run_id]["reason"] == "ResultMissing"
 
 
-def test_result_recorded_in_status_survives_job_deletion_and_is_never_rerun():
+def test_a_recorded_result_survives_job_deletion_and_is_never_rerun():
     grid = runs()
     j, pd = succeeded(grid[0])
     first = run_plan(jobs=[j], pods=[pd])
-    # operator restarts after TTL deleted the Job: only the status remembers the run
-    again = run_plan(status=first.status)
-    assert grid[0].run_id in {e["runId"] for e in again.status["results"]}
+    # operator restarts after TTL deleted the Job: only the results ConfigMaps remember the run
+    again = run_plan(status=first.status, recorded=kept(first))
+    assert [r.run_id for r in again.results] == [grid[0].run_id]
+    assert again.status["runsSucceeded"] == 1 and again.run_phases[grid[0].run_id] == "Succeeded"
     created = {m["metadata"]["labels"][names.LABEL_RUN] for m in again.create_jobs}
     assert grid[0].run_id not in created
-    assert again.harvested == [] and again.results_data == {}
+    assert again.harvested == [] and again.new_results == {}
+    # without the record (another study's shards, say) the run would be started again
+    forgotten = run_plan(status=first.status)
+    assert grid[0].run_id in {m["metadata"]["labels"][names.LABEL_RUN] for m in forgotten.create_jobs}
 
 
 def test_failure_reasons_from_job_and_pod_status():
@@ -116,10 +140,13 @@ def test_failure_reasons_from_job_and_pod_status():
                            message="loss is nan at step 12").to_compact_json()),
     ]
     p = run_plan(jobs=[oom, bad, late, nan], pods=pods)
-    reasons = {e["runId"]: e["reason"] for e in p.status["results"]}
+    reasons = {rid: r.reason for rid, r in p.new_results.items()}
     assert reasons == {grid[0].run_id: rc.OOM_KILLED, grid[1].run_id: rc.INVALID_CONFIG,
                        grid[2].run_id: rc.DEADLINE_EXCEEDED, grid[3].run_id: rc.NON_FINITE_LOSS}
-    assert "unknown key" in next(e["message"] for e in p.status["results"] if e["runId"] == grid[1].run_id)
+    assert "unknown key" in p.new_results[grid[1].run_id].message
+    # the status lists them too (fewer than RECENT_FAILURES): kubectl describe shows why
+    assert {rid: e["reason"] for rid, e in failures_of(p).items()} == reasons
+    assert "unknown key" in failures_of(p)[grid[1].run_id]["message"]
     warnings = [e for e in p.events if e.type == "Warning" and e.reason == "RunFailed"]
     assert len(warnings) == 4 and any("OOMKilled" in e.message for e in warnings)
     assert p.status["runsFailed"] == 4
@@ -130,16 +157,16 @@ def test_backoff_limit_after_plain_crashes_keeps_the_log_tail():
     j = job(grid[0], finished="Failed", reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
     pods = [pod(j.name, grid[0], phase="Failed", exit_code=1, message=f"Traceback ...\nRuntimeError: CUDA error {i}",
                 index=i, at=NOW - 10 + i) for i in range(3)]
-    entry = run_plan(jobs=[j], pods=pods).status["results"][0]
-    assert entry["reason"] == rc.BACKOFF_LIMIT_EXCEEDED and "CUDA error 2" in entry["message"]
+    got = run_plan(jobs=[j], pods=pods).new_results[grid[0].run_id]
+    assert got.reason == rc.BACKOFF_LIMIT_EXCEEDED and "CUDA error 2" in got.message
 
 
 def test_a_result_of_another_run_is_rejected():
     grid = runs()
     j = job(grid[0], finished="Complete")
     wrong = pod(j.name, grid[0], message=result(grid[1]).to_compact_json())
-    entry = run_plan(jobs=[j], pods=[wrong]).status["results"][0]
-    assert entry["phase"] == "Failed" and entry["reason"] == "BadResult"
+    got = run_plan(jobs=[j], pods=[wrong]).new_results[grid[0].run_id]
+    assert got.outcome == "Failed" and got.reason == "BadResult"
 
 
 def _all_done(s, loss=2.0):
@@ -167,16 +194,16 @@ def test_every_run_terminal_creates_the_fit_input_and_job_once():
     tables, counts = build_factors(p.fit_input)
     assert len(tables["fmt"][0].rows) == 4 and counts["failed_runs_skipped"] == 0
     assert p.status["phase"] == "Fitting"
-    # next pass: status has the results, Jobs may be gone; fit Job exists and runs
+    # next pass: the results ConfigMaps have the results, Jobs may be gone; fit Job exists
     fit_running = job(None, component=names.COMPONENT_FIT, name=fit_name)
-    again = run_plan(s, status=p.status, jobs=[fit_running])
+    again = run_plan(s, status=p.status, jobs=[fit_running], recorded=kept(p))
     assert again.fit_job is None and again.create_jobs == []
     assert conditions_of(again)["Fitted"]["reason"] == cond.FIT_IN_PROGRESS
     # the fit Job finishes with its summary in the termination message
     fit_done = job(None, component=names.COMPONENT_FIT, name=fit_name, finished="Complete",
                    annotations={names.ANNOTATION_FIT_DIGEST: p.fit_input["inputDigest"]})
     fit_pod = pod(fit_name, message=fit_summary())
-    done = run_plan(s, status=again.status, jobs=[fit_done], pods=[fit_pod])
+    done = run_plan(s, status=again.status, jobs=[fit_done], pods=[fit_pod], recorded=kept(p))
     c = conditions_of(done)
     assert c["Fitted"]["status"] == "True" and c["Succeeded"]["status"] == "True"
     assert c["Progressing"]["status"] == "False" and c["Failed"]["status"] == "False"
@@ -187,7 +214,7 @@ def test_every_run_terminal_creates_the_fit_input_and_job_once():
     assert abs(fmt.params["alpha"] - 0.12) < 0.03  # the planted law (tests/producers.py)
     assert any(e.reason == "Fitted" for e in done.events)
     # and after that the study is at rest: no writes
-    rest = run_plan(s, status=done.status)
+    rest = run_plan(s, status=done.status, recorded=kept(p))
     assert not rest.status_changed and rest.create_jobs == [] and rest.fit_job is None and rest.events == []
 
 
@@ -199,13 +226,16 @@ def test_extending_the_grid_adds_runs_and_refits_with_a_new_fit_job():
     status = dict(p.status, fit={"phase": "Succeeded", "inputDigest": p.fit_input["inputDigest"], "job": old_fit})
     bigger = spec()
     bigger["dataSizes"] = [100, 200, 400]
-    q = plan(STUDY, bigger, status, runs(bigger), [], [], NOW, SETTINGS)
+    q = plan(STUDY, bigger, status, runs(bigger), [], [], NOW, SETTINGS, recorded=kept(p))
     assert q.status["runsTotal"] == 12 and q.status["runsSucceeded"] == 8
     assert len(q.create_jobs) == 3 and all(m["metadata"]["labels"][names.LABEL_DATA_SIZE] == "400" for m in q.create_jobs)
     assert conditions_of(q)["Fitted"]["status"] == "False" and q.status["fit"]["job"] == old_fit
     grid2, jobs2, pods2 = _all_done(bigger)
-    r = plan(STUDY, bigger, q.status, runs(bigger), jobs2, pods2, NOW, SETTINGS)
+    r = plan(STUDY, bigger, q.status, runs(bigger), jobs2, pods2, NOW, SETTINGS, recorded=kept(p))
     assert r.fit_job is not None and r.fit_job["metadata"]["name"] != old_fit
+    # the 8 recorded runs are not harvested again; only the 4 new ones are
+    assert set(r.new_results) == {x.run_id for x in runs(bigger)} - set(kept(p))
+    assert len(r.results) == 12 and len(r.fit_input["results"]) == 12
 
 
 def test_failures_beyond_max_failed_runs_degrade_stop_new_runs_and_fail_the_study():
@@ -291,23 +321,33 @@ def test_a_failed_pod_of_an_unfinished_job_waits_for_the_jobs_verdict():
     assert p.harvested == [] and p.run_phases[grid[0].run_id] in ("Queued", "Running")
 
 
-def test_two_thousand_results_fit_in_one_configmap():
+def test_a_shard_holds_hundreds_of_full_results_and_stays_far_below_a_mebibyte():
     grid = runs()
     full = result(grid[0], generation={"bleu": 12.3456}, tokens_seen=123456789, steps=20000,
                   total_params=1234567890, trainable_params=1234567, device="cuda:NVIDIA H100 80GB HBM3 x8")
     p = run_plan(jobs=[job(grid[0], finished="Complete")],
                  pods=[pod(job_name("demo", grid[0].key), grid[0], message=full.to_compact_json())])
-    value = p.results_data[f"{grid[0].run_id}.json"]
+    value = results_store.encode(p.new_results[grid[0].run_id])
     assert rc.parse_result(value).generation == {"bleu": 12.3456}  # slim, but still the contract
-    assert 2000 * (len(value) + 20) < 1024 * 1024
+    entry = len(results_store.key(grid[0].run_id)) + len(value)
+    # a shard closes at SHARD_MAX_BYTES: one more pass's batch (a few hundred runs) stays < 1 MiB
+    assert results_store.SHARD_MAX_BYTES + 500 * entry < 1024 * 1024
+    # and holds enough results that a 10,000-run study reads back in under 40 ConfigMaps
+    assert results_store.SHARD_MAX_BYTES // entry >= 250
 
 
 def test_fit_digest_ignores_how_json_spells_a_number():
     from ftscale.controller.plan import fit_input_digest
-    a = [{"runId": "x", "phase": "Succeeded", "testLoss": 2.0}]
-    b = [{"runId": "x", "phase": "Succeeded", "testLoss": 2}]  # as the API server returns it
+    grid = runs()
+    value = results_store.encode(result(grid[0], loss=2.0))
+    a = [rc.parse_result(value)]
+    b = [rc.parse_result(value.replace('"test_loss":2.0', '"test_loss":2'))]  # as JSON may say it
+    assert '"test_loss":2.0' in value and b[0].test_loss == 2 and type(b[0].test_loss) is int
     assert fit_input_digest(spec(), a) == fit_input_digest(spec(), b)
-    assert fit_input_digest(spec(), a) != fit_input_digest(spec(), [{"runId": "x", "phase": "Succeeded", "testLoss": 2.1}])
+    assert fit_input_digest(spec(), a) != fit_input_digest(spec(), [result(grid[0], loss=2.1)])
+    # the order the results come in does not matter either (shards are read in any order)
+    two = [result(grid[0]), result(grid[1], loss=3.0)]
+    assert fit_input_digest(spec(), two) == fit_input_digest(spec(), two[::-1])
 
 
 def test_the_fit_is_harvested_as_soon_as_its_pod_exits_zero():
@@ -317,10 +357,12 @@ def test_the_fit_is_harvested_as_soon_as_its_pod_exits_zero():
     name = p.fit_job["metadata"]["name"]
     running = job(None, component=names.COMPONENT_FIT, name=name,
                   annotations={names.ANNOTATION_FIT_DIGEST: p.fit_input["inputDigest"]})
-    q = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, message=fit_summary())])
+    q = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, message=fit_summary())],
+                 recorded=kept(p))
     assert conditions_of(q)["Fitted"]["status"] == "True" and q.status["fit"]["job"] == name
     # a failing fit pod alone is not a verdict (the Job may retry)
-    r = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, phase="Failed", exit_code=1, message="x")])
+    r = run_plan(s, status=p.status, jobs=[running], pods=[pod(name, phase="Failed", exit_code=1, message="x")],
+                 recorded=kept(p))
     assert conditions_of(r)["Fitted"]["reason"] == cond.FIT_IN_PROGRESS
 
 
@@ -336,7 +378,8 @@ def test_a_new_fit_replaces_every_field_of_a_failed_one():
                      reason="PodFailurePolicy", annotations=annotations)
     failed = run_plan(s, status=p.status, jobs=[failed_job],
                       pods=[pod(name, phase="Failed", exit_code=2,
-                                message="ftscale fit job: no factor of any method could be fitted")])
+                                message="ftscale fit job: no factor of any method could be fitted")],
+                      recorded=kept(p))
     assert failed.status["fit"]["phase"] == "Failed"
     assert failed.status["fit"]["reason"] == "NothingToFit"
     assert conditions_of(failed)["Failed"]["status"] == "True"
@@ -348,7 +391,7 @@ def test_a_new_fit_replaces_every_field_of_a_failed_one():
                                      if v is not None})  # as the API server stores it
     stale["fit"]["phase"] = None  # a new Job for the same digest: harvest it again
     ok = run_plan(s, status={**stale, "fit": {**stale["fit"], "inputDigest": "other"}},
-                  jobs=[ok_job], pods=[pod(name, message=fit_summary())])
+                  jobs=[ok_job], pods=[pod(name, message=fit_summary())], recorded=kept(p))
     fit = ok.status["fit"]
     assert fit["phase"] == "Succeeded" and fit["laws"]
     assert "reason" in fit and fit["reason"] is None  # null in the merge patch: removed
@@ -416,16 +459,19 @@ def test_a_result_is_taken_only_when_it_is_this_runs_and_its_numbers_are_finite(
     forged = dataclasses.replace(result(grid[0]), data_size=grid[0].key.data_size + 1)
     j = job(grid[0], finished="Complete")
     p = run_plan(s, jobs=[j], pods=[pod(j.name, grid[0], message=forged.to_compact_json())])
-    entry = next(e for e in p.status["results"] if e["runId"] == grid[0].run_id)
-    assert entry["phase"] == "Failed" and entry["reason"] == "BadResult"
-    assert entry["dataSize"] == grid[0].key.data_size  # the run's own, not the pod's
+    got = p.new_results[grid[0].run_id]
+    assert got.outcome == "Failed" and got.reason == "BadResult"
+    assert got.data_size == grid[0].key.data_size  # the run's own, not the pod's
+    assert failures_of(p)[grid[0].run_id]["dataSize"] == grid[0].key.data_size
     nan = _json.loads(result(grid[0]).to_compact_json())
     text = _json.dumps(nan).replace('"test_loss": 2.5', '"test_loss": NaN')
     assert "NaN" in text
     p = run_plan(s, jobs=[j], pods=[pod(j.name, grid[0], message=text)])
-    entry = next(e for e in p.status["results"] if e["runId"] == grid[0].run_id)
-    assert entry["reason"] == "BadResult" and "testLoss" not in entry
+    got = p.new_results[grid[0].run_id]
+    assert got.reason == "BadResult" and got.test_loss is None
+    assert "testLoss" not in failures_of(p)[grid[0].run_id]
     _json.dumps(p.status, allow_nan=False)  # the status write is strict JSON
+    results_store.encode(got)  # so is the ConfigMap value (allow_nan=False inside)
 
 
 def test_only_the_studys_own_jobs_and_their_own_pods_count():
@@ -465,3 +511,33 @@ def test_a_study_whose_pods_cannot_start_says_why():
     body_pod = dataclasses.replace(body_pod, blocked="ImagePullBackOff: Back-off pulling image")
     q = run_plan(s, jobs=[pulling], pods=[body_pod])
     assert "ImagePullBackOff" in conditions_of(q)["Stalled"]["message"]
+
+
+def test_recent_failures_keep_the_newest_failed_runs_of_the_grid_and_no_more():
+    """status.recentFailures: this pass's failures first, then the earlier ones, at most
+    RECENT_FAILURES, only runs of the current grid that are still Failed."""
+    s = spec(maxParallelRuns=20)
+    grid = runs(s)
+
+    def failing(rs):
+        jobs = [job(r, finished="Failed", reason="BackoffLimitExceeded") for r in rs]
+        return jobs, [pod(j.name, r, phase="Failed", exit_code=1, message=f"boom {r.run_id}")
+                      for j, r in zip(jobs, rs)]
+
+    jobs, pods = failing(grid[:4])
+    p = run_plan(s, jobs=jobs, pods=pods)
+    assert [e["runId"] for e in p.status["recentFailures"]] == [r.run_id for r in grid[:4]][::-1]
+    # the Jobs are gone; three more fail: newest first, cut at RECENT_FAILURES
+    jobs, pods = failing(grid[4:7])
+    q = run_plan(s, status=p.status, jobs=jobs, pods=pods, recorded=kept(p))
+    ids = [e["runId"] for e in q.status["recentFailures"]]
+    assert len(ids) == RECENT_FAILURES == 5
+    assert ids == [r.run_id for r in grid[4:7]][::-1] + [grid[3].run_id, grid[2].run_id]
+    assert q.status["runsFailed"] == 7 and len(q.results) == 7
+    # the grid shrinks to data size 100: failures of dropped runs leave the list
+    smaller = spec(maxParallelRuns=20)
+    smaller["dataSizes"] = [100]
+    r = plan(STUDY, smaller, q.status, runs(smaller), [], [], NOW, SETTINGS,
+             recorded=kept(p, q))
+    kept_ids = {x.run_id for x in runs(smaller)}
+    assert [e["runId"] for e in r.status["recentFailures"]] == [i for i in ids if i in kept_ids]
