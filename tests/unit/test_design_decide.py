@@ -243,3 +243,16 @@ def test_no_design_is_the_grid(design):
     spec = study(design)
     runs = grid.expand(spec)
     assert decide(spec, runs, {}, ()).admitted == tuple(r.run_id for r in runs)
+
+
+def test_space_filling_takes_the_candidate_farthest_from_what_ran():
+    from ftscale.design import Candidate, space_filling
+
+    cands = [Candidate(f"{x}-{d}", "fmt", x, d) for x in (1e9, 2e9, 4e9, 8e9)
+             for d in (1e3, 1e4, 1e5)]
+    corners = {"1000000000.0-1000.0", "1000000000.0-100000.0", "8000000000.0-1000.0",
+               "8000000000.0-100000.0"}
+    pick = space_filling(cands, corners)
+    assert pick.d == 1e4 and pick.x in (2e9, 4e9)  # the middle of the box
+    assert pick.x == 2e9  # of two equally far, the cheaper
+    assert space_filling(cands, {c.run_id for c in cands}) is None
