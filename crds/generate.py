@@ -302,6 +302,9 @@ TASK = obj(
                 "one scaling law; create a new ScalingStudy instead")],
 )
 
+# A git revision as the hub names them: a branch, tag (both may hold `/`) or commit hash.
+REVISION = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+
 MODEL = obj(
     "One base model: a point on the model-size axis (X_m) and, with checkpointOf, on the "
     "pretraining-data axis (X_p).",
@@ -314,6 +317,13 @@ MODEL = obj(
                          "its mount path, or absolute), or toy:<name>[@<tokens>] for the "
                          "offline tiny world (an intermediate checkpoint at <tokens> "
                          "pretraining tokens).", minLength=1, maxLength=512),
+        "revision": string("A revision of a Hugging Face model id: branch, tag or commit "
+                           "(e.g. Pythia's intermediate checkpoints step1000 ... step143000, "
+                           "with checkpointOf on the model of the final one). Cluster: the "
+                           "operator downloads it into execution.modelCache before the model's "
+                           "runs start (docs/cluster-install.md, \"Hub models and revisions\"); "
+                           "without a model cache a revision is refused. Default: main.",
+                           minLength=1, maxLength=128, pattern=REVISION),
         "parameters": integer("X_m: non-embedding parameters (the paper's model size). Known "
                               "for toy: models; set it for other checkpoints, or their runs "
                               "cannot join the model-size fit.", minimum=1),
@@ -352,6 +362,13 @@ MODEL = obj(
              field_path=".checkpointOf"),
         rule("self.source == oldSelf.source",
              "models[].source is immutable: a different checkpoint under the same name would "
+             "mix incomparable results; add a model with a new name instead"),
+        rule("!has(self.revision) || !self.source.startsWith('toy:')",
+             "models[].revision is for Hugging Face model ids; a toy: model names its checkpoint "
+             "as toy:<name>@<tokens>", field_path=".revision"),
+        rule("has(self.revision) == has(oldSelf.revision) && (!has(self.revision) || "
+             "self.revision == oldSelf.revision)",
+             "models[].revision is immutable: a different checkpoint under the same name would "
              "mix incomparable results; add a model with a new name instead"),
         rule("has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || "
              "self.parameters == oldSelf.parameters)",
@@ -628,6 +645,25 @@ EXECUTION = obj(
                               "per study; without it only compact results are kept.",
                               "/results"),
         }),
+        "modelCache": obj("Download hub models into this PersistentVolumeClaim before their "
+                          "runs start: one prefetch Job per distinct models[].source and "
+                          "revision (huggingface_hub.snapshot_download), which needs the hub "
+                          "reachable from its pod; run pods then mount the claim read-only and "
+                          "read the model offline. Sources of the form org/name are then hub "
+                          "ids, not folders of the models volume. Cluster only "
+                          "(docs/cluster-install.md, \"Hub models and revisions\").", {
+            "claimName": string("PersistentVolumeClaim in the study's namespace (ReadWriteMany "
+                                "when runs on several nodes read it).", minLength=1,
+                                maxLength=253, pattern=patterns.DNS_SUBDOMAIN),
+            "subPath": string("Sub-directory of the volume that holds the cache."),
+        }, required=["claimName"]),
+        "hfTokenSecret": obj("A Secret with a Hugging Face token, for gated or private models: "
+                             "prefetch pods get it as HF_TOKEN (run pods never see it).", {
+            "name": string("Secret in the study's namespace.", minLength=1, maxLength=253,
+                           pattern=patterns.DNS_SUBDOMAIN),
+            "key": string("Key of the token in the Secret.", default="HF_TOKEN", minLength=1,
+                          maxLength=253, pattern=r"^[-._a-zA-Z0-9]+$"),
+        }, required=["name"]),
         "labels": label_map("Extra labels on run Jobs and pods (e.g. for cost allocation)."),
         "save": string("What runs keep of their selected weights, under the run's results "
                        "folder: `adapter` — LoRA and prompt adapters in peft's save_pretrained "

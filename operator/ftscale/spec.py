@@ -493,6 +493,10 @@ CEL_RECHECKS: dict[str, Recheck] = {
     "!has(self.checkpointOf) || self.checkpointOf != self.name":
         lambda s, o: s.get("checkpointOf") != s["name"],
     "self.source == oldSelf.source": lambda s, o: s["source"] == o["source"],
+    "!has(self.revision) || !self.source.startsWith('toy:')":
+        lambda s, o: not _has(s, "revision") or not s["source"].startswith("toy:"),
+    "has(self.revision) == has(oldSelf.revision) && (!has(self.revision) || "
+    "self.revision == oldSelf.revision)": lambda s, o: _same_optional(s, o, "revision"),
     "has(self.parameters) == has(oldSelf.parameters) && (!has(self.parameters) || "
     "self.parameters == oldSelf.parameters)": lambda s, o: _same_optional(s, o, "parameters"),
     "has(self.pretrainingTokens) == has(oldSelf.pretrainingTokens) && "

@@ -30,6 +30,9 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 
 COMPONENT_RUN = "run"
 COMPONENT_FIT = "fit"
+# The Jobs that download a hub model's revision into execution.modelCache before its runs start
+# (ftscale.controller.prefetch).
+COMPONENT_PREFETCH = "prefetch"
 
 # ---- annotations ----
 # The run's trainer config (JSON) on the pod template; a downward-API volume turns it into the
@@ -37,10 +40,14 @@ COMPONENT_FIT = "fit"
 ANNOTATION_RUN_CONFIG = "ftscale.io/run-config"
 # The fit Job's input digest: which set of results (and law options) it fitted.
 ANNOTATION_FIT_DIGEST = "ftscale.io/fit-input-digest"
+# What a prefetch Job downloads (for people: the Job name is a digest of it).
+ANNOTATION_PREFETCH_SOURCE = "ftscale.io/prefetch-source"
+ANNOTATION_PREFETCH_REVISION = "ftscale.io/prefetch-revision"
 
 # Container names (podFailurePolicy rules name them).
 RUN_CONTAINER = "trainer"
 FIT_CONTAINER = "fit"
+PREFETCH_CONTAINER = "prefetch"
 
 # Mount points inside run and fit pods.
 CONFIG_DIR = "/etc/ftscale"
@@ -50,6 +57,8 @@ RESULTS_DIR = "/results"
 TMP_DIR = "/tmp"
 CACHE_DIR = "/cache"
 SHM_DIR = "/dev/shm"
+# execution.modelCache: read-write in prefetch pods, read-only in run pods.
+MODEL_CACHE_DIR = "/models-cache"
 
 
 def fit_input_configmap_name(study: str) -> str:
@@ -71,3 +80,13 @@ def fit_job_name(study: str, input_digest: str) -> str:
 def label_value(value: object) -> str:
     """Label values: None becomes "none" (full-model tuning has no PET size)."""
     return NO_PET_SIZE_LABEL if value is None else str(value)
+
+
+def prefetch_job_name(study: str, fetch_digest: str) -> str:
+    """`<study>-p<9 chars>`, the shape of run Job names: one prefetch Job per distinct download
+    (ftscale.controller.prefetch.fetch_digest: source, revision, cache claim, token secret), so
+    a study that changes any of them gets a new Job and two models of one revision share one."""
+    digest = hashlib.sha256(f"prefetch:{fetch_digest}".encode()).hexdigest()
+    name = f"{study}-p{digest[: RUN_ID_LENGTH - 1]}"
+    assert len(name) <= MAX_JOB_NAME
+    return name

@@ -229,6 +229,9 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
         job_labels[names.LABEL_KUEUE_QUEUE] = execution["queueName"]
     scratch_volumes, scratch_mounts = _scratch_volumes(settings, shm=True)
     pvc_volumes, pvc_mounts = spec_volumes(execution, ("models", "data", "results"))
+    from ftscale.controller import prefetch  # imported here: it builds on this module
+    cache_volumes, cache_mounts = prefetch.cache_volume(execution, read_only=True)
+    pvc_volumes, pvc_mounts = pvc_volumes + cache_volumes, pvc_mounts + cache_mounts
     config_volume = {"name": "run-config", "downwardAPI": {"items": [{
         "path": names.RUN_CONFIG_FILE,
         "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_RUN_CONFIG}']"}}]}}
@@ -307,7 +310,9 @@ def run_job(study: StudyRef, spec: Mapping[str, Any], run: DesiredRun,
     job_spec["podFailurePolicy"] = pod_failure_policy(names.RUN_CONTAINER)
     job_spec["template"] = {
         "metadata": {"labels": labels, "annotations": {
-            names.ANNOTATION_RUN_CONFIG: json.dumps(run.config, sort_keys=True, separators=(",", ":"))}},
+            # A hub model downloaded into the model cache is read from its folder there.
+            names.ANNOTATION_RUN_CONFIG: json.dumps(prefetch.run_config(spec, run.config),
+                                                    sort_keys=True, separators=(",", ":"))}},
         "spec": pod_spec,
     }
     return {
