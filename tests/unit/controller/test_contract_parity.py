@@ -59,8 +59,9 @@ def _operator_pass(results):
     fit = job(None, component=names.COMPONENT_FIT, name=fit_name, finished="Complete",
               annotations={names.ANNOTATION_FIT_DIGEST: first.fit_input["inputDigest"]})
     message = fit_job_message(STUDY.name, SPEC, results)
+    # the run Jobs may be gone: their results are recorded in the results ConfigMaps
     done = plan(STUDY, spec, first.status, runs, [fit], [pod(fit_name, message=message)], NOW,
-                SETTINGS)
+                SETTINGS, recorded=first.new_results)
     metrics.observe_plan(STUDY.namespace, STUDY.name, done, NOW)
     return done, metrics
 

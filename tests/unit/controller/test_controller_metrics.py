@@ -38,9 +38,10 @@ def test_a_pass_updates_phase_gauges_failures_and_losses():
     assert 'study="demo"' not in generate_latest(m.registry).decode()
 
 
-def test_a_restarted_operator_rebuilds_loss_and_fit_gauges_from_the_status():
+def test_a_restarted_operator_rebuilds_loss_and_fit_gauges_from_the_recorded_results():
     """After a restart nothing is harvested anew, yet the first pass sets the loss gauges (from
-    status.results) and the fit gauges (from status.fit): dashboards do not empty out."""
+    the results read back from the results ConfigMaps) and the fit gauges (from status.fit):
+    dashboards do not empty out."""
     from ftscale.controller import names
     from ftscale.api.fit_summary import FitSummary
 
@@ -57,10 +58,12 @@ def test_a_restarted_operator_rebuilds_loss_and_fit_gauges_from_the_status():
     fit = job(None, component=names.COMPONENT_FIT, name=fit_name, finished="Complete",
               annotations={names.ANNOTATION_FIT_DIGEST: first.fit_input["inputDigest"]})
     done = plan(STUDY, spec(), first.status, grid, [fit], [pod(fit_name, message=fit_summary())],
-                NOW, SETTINGS)
-    # a fresh operator (new registry) sees only the written status: no Jobs harvested anew
-    after = plan(STUDY, spec(), done.status, grid, [], [], NOW + 60, SETTINGS)
-    assert not after.harvested
+                NOW, SETTINGS, recorded=first.new_results)
+    # a fresh operator (new registry) sees only the written status and the results ConfigMaps:
+    # no Jobs harvested anew
+    after = plan(STUDY, spec(), done.status, grid, [], [], NOW + 60, SETTINGS,
+                 recorded=first.new_results)
+    assert not after.harvested and not after.new_results and len(after.results) == len(grid)
     m = OperatorMetrics()
     m.observe_plan("ns", "demo", after, NOW + 60)
     text = generate_latest(m.registry).decode()

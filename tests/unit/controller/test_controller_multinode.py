@@ -21,7 +21,8 @@ from ftscale.controller.reconciler import Reconciler
 from ftscale.controller.templates import (StudyRef, multinode_name_problem, rendezvous_endpoint,
                                           rendezvous_service, rendezvous_service_name, run_job)
 
-from controller_testkit import NOW, SETTINGS, STUDY, job, pod, result, spec, trainer_message
+from controller_testkit import (NOW, SETTINGS, STUDY, FakeConfigMaps, job, pod, result, spec,
+                               trainer_message)
 
 # Kubernetes' own patterns: Service names are DNS-1035 labels, pod hostnames DNS-1123 labels.
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -263,10 +264,11 @@ def test_the_plan_creates_the_service_of_each_new_multi_node_run_and_deletes_it_
     assert plain.delete_services == []
 
 
-class ServiceKube:
+class ServiceKube(FakeConfigMaps):
     """Records the API calls of one pass; a Service create can be made to fail."""
 
     def __init__(self, fail_service: str | None = None):
+        super().__init__()
         self.calls: list[tuple[str, str]] = []
         self.fail_service = fail_service
 
@@ -287,8 +289,9 @@ class ServiceKube:
     def delete_service(self, ns, name):
         self.calls.append(("delete-service", name))
 
-    def put_configmap_data(self, manifest, data, exists):
-        self.calls.append(("configmap", ""))
+    def put_configmap_data(self, manifest, data, exists, field="data"):
+        self.calls.append(("configmap", manifest["metadata"]["name"]))
+        super().put_configmap_data(manifest, data, exists, field)
 
     def patch_study_status(self, ns, name, status, old, rv):
         self.calls.append(("status", ""))

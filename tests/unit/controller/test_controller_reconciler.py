@@ -1,52 +1,20 @@
 """The reconciler's write order, with a recording fake of the API layer (no cluster):
-results reach the status before any TTL can delete their Job; a failed status write sets no
-TTL; a lagging cache never over-creates."""
+results reach the results ConfigMap before any TTL can delete their Job; a failed results
+write sets no TTL; a lagging cache never over-creates."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 from dataclasses import replace
 
+from ftscale.api import results_store
 from ftscale.controller.kube import Conflict
 from ftscale.controller.metrics import OperatorMetrics
 from ftscale.controller.reconciler import Reconciler
 
-from controller_testkit import SETTINGS, runs, spec, succeeded
+from controller_testkit import SETTINGS, FakeKube, add_study, runs, spec, study_body, succeeded
 
 KEY = ("ns", "demo")
-
-
-class FakeKube:
-    def __init__(self, status_conflict=False):
-        self.calls: list[tuple] = []
-        self.status_conflict = status_conflict
-        self.rv = 10
-
-    def create_job(self, manifest):
-        self.calls.append(("create", manifest["metadata"]["name"]))
-        return True
-
-    def delete_job(self, ns, name):
-        self.calls.append(("delete", name))
-
-    def set_job_ttl(self, ns, name, ttl):
-        self.calls.append(("ttl", name, ttl))
-
-    def put_configmap_data(self, manifest, data, exists):
-        self.calls.append(("configmap", tuple(sorted(data)), exists))
-
-    def patch_study_status(self, ns, name, status, old, rv):
-        self.calls.append(("status", rv, len(status.get("results", []))))
-        if self.status_conflict:
-            raise Conflict("stale")
-        self.rv += 1
-        return {"metadata": {"name": name, "namespace": ns, "uid": "uid-1", "generation": 1,
-                             "resourceVersion": str(self.rv)}, "spec": spec(ttlSecondsAfterFinished=0),
-                "status": copy.deepcopy(status)}
-
-    def post_event(self, involved, type_, reason, message, now_text):
-        self.calls.append(("event", reason))
 
 
 def run_pass(r):
@@ -59,8 +27,7 @@ def run_pass(r):
 
 
 def body(s, status=None, rv="5"):
-    return {"metadata": {"name": "demo", "namespace": "ns", "uid": "uid-1", "generation": 1,
-                         "resourceVersion": rv}, "spec": s, "status": status or {}}
+    return study_body(s, status, rv)
 
 
 def make(kube, jobs=(), pods=(), interval=0.0):
@@ -74,14 +41,18 @@ def test_harvest_writes_configmap_and_status_then_ttl():
     j, p = succeeded(grid[0])
     kube = FakeKube()
     r = make(kube, [j], [p])
-    r.observe_study("ADDED", body(s))
+    add_study(r, kube, body(s))
     run_pass(r)
     kinds = [c[0] for c in kube.calls]
     # the ConfigMap and the status are written together; the TTL only after both
     assert max(kinds.index("configmap"), kinds.index("status")) < kinds.index("ttl")
-    assert ("status", "5", 1) in kube.calls  # resourceVersion precondition, one result
-    # the written status is now the cache: the next pass sees the result even if the Job is gone
-    assert r.studies[KEY].body["status"]["results"][0]["runId"] == grid[0].run_id
+    assert ("status", "5", 1) in kube.calls  # resourceVersion precondition, one run succeeded
+    # the result is in the first results shard, and the written status is now the cache
+    shard = kube.configmaps[("ns", results_store.shard_name("demo", 0))]
+    assert list(shard["data"]) == [results_store.key(grid[0].run_id)]
+    assert r.studies[KEY].recorded[grid[0].run_id].test_loss == 2.5
+    assert r.studies[KEY].body["status"]["runsSucceeded"] == 1
+    assert "results" not in r.studies[KEY].body["status"]
 
 
 def test_status_conflict_sets_no_ttl():
@@ -90,19 +61,26 @@ def test_status_conflict_sets_no_ttl():
     j, p = succeeded(grid[0])
     kube = FakeKube(status_conflict=True)
     r = make(kube, [j], [p])
-    r.observe_study("ADDED", body(s))
+    add_study(r, kube, body(s))
     try:
         run_pass(r)
     except Conflict:
         pass
     assert not any(c[0] == "ttl" for c in kube.calls)
+    # the result was kept all the same: the next pass sets the TTL without harvesting again
+    assert grid[0].run_id in r.studies[KEY].recorded
+    kube.status_conflict = False
+    kube.calls.clear()
+    decided = run_pass(r)
+    assert decided.new_results == {} and not kube.made("configmap")
+    assert ("ttl", j.name, 0) in kube.calls
 
 
 def test_created_jobs_are_expected_until_the_cache_shows_them():
     s = spec()
     kube = FakeKube()
     r = make(kube)
-    r.observe_study("ADDED", body(s))
+    add_study(r, kube, body(s))
     run_pass(r)
     created = [c for c in kube.calls if c[0] == "create"]
     assert len(created) == 3  # maxParallelRuns
@@ -114,7 +92,7 @@ def test_created_jobs_are_expected_until_the_cache_shows_them():
 def test_an_older_watch_event_never_replaces_a_newer_own_write():
     s = spec()
     r = make(FakeKube())
-    r.observe_study("ADDED", body(s, rv="20", status={"results": [{"runId": "x", "phase": "Succeeded"}]}))
+    r.observe_study("ADDED", body(s, rv="20", status={"runsSucceeded": 1}))
     r.observe_study("MODIFIED", body(s, rv="19"))
     assert r.studies[KEY].body["metadata"]["resourceVersion"] == "20"
 
@@ -123,7 +101,7 @@ def test_status_writes_are_spaced_by_the_write_interval():
     s = spec()
     kube = FakeKube()
     r = make(kube, interval=30.0)
-    r.observe_study("ADDED", body(s))
+    add_study(r, kube, body(s))
     run_pass(r)
     assert [c[0] for c in kube.calls].count("status") == 1
     kube.calls.clear()
@@ -139,11 +117,14 @@ def test_a_failed_configmap_write_holds_the_ttl_and_is_retried():
     real = kube.put_configmap_data
     kube.put_configmap_data = lambda *a: (_ for _ in ()).throw(RuntimeError("etcd hiccup"))
     r = make(kube, [j], [p])
-    r.observe_study("ADDED", body(s))
+    add_study(r, kube, body(s))
     run_pass(r)
-    assert not any(c[0] == "ttl" for c in kube.calls)  # full result not kept yet: Job must stay
+    assert not any(c[0] == "ttl" for c in kube.calls)  # result not kept yet: Job must stay
+    assert kube.configmaps == {} and grid[0].run_id in r.studies[KEY].pending
     kube.put_configmap_data = real
     kube.calls.clear()
-    run_pass(r)  # the status already has the run; the ConfigMap gets it from memory, then TTL
+    decided = run_pass(r)  # not harvested again: the ConfigMap gets it from memory, then TTL
+    assert decided.new_results == {}
     assert ("configmap", (f"{grid[0].run_id}.json",), False) in kube.calls
     assert any(c[0] == "ttl" for c in kube.calls)
+    assert r.studies[KEY].pending == {} and grid[0].run_id in r.studies[KEY].recorded
