@@ -39,6 +39,7 @@ from ftscale.controller.settings import OperatorSettings
 from ftscale.controller.templates import StudyRef, run_job
 
 TOKEN = "hf_test_token"
+JSON = {"Content-Type": "application/json"}
 
 
 class StandInHub:
@@ -86,7 +87,8 @@ class StandInHub:
             parts = parts[2:]  # api/models/...
         repo, kind, rest = "/".join(parts[:2]), parts[2] if len(parts) > 2 else "", parts[3:]
         if repo not in self.repos:
-            return self._send(handler, 404, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Repository not found"}', body)
+            return self._send(handler, 404, {"X-Error-Code": "RepoNotFound"},
+                              b'{"error":"Repository not found"}', body)
         if repo in self.gated and handler.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._send(handler, 401, {"X-Error-Code": "GatedRepo"},
                               b'{"error":"Access to this model is restricted"}', body)
@@ -98,12 +100,12 @@ class StandInHub:
         if api and kind == "revision":
             doc = {"id": repo, "modelId": repo, "sha": sha, "private": False,
                    "siblings": [{"rfilename": f} for f in sorted(files)]}
-            return self._send(handler, 200, {"Content-Type": "application/json"}, json.dumps(doc).encode(), body)
+            return self._send(handler, 200, JSON, json.dumps(doc).encode(), body)
         if api and kind == "tree":
             doc = [{"type": "file", "path": f, "size": len(data),
                     "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
                    for f, data in sorted(files.items())]
-            return self._send(handler, 200, {"Content-Type": "application/json"}, json.dumps(doc).encode(), body)
+            return self._send(handler, 200, JSON, json.dumps(doc).encode(), body)
         if not api and kind == "resolve":
             name = unquote("/".join(rest[1:]))
             if name not in files:
@@ -192,7 +194,8 @@ def test_prefetch_jobs_fill_the_cache_and_the_trainer_reads_it_offline(tmp_path,
         for revision, sha, model_type in (("main", SHA_MAIN, "gpt_neox"), ("step1000", SHA_STEP, "llama")):
             folder = cache / "acme--tiny-lm" / revision
             assert json.loads((folder / "config.json").read_text())["model_type"] == model_type
-            assert (folder / "model.safetensors").read_bytes() == hub_repos[REPO][revision][1]["model.safetensors"]
+            served = hub_repos[REPO][revision][1]
+            assert (folder / "model.safetensors").read_bytes() == served["model.safetensors"]
             # other frameworks' weights and the pickled copy are not downloaded
             assert not (folder / "tf_model.h5").exists() and not (folder / "pytorch_model.bin").exists()
             marker = json.loads((folder / ".ftscale-prefetch.json").read_text())

@@ -155,7 +155,8 @@ def test_run_pods_mount_the_cache_read_only_and_read_their_revision_there():
     config = json.loads(template["metadata"]["annotations"][names.ANNOTATION_RUN_CONFIG])
     assert config["model_source"] == "/models-cache/EleutherAI--pythia-160m/step1000"
     [container] = template["spec"]["containers"]
-    assert {"name": "model-cache", "mountPath": "/models-cache", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "model-cache", "mountPath": "/models-cache", "readOnly": True} \
+        in container["volumeMounts"]
     assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "hf-cache", "readOnly": True}} \
         in template["spec"]["volumes"]
     env = {e["name"]: e for e in container["env"]}
