@@ -159,7 +159,7 @@ def run_world(rng, cands, cost, d_max, batch: int, replicates: int) -> dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worlds", type=int, default=20)
-    ap.add_argument("--replicates", type=int, default=3)
+    ap.add_argument("--replicates", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
