@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/trainer_image
 PY = $(shell scripts/python-env.sh)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-adaptive bench-trainer bench-operator toy cluster-build cluster-up cluster-down cluster-demo images
+.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-adaptive bench-trainer bench-operator bench-chaos toy cluster-build cluster-up cluster-down cluster-demo images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -38,6 +38,9 @@ bench-trainer:  ## trainer vs HF Trainer tokens/s on CPU; last line trainer_spee
 
 bench-operator:  ## operator at scale on the real control plane; last line writes_per_run=...
 	@$(PY) benchmarks/bench_operator.py
+
+bench-chaos:  ## operator SIGKILLs, API-server/etcd restarts, failed and forged pods; last line duplicate_jobs=...
+	@$(PY) benchmarks/bench_chaos.py
 
 toy:  ## build (or reuse) the offline tiny world: data, tokenizer, model family
 	@$(PY) -m ftscale toy build

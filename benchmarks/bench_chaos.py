@@ -439,7 +439,7 @@ class Kubelet(Watcher):
         self.counter = itertools.count()
         self.attempts: dict[str, list[str]] = {}  # Job name → its pods, in the order seen
         self.running_pod: dict[str, dict] = {}  # run id → its newest Running pod
-        self.finished = {"succeeded": 0, "failed": 0}
+        self.finished = {"succeeded": 0, "failed": 0, "fit": 0}
         self.failed_pod: dict[str, dict] = {}  # run id → its last pod failed here
 
     def handle(self, kind: str, pod: dict) -> None:
@@ -515,7 +515,8 @@ class Kubelet(Watcher):
             self._again(pod)
             return
         with self.lock:
-            self.finished["succeeded" if code == 0 else "failed"] += 1
+            fit = labels.get(names.LABEL_COMPONENT) == names.COMPONENT_FIT
+            self.finished["fit" if fit else "succeeded" if code == 0 else "failed"] += 1
             if code != 0 and labels.get(names.LABEL_RUN):
                 self.failed_pod[labels[names.LABEL_RUN]] = pod
 
@@ -890,9 +891,10 @@ def main(argv=None) -> int:  # noqa: C901 - one scenario, told in order
         print(f"machine load (1-min load average, every 30 s): "
               f"{' '.join(f'{x:.1f}' for x in load_avg)} ({os.cpu_count()} CPUs)")
         print(f"apply -> every run with a result and the law fitted: {t_end - t0:.1f} s")
-        print(f"kubelet: {kubelet.finished['succeeded']} pods finished with a result, "
+        print(f"kubelet: {kubelet.finished['succeeded']} run pods finished with a result, "
               f"{kubelet.finished['failed']} failed with exit code 1 ({args.fail_fraction:.0%} drawn per "
-              f"pod); runs expected to fail for good: {len(expect_failed)} {expect_failed}")
+              f"pod); {kubelet.finished['fit']} fit pod(s); runs expected to fail for good: "
+              f"{len(expect_failed)} {expect_failed}")
         print(f"operator: {kills_done} SIGKILLs; recovery (restart -> next Job or result), s: "
               f"{' '.join(f'{x:.1f}' for x in recovered)}")
         for component, down, after in plane_recovered:
