@@ -914,6 +914,16 @@ STATUS = obj("Observed state, rebuilt by the operator from the run Jobs on every
     "runsQueued": integer("Runs created but not admitted or scheduled yet (e.g. by Kueue)."),
     "runsPending": integer("Runs not created yet (parallelism limit, budget)."),
     "gpuHoursSpent": number("GPU-hours the finished runs held (wall time × GPUs)."),
+    "design": obj("The adaptive design's state (spec.design.strategy adaptive; docs/study.md, "
+                  "\"Adaptive design\"). Each chosen run's Job carries why in its "
+                  "ftscale.io/design-reason annotation and a RunChosen Event.", {
+                      "strategy": string("adaptive."),
+                      "done": boolean("The stop rule holds: the runs left are not needed."),
+                      "message": string("What the design estimates and how sure it is.",
+                                        maxLength=1024),
+                      "halfWidth": number("The target's 95% interval half-width now."),
+                      "notNeeded": integer("Runs the design left unstarted once done."),
+                  }),
     "plan": obj("The cost plan (`ftscale plan`; docs/study.md, \"Cost plan\") before any Job "
                 "starts, and the budget's verdict.", {
                     "gpuHours": number("Estimated GPU-hours of every priced run."),

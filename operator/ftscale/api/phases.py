@@ -50,6 +50,8 @@ NOT_FINISHED = "NotFinished"
 WITHIN_BUDGET = "WithinBudget"
 PODS_CANNOT_START = "PodsCannotStart"
 JOB_CREATE_REFUSED = "JobCreateRefused"  # the API server refuses to create a run's Job (4xx)
+PREFETCH_FAILED = "PrefetchFailed"  # a model download Job failed; its runs cannot start
+EVENT_RUN_CHOSEN = "RunChosen"  # the adaptive design chose a run (the Event says why)
 NOT_STALLED = "RunsStarting"
 WAITING_FOR_RUNS = "WaitingForRuns"
 STUDY_TERMINAL_FAILED = "StudyFailed"  # Succeeded=False on a study that has ended Failed

@@ -22,7 +22,8 @@ from ftscale.api.phases import (ALL_RUNS_SUCCEEDED, BUDGET_EXHAUSTED, COMPLETED,
                                 PROGRESSING, RUNS_IN_PROGRESS, STUDY_TERMINAL_FAILED, SUCCEEDED,
                                 TOO_MANY_FAILED_RUNS, WAITING_FOR_RUNS,
                                 WITHIN_BUDGET, WITHIN_FAILURE_BUDGET, STALLED,
-                                PODS_CANNOT_START, NOT_STALLED, JOB_CREATE_REFUSED)
+                                PODS_CANNOT_START, NOT_STALLED, JOB_CREATE_REFUSED,
+                                PREFETCH_FAILED)
 
 FIT_PENDING = WAITING_FOR_RUNS
 

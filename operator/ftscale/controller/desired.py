@@ -9,6 +9,7 @@ import logging
 from typing import Any, Mapping
 
 from ftscale import grid
+from ftscale.controller import prefetch
 from ftscale.controller.templates import DesiredRun, multinode_name_problem
 from ftscale.identity import job_name
 from ftscale.spec import with_defaults
@@ -46,6 +47,9 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
     study name too long for the pod hostnames of its multi-node runs); the caller reports
     both as InvalidSpec."""
     full = with_defaults(dict(spec))
+    problems = prefetch.spec_problems(full)  # e.g. a revision without execution.modelCache
+    if problems:
+        raise StudyRejected("; ".join(problems))
     estimates = gpu_hour_estimates(study, full)
     out = []
     too_long: dict[str, str] = {}

@@ -40,6 +40,8 @@ COMPONENT_PREFETCH = "prefetch"
 ANNOTATION_RUN_CONFIG = "ftscale.io/run-config"
 # The fit Job's input digest: which set of results (and law options) it fitted.
 ANNOTATION_FIT_DIGEST = "ftscale.io/fit-input-digest"
+# Why the adaptive design chose a run (spec.design; ftscale.design.decide), on its Job.
+ANNOTATION_DESIGN_REASON = "ftscale.io/design-reason"
 # What a prefetch Job downloads (for people: the Job name is a digest of it).
 ANNOTATION_PREFETCH_SOURCE = "ftscale.io/prefetch-source"
 ANNOTATION_PREFETCH_REVISION = "ftscale.io/prefetch-revision"

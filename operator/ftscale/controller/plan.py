@@ -18,16 +18,16 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterable, Mapping
 
-from ftscale import budget
+from ftscale import budget, design
 from ftscale import results as rc
 from ftscale.api import phases as ph
 from ftscale.api.phases import (RUN_PHASES, STUDY_FAILED, STUDY_FITTED, STUDY_FITTING,
                                 STUDY_PENDING, STUDY_RUNNING)
 from ftscale.api import results_store
 from ftscale.api.status import RECENT_FAILURES, entry_from_result as status_entry
-from ftscale.grid import fit_job_input
+from ftscale.grid import expand, fit_job_input
 from ftscale.controller import conditions as cond
-from ftscale.controller import names
+from ftscale.controller import names, prefetch
 from ftscale.controller.harvest import harvest_fit, harvest_run, harvest_succeeded_pod
 from ftscale.controller.observe import JobView, PodView, format_time
 from ftscale.controller.settings import OperatorSettings
@@ -105,8 +105,14 @@ def fit_input_document(study: str, spec: Mapping[str, Any], results: Iterable[rc
                        digest: str) -> dict[str, Any]:
     """The document the fit Job reads (`python -m ftscale.law.job --input`), made by
     ftscale.grid.fit_job_input — the same builder `ftscale run` uses — from the recorded
-    results, the durable record, so it is complete even when run Jobs are long gone."""
-    doc = fit_job_input(study, dict(spec), list(results))
+    results, the durable record, so it is complete even when run Jobs are long gone.
+
+    Results in grid order whatever order they come in: the fit's bootstrap resamples rows by
+    position, so a reader that rebuilds a lost input from the results ConfigMaps (read in any
+    order: ftscale.report.cluster) must get the very document, hence status.fit's numbers."""
+    order = {p.run_id: i for i, p in enumerate(expand(dict(spec)))}
+    results = sorted(results, key=lambda r: (order.get(r.run_id, len(order)), r.run_id))
+    doc = fit_job_input(study, dict(spec), results)
     doc["results"] = [json.loads(results_store.encode(rc.result_from_dict(r))) for r in doc["results"]]
     doc["inputDigest"] = digest
     return doc
@@ -159,6 +165,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     out = Plan()
     recorded = recorded or {}
     jobs = list(jobs)
+    pods = list(pods)
     # Only what this very study owns counts: Jobs whose controller is the study's uid (not a
     # deleted namesake's), and pods whose controller is their Job (a pod anyone else created
     # with a study's labels cannot forge a result).
@@ -245,29 +252,51 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     max_failed = _max_failed(spec)
     degraded = max_failed >= 0 and failed > max_failed
 
-    # ---- 3. create missing Jobs, up to maxParallelRuns, within the GPU-hour budget (none once
-    #         the failure budget is spent) ----
+    # ---- 3. create missing Jobs, up to maxParallelRuns, chosen by spec.design, within the
+    #         GPU-hour budget (none once the failure budget is spent) ----
+    in_flight = {r.run_id for r in desired if out.run_phases.get(r.run_id) in (QUEUED, RUNNING)}
+    chosen = None
+    order = desired
+    if (spec.get("design") or {}).get("strategy") == design.ADAPTIVE:
+        # The adaptive design admits the runs that most narrow its target's interval, in the
+        # order to start them; the same function decides under `ftscale run`.
+        chosen = design.decide(spec, desired, results, in_flight)
+        by_id = {r.run_id: r for r in desired}
+        order = [by_id[rid] for rid in chosen.admitted if rid in by_id]
     spend = budget.decide(
         (spec.get("budget") or {}).get("gpuHours"),
-        [r.run_id for r in desired if out.run_phases.get(r.run_id) == PENDING],
+        [r.run_id for r in order if out.run_phases.get(r.run_id) == PENDING],
         {r.run_id: r.gpu_hours for r in desired},
         {rid: (None if r.gpu_seconds is None else r.gpu_seconds / budget.SECONDS_PER_HOUR)
          for rid, r in results.items()},
-        [r.run_id for r in desired if out.run_phases.get(r.run_id) in (QUEUED, RUNNING)])
+        list(in_flight))
     allowed = set(spend.admitted)
+    # Runs of hub models with spec.execution.modelCache start once their model's prefetch Job
+    # has filled the cache (ftscale.controller.prefetch); the gate plans those Jobs.
+    fetch_gate = prefetch.gate(
+        study, spec, [r for r in order if out.run_phases.get(r.run_id) == PENDING
+                      and r.run_id in allowed and r.job_name not in backoff],
+        jobs, settings, pods=pods, pending_creates=pending_creates, backoff=backoff)
+    startable = {r.run_id for r in fetch_gate.allowed}
     max_parallel = int(execution.get("maxParallelRuns", 8))
     slots = max(0, max_parallel - active)
     if not degraded and not deleting:
-        for run in desired:
+        out.create_jobs += fetch_gate.create_jobs  # no GPU: outside maxParallelRuns
+        for run in order:
             if slots <= 0:
                 break
-            if out.run_phases.get(run.run_id) != PENDING or run.run_id not in allowed:
-                continue
-            if run.job_name in backoff:
-                continue  # refused a moment ago: not again before its backoff ends
+            if run.run_id not in startable:
+                continue  # not Pending, not admitted, backing off, or waiting for its model
             if run.nodes > 1:
                 out.create_services.append(rendezvous_service(study, spec, run))
-            out.create_jobs.append(run_job(study, spec, run, settings))
+            manifest = run_job(study, spec, run, settings)
+            why = chosen.reasons.get(run.run_id) if chosen is not None else None
+            if why:
+                manifest["metadata"].setdefault("annotations", {})[
+                    names.ANNOTATION_DESIGN_REASON] = why[:1000]
+                out.events.append(Event("Normal", ph.EVENT_RUN_CHOSEN, f"run {run.run_id} "
+                                        f"({run.key.model} {run.key.method}, D={run.key.data_size}): {why}"))
+            out.create_jobs.append(manifest)
             out.run_phases[run.run_id] = QUEUED
             counts[PENDING] -= 1
             counts[QUEUED] += 1
@@ -277,8 +306,10 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     unfinished = counts[RUNNING] + counts[QUEUED]
     # Out of budget and nothing under way: the runs that will not start count as done, and the
     # study fits what finished.
-    all_terminal = terminal == total or (spend.exhausted and unfinished == 0
-                                         and terminal + len(spend.blocked) == total)
+    # The adaptive design stopped: the runs it left unstarted are not needed, not failed.
+    not_needed = len(chosen.not_needed) if chosen is not None and chosen.done else 0
+    all_terminal = terminal == total or (unfinished == 0 and (spend.exhausted or not_needed) and
+                                         terminal + len(spend.blocked) + not_needed == total)
 
     # ---- 4. the fit ----
     ordered = [results[r.run_id] for r in desired if r.run_id in results]
@@ -366,16 +397,17 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     ]
     refused = {name: why for name, why in (refused or {}).items()
                if name in wanted and name not in run_jobs}
-    stuck = [(name, f"the API server refuses to create it: {why}") for name, why in
-             sorted(refused.items())] + stuck
+    stuck = ([(f.job, f.describe()) for f in fetch_gate.failures]
+             + [(name, f"the API server refuses to create it: {why}") for name, why in
+                sorted(refused.items())] + stuck)
+    stalled_reason = (cond.PREFETCH_FAILED if fetch_gate.failures else
+                      cond.JOB_CREATE_REFUSED if refused else cond.PODS_CANNOT_START)
     conditions.append(cond.condition(
-        cond.STALLED, bool(stuck),
-        (cond.JOB_CREATE_REFUSED if refused else cond.PODS_CANNOT_START) if stuck else cond.NOT_STALLED,
+        cond.STALLED, bool(stuck), stalled_reason if stuck else cond.NOT_STALLED,
         _stuck_message(stuck) if stuck else "every created run has a pod that runs or waits "
         "only for a node", generation))
     if stuck and not _condition_was(status, cond.STALLED, _stuck_message(stuck)):
-        out.events.append(Event("Warning", cond.JOB_CREATE_REFUSED if refused else
-                                cond.PODS_CANNOT_START, _stuck_message(stuck)))
+        out.events.append(Event("Warning", stalled_reason, _stuck_message(stuck)))
     if spend.budget_hours is not None:
         conditions.append(cond.condition(
             cond.BUDGET_EXHAUSTED, spend.exhausted,
@@ -409,6 +441,11 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
         "runsPending": counts[PENDING],
         "gpuHoursSpent": float(f"{spend.spent_hours:.6g}"),
         "plan": _plan_summary(desired, spend),
+        "design": None if chosen is None else {
+            "strategy": chosen.strategy, "done": chosen.done, "message": chosen.message()[:1000],
+            "halfWidth": None if chosen.half_width != chosen.half_width else
+            float(f"{chosen.half_width:.6g}"),
+            "notNeeded": len(chosen.not_needed) if chosen.done else 0},
         "recentFailures": _recent_failures(
             status.get("recentFailures") if recent_failures is None else recent_failures,
             out.harvested, out.run_phases),

@@ -15,7 +15,7 @@ from ftscale.controller import names, prefetch
 from ftscale.controller.desired import desired_runs
 from ftscale.controller.observe import job_view
 from ftscale.controller.templates import run_job
-from ftscale.spec import validate_manifest
+from ftscale.spec import validate_manifest, with_defaults
 
 CACHE = {"claimName": "hf-cache"}
 HUB_SPEC = {
@@ -170,7 +170,8 @@ def test_run_pods_mount_the_cache_read_only_and_read_their_revision_there():
 def test_without_a_model_cache_run_pods_are_as_before():
     spec = hub_spec()
     del spec["execution"]["modelCache"]
-    del spec["models"][1]["revision"]
+    for model in spec["models"]:  # a revision needs the cache (desired_runs rejects it)
+        model.pop("revision", None)
     run = by_model(desired_runs(STUDY.name, spec))["p160"]
     template = run_job(STUDY, spec, run, SETTINGS)["spec"]["template"]
     config = json.loads(template["metadata"]["annotations"][names.ANNOTATION_RUN_CONFIG])
@@ -250,7 +251,8 @@ def test_a_failed_download_holds_its_runs_and_says_why_once():
 def test_without_a_model_cache_the_gate_lets_every_run_through():
     spec = hub_spec()
     del spec["execution"]["modelCache"]
-    del spec["models"][1]["revision"]
+    for model in spec["models"]:  # a revision needs the cache (desired_runs rejects it)
+        model.pop("revision", None)
     runs = desired_runs(STUDY.name, spec)
     got = prefetch.gate(STUDY, spec, runs, [], SETTINGS)
     assert got.allowed == runs and got.create_jobs == [] and got.waiting == {}
@@ -283,3 +285,42 @@ def test_crd_refuses_a_revision_of_a_toy_model_and_a_changed_revision():
     bad["spec"]["models"][1]["revision"] = "step 1000"
     _, errors = validate_manifest(bad)
     assert any("revision" in e for e in errors), errors
+
+
+def test_the_plan_starts_hub_runs_only_after_their_prefetch_job_and_reports_its_failure():
+    """plan() wired to the gate: a study whose hub models need a download creates the prefetch
+    Jobs first (outside maxParallelRuns) and no run Job of those models; a failed prefetch
+    Job sets Stalled/PrefetchFailed with the hub's reason; a revision without a model cache
+    is an InvalidSpec."""
+    from ftscale.controller import conditions as cond
+    from ftscale.controller.plan import plan
+
+    spec = hub_spec()
+    grid = desired_runs(STUDY.name, spec)
+    p = plan(STUDY, spec, None, grid, [], [], NOW, SETTINGS)
+    components = [m["metadata"]["labels"][names.LABEL_COMPONENT] for m in p.create_jobs]
+    assert names.COMPONENT_PREFETCH in components
+    needs_download = {m for m in prefetch.fetches(with_defaults(spec))}
+    created_runs = [m for m in p.create_jobs if m["metadata"]["labels"][names.LABEL_COMPONENT] == names.COMPONENT_RUN]
+    assert all(m["metadata"]["labels"][names.LABEL_MODEL] not in needs_download for m in created_runs)
+
+    # the download of one revision failed: its runs stay Pending, the study says why
+    runs = desired_runs(STUDY.name, HUB_SPEC)
+    step_job = prefetch_view(STEP, finished="Failed", reason="PodFailurePolicy",
+                             message="Container prefetch for pod x failed with exit code 2")
+    line = "InvalidConfig: no such revision on the hub: 404 Client Error. Revision Not Found"
+    failed_pod = pod(step_job.name, phase="Failed", exit_code=2, message=line, at=NOW - 3)
+    p = plan(STUDY, HUB_SPEC, None, runs, [prefetch_view(MAIN, finished="Complete"), step_job],
+             [failed_pod], NOW, SETTINGS)
+    stalled = {c["type"]: c for c in p.status["conditions"]}["Stalled"]
+    assert stalled["status"] == "True" and stalled["reason"] == cond.PREFETCH_FAILED
+    assert "step1000" in stalled["message"] and "Revision Not Found" in stalled["message"]
+    assert [e.reason for e in p.events] == [cond.PREFETCH_FAILED]
+    held = by_model(runs)["p160-s1000"].run_id
+    assert p.run_phases[held] == "Pending"
+    assert held not in {m["metadata"]["labels"].get(names.LABEL_RUN) for m in p.create_jobs}
+
+    no_cache = hub_spec()
+    del no_cache["execution"]["modelCache"]
+    with pytest.raises(Exception, match="modelCache"):
+        desired_runs(STUDY.name, no_cache)
