@@ -30,6 +30,7 @@ BLEU_TOKENIZERS = ("13a", "intl", "zh", "char", "none", "flores101", "flores200"
 DATA_FORMATS = ("auto", "jsonl", "hf_disk")
 SAVE_KINDS = ("none", "adapter", "model")
 GRADIENT_CHECKPOINTING = ("auto", "true", "false")
+SHARDINGS = ("auto", "none", "fsdp")  # ftscale_trainer.runtime.choose_sharding
 
 # LoRA targets, resolved per architecture by ftscale_trainer.peft_targets. The default puts
 # adapters on every linear layer of the decoder blocks — attention and feed-forward, as the
@@ -111,6 +112,11 @@ class TrainConfig:
     # ("false"); "auto" = on only on a GPU where the memory estimate says the micro-batch's
     # activations would not fit otherwise (ftscale_trainer.memory)
     gradient_checkpointing: str = "auto"
+    # split parameters, gradients and optimizer state across the processes (FSDP2, fmt only):
+    # "fsdp", "none" (data parallel), or "auto" = fsdp only for fmt with several processes on
+    # GPUs when the memory estimate says one unsharded process does not fit one GPU
+    # (ftscale_trainer.runtime.choose_sharding). The saved config records what was chosen.
+    sharding: str = "auto"
     max_steps: int | None = None  # optimizer steps; training stops at max_steps or max_epochs
     max_epochs: float | None = None  # passes over the D_f examples (paper: 100)
     warmup_steps: int | None = None  # linear warm-up steps, then cosine decay
@@ -188,6 +194,10 @@ class TrainConfig:
         _one_of("backend", self.backend, BACKENDS)
         _one_of("data_format", self.data_format, DATA_FORMATS)
         _one_of("gradient_checkpointing", self.gradient_checkpointing, GRADIENT_CHECKPOINTING)
+        _one_of("sharding", self.sharding, SHARDINGS)
+        if self.sharding == "fsdp" and self.method != "fmt":
+            raise ConfigError(f"sharding: fsdp is for full-model tuning (method fmt); {self.method} "
+                              f"runs data parallel: use sharding auto or none")
         if self.save is not None:
             _one_of("save", self.save, SAVE_KINDS)
             if self.method == "fmt" and self.save == "adapter":

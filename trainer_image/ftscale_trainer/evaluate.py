@@ -26,18 +26,33 @@ def target_nll(model, encoded: list[Encoded], pad_id: int, runtime) -> float:
     """Mean target-token NLL (nats) of `model` on `encoded`; data-parallel ranks split the set
     and sum their totals. Returns NaN for an empty set."""
     model.eval()
-    shard = encoded[runtime.rank::runtime.world_size]
     total = torch.zeros(2, dtype=torch.float64, device=runtime.device)
-    for batch in eval_batches(shard):
+    for batch, counted in _rank_batches(encoded, runtime):
         input_ids, target_mask, labels = collate(batch, pad_id)
         with runtime.autocast():
             logits = model(input_ids.to(runtime.device), target_mask.to(runtime.device))
+        if not counted:
+            continue
         nll = F.cross_entropy(logits.float(), labels.to(runtime.device), reduction="sum")
         total[0] += nll.double()
         total[1] += labels.numel()
     total = runtime.sum_across(total)
     model.train()
     return float(total[0] / total[1]) if total[1] > 0 else math.nan
+
+
+def _rank_batches(encoded: list[Encoded], runtime):
+    """(batch, counted) pairs this rank evaluates. Data parallel: its share of the examples.
+    Sharded (FSDP): every forward pass gathers weights from every rank, so all ranks must run
+    the same number of passes; they take whole batches in turn, and a rank left without one in
+    the last round runs the first batch again without counting it."""
+    if not getattr(runtime, "sharded", False):
+        return [(b, True) for b in eval_batches(encoded[runtime.rank::runtime.world_size])]
+    batches = list(eval_batches(encoded))
+    world = runtime.world_size
+    rounds = -(-len(batches) // world)
+    return [(batches[i], True) if i < len(batches) else (batches[0], False)
+            for i in range(runtime.rank, rounds * world, world)]
 
 
 @torch.no_grad()

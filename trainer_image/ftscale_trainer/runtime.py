@@ -36,6 +36,7 @@ class PlainRuntime:
     rank = 0
     world_size = 1
     is_main = True
+    sharded = False  # parameters split across processes (FSDP): see ShardedRuntime
 
     def __init__(self, precision: str):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,6 +64,18 @@ class PlainRuntime:
         from ftscale_trainer import models
 
         models.load_trainable_state(self.unwrap(model), state)
+
+    def full_state(self, model, state: dict | None = None) -> dict:
+        """Whole trainable tensors for a checkpoint (rank 0 writes them): `state` (a
+        `trainable_state`) or, when None, the current weights. Unsharded, that is all it is."""
+        return self.trainable_state(model) if state is None else state
+
+    def shard_state(self, model, full: dict) -> dict:
+        """What `trainable_state` would give for these whole tensors (unsharded: themselves)."""
+        return full
+
+    def load_full_state(self, model, full: dict) -> None:
+        self.load_trainable_state(model, full)
 
     def optimizer_state(self, model, optimizer) -> dict:
         """The optimizer's state_dict as checkpoints keep it (per-parameter keys: positions)."""
@@ -176,3 +189,207 @@ class AccelerateRuntime(PlainRuntime):
 
 def make_runtime(precision: str):
     return AccelerateRuntime(precision) if _want_accelerate() else PlainRuntime(precision)
+
+
+# ---- sharding (FSDP2) ----------------------------------------------------------------------------
+def choose_sharding(setting: str, method: str, world_size: int, device_type: str,
+                    fits_one_device: bool | None) -> tuple[str, str]:
+    """("none" | "fsdp", why) for a run: `setting` is the config's `sharding`, `fits_one_device`
+    whether the memory estimate says an unsharded FMT process fits one GPU (None: no estimate).
+
+    `auto` shards only FMT, only with several processes, only on GPUs, and only when the
+    estimate says the model does not fit one device: data parallelism is simpler and at least
+    as fast whenever it fits. `fsdp` is honoured anywhere there are several processes (CPU
+    included: that is how it is tested). Raises ConfigError for `fsdp` with a PET method, whose
+    trained tensors are small and whose frozen base weights FSDP here would not shard apart.
+    """
+    from ftscale_trainer.config import SHARDINGS, ConfigError
+
+    if setting not in SHARDINGS:
+        raise ConfigError(f"sharding must be one of {', '.join(SHARDINGS)}; got {setting!r}")
+    if setting == "fsdp" and method != "fmt":
+        raise ConfigError(f"sharding: fsdp is for full-model tuning; {method} trains few "
+                          f"tensors and runs data parallel (use sharding: auto or none)")
+    if world_size < 2:
+        return "none", ("one process: nothing to shard across" if setting == "fsdp"
+                        else "one process")
+    if setting == "none":
+        return "none", "sharding: none"
+    if setting == "fsdp":
+        return "fsdp", "sharding: fsdp"
+    if method != "fmt":
+        return "none", f"{method} runs data parallel"
+    if device_type != "cuda":
+        return "none", "auto shards only on GPUs (ask for sharding: fsdp on CPU)"
+    if fits_one_device is None:
+        return "none", "no memory estimate"
+    if fits_one_device:
+        return "none", "the memory estimate fits one GPU"
+    return "fsdp", "the memory estimate does not fit one GPU"
+
+
+def shard_units(model) -> list:
+    """The modules FSDP wraps one by one: the children of the model's largest ModuleList (its
+    decoder layers, whatever the architecture names them). Each is all-gathered only while it
+    runs, so a process holds one layer's full weights at a time, not the model's."""
+    import torch.nn as nn
+
+    best, size = [], 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            count = sum(p.numel() for p in module.parameters())
+            if count > size:
+                best, size = list(module), count
+    return best
+
+
+class ShardedRuntime(AccelerateRuntime):
+    """FSDP2 (`torch.distributed.fsdp.fully_shard`) over accelerate's process group.
+
+    accelerate's own FSDP plugin needs GPUs (its FSDP mode is not offered for multi-process
+    CPU), so the wrapping is torch's, done here: each decoder layer is a unit, the rest
+    (embeddings, final norm, head) the root. Parameters, gradients and AdamW state are sharded
+    along dim 0; gradients are reduce-scattered as averages, as DDP averages them, so the loss
+    scaling of the training loop is the same. bf16 gathers parameters in bf16 and reduces
+    gradients in fp32 (fp32 master weights stay sharded). fp16 is refused (it would need a
+    sharded gradient scaler).
+
+    State for the best-dev selection is each rank's own shard (a 1/N copy); checkpoints hold
+    full tensors gathered to rank 0 one parameter at a time, in the same format as unsharded
+    runs, so a run may resume with another process count or sharding.
+    """
+
+    sharded = True
+
+    def __init__(self, base: AccelerateRuntime):
+        from ftscale_trainer.config import ConfigError
+
+        if base.precision == "fp16":
+            raise ConfigError("sharding: fsdp needs precision bf16 or fp32 (fp16 would need a "
+                              "sharded gradient scaler)")
+        self.__dict__.update(base.__dict__)
+
+    def prepare(self, model, make_optimizer):
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        model = model.to(self.device)
+        policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+                  if self.precision == "bf16" else MixedPrecisionPolicy())
+        for unit in shard_units(model):
+            fully_shard(unit, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        return model, make_optimizer(model)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def clip_and_step(self, model, optimizer, max_norm: float) -> None:
+        if max_norm > 0:  # DTensor gradients: the norm is the whole model's, over all shards
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                           max_norm)
+        optimizer.step()
+
+    @contextlib.contextmanager
+    def no_sync(self, model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+
+    def unwrap(self, model):
+        return model  # fully_shard changes the module in place
+
+    def describe(self) -> str:
+        return super().describe() + ", fsdp"
+
+    # ---- state --------------------------------------------------------------------------------
+    @staticmethod
+    def _sharded_params(model):
+        """named_parameters() as sharded DTensors: the root keeps its parameters gathered after
+        a forward pass (FSDP2's default for the root), which would show whole tensors here."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
+        return model.named_parameters()
+
+    def trainable_state(self, model) -> dict:
+        """This rank's shard of each trainable tensor (CPU copies)."""
+        return {n: p.to_local().detach().to("cpu", copy=True)
+                for n, p in self._sharded_params(model) if p.requires_grad}
+
+    def load_trainable_state(self, model, state: dict) -> None:
+        """Put back shards `trainable_state` took on this rank."""
+        self._sharded_params(model)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in state:
+                    p.to_local().copy_(state[n])
+
+    def full_state(self, model, state: dict | None = None) -> dict:
+        """Whole tensors from the shards (the current weights, or a `trainable_state`), on
+        rank 0 (CPU); {} elsewhere. Every rank must call it (one all-gather per tensor)."""
+        from torch.distributed.tensor import DTensor
+
+        out = {}
+        for n, p in self._sharded_params(model):
+            if not p.requires_grad:
+                continue
+            local = p.to_local() if state is None else state[n].to(self.device)
+            full = DTensor.from_local(local, p.device_mesh, p.placements, run_check=False,
+                                      shape=p.shape, stride=p.stride()).full_tensor()
+            if self.is_main:
+                out[n] = full.detach().to("cpu", copy=True)
+            del full
+        return out
+
+    def shard_state(self, model, full: dict) -> dict:
+        """This rank's shards of whole tensors every rank holds (no communication)."""
+        from torch.distributed.tensor import distribute_tensor
+
+        out = {}
+        for n, p in self._sharded_params(model):
+            if n in full:
+                piece = distribute_tensor(full[n].to(self.device, p.dtype), p.device_mesh,
+                                          p.placements, src_data_rank=None)
+                out[n] = piece.to_local().detach().to("cpu", copy=True)
+        return out
+
+    def load_full_state(self, model, full: dict) -> None:
+        self.load_trainable_state(model, self.shard_state(model, full))
+
+    def _names_in_optimizer_order(self, model, optimizer) -> list[str]:
+        names = {id(p): n for n, p in model.named_parameters()}
+        return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+    def optimizer_state(self, model, optimizer) -> dict:
+        """The whole optimizer state on rank 0 ({} elsewhere), keyed by position as an
+        unsharded optimizer's state_dict is (torch.distributed.checkpoint gathers it by name)."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                              get_optimizer_state_dict)
+
+        state = get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return {}
+        index = {n: i for i, n in enumerate(self._names_in_optimizer_order(model, optimizer))}
+        return {"state": {index[n]: fields for n, fields in state["state"].items()},
+                "param_groups": [dict(g, params=[index[n] for n in g["params"]])
+                                 for g in state["param_groups"]]}
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        """Shard a whole optimizer state (held by every rank) into this rank's optimizer."""
+        import copy
+
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                              set_optimizer_state_dict)
+
+        names = self._names_in_optimizer_order(model, optimizer)
+        by_name = {"state": {names[i]: fields for i, fields in state["state"].items()},
+                   "param_groups": [dict(g, params=[names[i] for i in g["params"]])
+                                    for g in state["param_groups"]]}
+        # set_optimizer_state_dict turns the given tensors into DTensors in place: a copy
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=copy.deepcopy(by_name),
+                                 options=StateDictOptions(full_state_dict=True))

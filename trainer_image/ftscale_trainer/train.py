@@ -231,8 +231,9 @@ def _config_digest(config: TrainConfig) -> str:
     doc = config.to_dict()
     # Fields that change where things go or how memory is spent, not what is learnt: a resume
     # on another GPU may pick another micro-batch (the sums are the same to rounding).
+    # Checkpoints hold whole tensors, so a resume may also shard differently.
     for volatile in ("output_dir", "metrics_port", "threads", "log_interval", "save", "save_dir",
-                     "micro_batch_size", "gradient_checkpointing"):
+                     "micro_batch_size", "gradient_checkpointing", "sharding"):
         doc.pop(volatile, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -241,11 +242,12 @@ def save_checkpoint(folder: str, runtime, model, optimizer, progress: Progress, 
                     config) -> None:
     """Commit what a resume needs to <folder> (ftscale_trainer.checkpoint: safetensors + JSON,
     fsync'd, atomic). Every rank calls it (sharded state is gathered collectively); rank 0 writes."""
-    trainable = runtime.trainable_state(model)
+    trainable = runtime.full_state(model)
+    best = runtime.full_state(model, best_state) if best_state is not None else None
     optimizer_state = runtime.optimizer_state(model, optimizer)
     if runtime.is_main:
         checkpoint.save(folder, _config_digest(config), dict(progress.__dict__), trainable,
-                        optimizer_state, best_state, checkpoint.rng_state())
+                        optimizer_state, best, checkpoint.rng_state())
 
 
 def load_checkpoint(folder: str, runtime, model, optimizer, config, log) -> tuple[Progress, dict | None]:
@@ -283,11 +285,11 @@ def load_checkpoint(folder: str, runtime, model, optimizer, config, log) -> tupl
         log(f"checkpoint {folder} is corrupt: {problem or 'another rank could not read it'}; "
             f"restarting from step 0" + (f" (moved to {aside})" if aside else ""))
         return Progress(), None
-    runtime.load_trainable_state(model, ckpt.model)
+    runtime.load_full_state(model, ckpt.model)
     runtime.load_optimizer_state(model, optimizer, ckpt.optimizer)
     checkpoint.set_rng_state(ckpt.rng)
     log(f"resuming from step {progress.step} ({folder})")
-    return progress, ckpt.best
+    return progress, (runtime.shard_state(model, ckpt.best) if ckpt.best is not None else None)
 
 
 def micro_batches(local: list, micro_batch_size: int | None) -> list[list]:
@@ -305,6 +307,11 @@ def _train(prep: Prepared, runtime, metrics, stop: StopFlag, output_dir: str | N
     if config.batch_size < runtime.world_size:
         raise ConfigError(f"batch_size {config.batch_size} is smaller than the "
                           f"{runtime.world_size} data-parallel processes; each needs examples")
+    if runtime.sharded and config.batch_size % runtime.world_size:
+        # Every sharded forward pass gathers weights from every rank, so each rank must run as
+        # many micro-batches as the others: equal shares of the batch.
+        raise ConfigError(f"sharding: fsdp needs batch_size ({config.batch_size}) divisible by "
+                          f"the {runtime.world_size} processes")
     # The optimizer is built by the runtime, after the model is placed (and sharded, whose
     # parameters are new tensors); a checkpoint is applied to both after that.
     model, optimizer = runtime.prepare(model, lambda placed: make_optimizer(placed, config))
@@ -463,6 +470,7 @@ def run(config: TrainConfig, output_dir: str | None, metrics_port: int | None, l
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     runtime = make_runtime(config.precision)
+    runtime = shard_if_needed(config, runtime, model_path, log)
     config.micro_batch_size, checkpointing = memory_plan(config, runtime, model_path, log)
     config.gradient_checkpointing = "true" if checkpointing else "false"
     # phase 1+2: model, method, data subset, tokens
@@ -518,6 +526,58 @@ def save_folder(config: TrainConfig, output_dir: str | None, asked: bool, log) -
     return None
 
 
+def _model_dims(model_path: str):
+    """memory.ModelDims from the model's config.json; None when it cannot be read."""
+    from ftscale_trainer import memory, tiny_llama
+
+    try:
+        return memory.ModelDims.from_hf_config(tiny_llama.read_hf_config(model_path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def shard_if_needed(config: TrainConfig, runtime, model_path: str, log):
+    """The runtime, wrapped for FSDP when `config.sharding` (and, for auto, the memory estimate
+    of one unsharded FMT process at one example with activation checkpointing — the least it can
+    need) says so; config.sharding becomes what was chosen ("none" or "fsdp"), so the saved
+    config says how the run ran. Raises ConfigError for combinations that cannot run."""
+    from ftscale_trainer import memory
+    from ftscale_trainer.runtime import ShardedRuntime, choose_sharding
+
+    fits = None
+    if config.sharding == "auto" and config.method == "fmt" and runtime.world_size > 1 \
+            and runtime.device.type == "cuda":
+        dims = _model_dims(model_path)
+        if dims is not None:
+            est = memory.estimate(dims, "fmt", runtime.precision)
+            budget = torch.cuda.get_device_properties(runtime.device).total_memory * memory.BUDGET_FRACTION
+            fits = est.total(_tokens_per_example(config), True) <= budget
+    kind, why = choose_sharding(config.sharding, config.method, runtime.world_size,
+                                runtime.device.type, fits)
+    if kind == "fsdp" and config.save not in (None, "none"):
+        raise ConfigError(f"save: {config.save} is not written under sharding: fsdp yet (the "
+                          f"weights are split across processes); use save: none")
+    if config.sharding != "none" or kind == "fsdp":
+        log(f"sharding: {kind} ({why})")
+    config.sharding = kind
+    return ShardedRuntime(runtime) if kind == "fsdp" else runtime
+
+
+def _tokens_per_example(config: TrainConfig) -> int:
+    return (config.max_source_tokens + config.max_target_tokens
+            + (config.pet_size if config.method == "prompt" else 0))
+
+
+def sharded_estimate(est, processes: int, layers: int):
+    """A memory estimate under FSDP: weights, gradients and optimizer state split across the
+    processes, plus one decoder layer's weights gathered whole while it runs."""
+    from dataclasses import replace as _replace
+
+    return _replace(est, weights=est.weights // processes + est.weights // max(1, layers),
+                    gradients=est.gradients // 2 // processes,  # no DDP all-reduce buckets
+                    optimizer=est.optimizer // processes)
+
+
 def memory_plan(config: TrainConfig, runtime, model_path: str, log) -> tuple[int, bool]:
     """(micro-batch, gradient checkpointing) for this process. On a GPU, unset values come from
     the memory estimate of ftscale_trainer.memory; elsewhere the micro-batch defaults to the
@@ -534,10 +594,11 @@ def memory_plan(config: TrainConfig, runtime, model_path: str, log) -> tuple[int
         log(f"memory plan: no estimate ({exc}); micro-batch = the whole share of the batch")
         return explicit or local, config.gradient_checkpointing == "true"
     est = memory.estimate(dims, config.method, runtime.precision, processes=runtime.world_size)
+    if runtime.sharded:
+        est = sharded_estimate(est, runtime.world_size, dims.layers)
     budget = int(torch.cuda.get_device_properties(runtime.device).total_memory
                  * memory.BUDGET_FRACTION)
-    tokens = (config.max_source_tokens + config.max_target_tokens
-              + (config.pet_size if config.method == "prompt" else 0))
+    tokens = _tokens_per_example(config)
     micro, checkpointing = memory.plan(est, local, tokens, budget, explicit or None,
                                        config.gradient_checkpointing)
     log(f"memory plan: micro-batch {micro} of {local} per process, estimate "
