@@ -1,12 +1,13 @@
 """The study browser's pages (ftscale.browser) from the operator's cache contents, as the real
 producers make them: statuses written by ftscale.controller.plan from testkit Jobs and pods
 whose termination messages the trainer and the fit Job wrote (tests/producers.py), and the
-ConfigMaps the reconciler writes from the same plans. The app is served by aiohttp's test
-server; the pages are parsed as HTML."""
+ConfigMaps the reconciler writes from the same plans (the sharded results ConfigMaps, the gzip
+fit input). The app is served by aiohttp's test server; the pages are parsed as HTML."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sys
 from html.parser import HTMLParser
@@ -15,16 +16,19 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "controller"))
-from controller_testkit import (NOW, SETTINGS, STUDY, job, pod, result, runs,  # noqa: E402
-                                spec, trainer_message)
+from controller_testkit import (NOW, SETTINGS, STUDY, FakeConfigMaps, job, pod,  # noqa: E402
+                                result, runs, selector_matches, spec, trainer_message)
 
 from ftscale import results as rc  # noqa: E402
+from ftscale.api import fit_input as fit_input_codec, results_store  # noqa: E402
 from ftscale.api.fit_summary import FitSummary  # noqa: E402
 from ftscale.browser import views  # noqa: E402
 from ftscale.browser.app import make_app  # noqa: E402
 from ftscale.browser.reports import ReportCache  # noqa: E402
 from ftscale.controller import names  # noqa: E402
 from ftscale.controller.plan import plan  # noqa: E402
+from ftscale.controller.templates import (StudyRef, fit_input_configmap,  # noqa: E402
+                                          results_configmap)
 from ftscale.spec import with_defaults  # noqa: E402
 from producers import FIT_SPEC, fit_job_message, planted_loss  # noqa: E402
 
@@ -42,9 +46,32 @@ def body(spec_: dict, status: dict | None, name: str = STUDY.name, namespace: st
             "spec": with_defaults(spec_), "status": status or {}}
 
 
+def cluster_configmaps(body_: dict, results, fit_input: dict | None = None,
+                       max_bytes: int = results_store.SHARD_MAX_BYTES) -> dict[str, dict]:
+    """The ConfigMaps the reconciler writes for the study `body_` (its UID owns them), as the
+    API returns them, by name: `results` (in harvest order) merged into the results shards
+    (templates.results_configmap, results_store.assign), and the gzip'd fit input."""
+    meta = body_["metadata"]
+    ref = StudyRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
+                   generation=meta["generation"])
+    store = FakeConfigMaps()
+    encoded = {results_store.key(r.run_id): results_store.encode(r) for r in results}
+    for index, data in sorted(results_store.assign(encoded, {}, max_bytes).items()):
+        store.put_configmap_data(results_configmap(ref, index), data, False)
+    if fit_input is not None:
+        store.put_configmap_binary(fit_input_configmap(ref),
+                                   {names.FIT_INPUT_FILE: fit_input_codec.encode_b64(fit_input)})
+    return {name: obj for (_, name), obj in store.configmaps.items()}
+
+
+def recorded(body_: dict, configmaps: dict[str, dict]) -> dict[str, rc.RunResult]:
+    meta = body_["metadata"]
+    return results_store.read_results(meta["name"], meta["uid"], configmaps.values()).results
+
+
 def running_world():
     """SPEC's 8 runs: two succeeded, one failed with a message holding HTML, the rest not
-    started. Returns (body, the reconciler's results ConfigMap data)."""
+    started. Returns (body, the reconciler's ConfigMaps by name)."""
     s = spec()
     grid = runs(s)
     jobs, pods = [], []
@@ -59,13 +86,15 @@ def running_world():
     pods.append(pod(bad.name, grid[0], phase="Failed", exit_code=2,
                     message=f"config: unknown task {HOSTILE}"))
     p = plan(STUDY, with_defaults(s), None, grid, jobs, pods, NOW, SETTINGS)
-    return body(s, p.status), dict(p.results_data)
+    b = body(s, p.status)
+    return b, cluster_configmaps(b, [h.result for h in p.harvested])
 
 
 def fitted_world(spec_: dict, fail_index: int | None = None):
     """Every run of `spec_` finished with planted losses (one failed, if fail_index), then the
     fit Job ran on the fit input: its termination message is what the fit Job's entry point
-    writes for those results. Returns (body, ConfigMaps {name: data}, the fit input)."""
+    writes for those results. Returns (body, ConfigMaps by name, the fit input); the results
+    are spread over several shards (small ones), as a large study's are."""
     s = with_defaults(spec_)
     grid = runs(s)
     jobs, pods, results = [], [], []
@@ -91,15 +120,17 @@ def fitted_world(spec_: dict, fail_index: int | None = None):
                    annotations={names.ANNOTATION_FIT_DIGEST: first.fit_input["inputDigest"]})
     message = fit_job_message(STUDY.name, s, results)
     done = plan(STUDY, s, first.status, grid, [fit_done], [pod(fit_name, message=message)],
-                NOW, SETTINGS)
+                NOW, SETTINGS, recorded=first.new_results)
     assert done.status["phase"] == "Fitted", done.status["conditions"]
-    configmaps = {
-        names.results_configmap_name(STUDY.name): dict(first.results_data),
-        # what the reconciler writes (reconciler.py, step 5)
-        names.fit_input_configmap_name(STUDY.name): {names.FIT_INPUT_FILE: json.dumps(
-            first.fit_input, sort_keys=True, separators=(",", ":"))},
-    }
-    return body(spec_, done.status), configmaps, first.fit_input
+    b = body(spec_, done.status)
+    configmaps = cluster_configmaps(b, [h.result for h in first.harvested], first.fit_input,
+                                    max_bytes=FITTED_SHARD_BYTES)
+    assert len(configmaps) >= 4  # three results shards or more, and the fit input
+    return b, configmaps, first.fit_input
+
+
+# Small results shards for fitted_world: readers must read every shard of a study.
+FITTED_SHARD_BYTES = 4000
 
 
 # FIT_SPEC with a fifth data size: with one run failed, both methods keep enough points for
@@ -114,16 +145,26 @@ def fitted():
 
 
 class Reader:
-    """A ConfigMapReader over a dict, counting reads (the browser's only API calls)."""
+    """A ClusterReader (ftscale.report.cluster) over ConfigMap objects by name in one
+    namespace, recording its reads (the browser's only API calls): ("get", name) and
+    ("list", label selector)."""
 
-    def __init__(self, configmaps: dict[str, dict[str, str]], namespace: str = STUDY.namespace):
+    def __init__(self, configmaps: dict[str, dict], namespace: str = STUDY.namespace):
         self.configmaps = configmaps
         self.namespace = namespace
-        self.reads: list[str] = []
+        self.reads: list[tuple[str, str]] = []
 
-    def __call__(self, namespace: str, name: str):
-        self.reads.append(name)
-        return self.configmaps.get(name) if namespace == self.namespace else None
+    def get_configmap(self, namespace: str, name: str):
+        self.reads.append(("get", name))
+        found = self.configmaps.get(name) if namespace == self.namespace else None
+        return copy.deepcopy(found)
+
+    def list_configmaps(self, namespace: str, label_selector: str):
+        self.reads.append(("list", label_selector))
+        if namespace != self.namespace:
+            return []
+        return [copy.deepcopy(cm) for _, cm in sorted(self.configmaps.items())
+                if selector_matches(label_selector, cm["metadata"].get("labels") or {})]
 
 
 # ---- views ----------------------------------------------------------------------------------
@@ -140,12 +181,12 @@ def test_the_list_shows_phase_runs_gpu_hours_and_fit_of_every_study(fitted):
     assert r.gpu_hours == running["status"]["gpuHoursSpent"] == pytest.approx(2 * 25 / 3600, rel=1e-5)
     f = views.study_row(done)
     assert (f.phase, f.fitted, f.fit_phase, f.failed) == ("Fitted", True, "Succeeded", 1)
-    assert f.succeeded == f.total - 1 == len(done["status"]["results"]) - 1
+    assert f.succeeded == f.total - 1 == len(recorded(done, fitted[1])) - 1
 
 
 def test_the_study_page_lists_runs_with_reasons_and_the_fits_laws(fitted):
-    running, _ = running_world()
-    page = views.study_page(running)
+    running, configmaps = running_world()
+    page = views.study_page(running, recorded(running, configmaps).values())
     assert len(page.runs) == 3 and page.unfinished == 5
     failed = [r for r in page.runs if r.phase == "Failed"]
     assert len(failed) == 1 and failed[0].reason == rc.INVALID_CONFIG
@@ -153,8 +194,10 @@ def test_the_study_page_lists_runs_with_reasons_and_the_fits_laws(fitted):
     assert page.fit is None and page.grafana_url is None
     assert {c.type for c in page.conditions} >= {"Progressing", "Fitted", "Succeeded"}
 
-    done, _, _ = fitted
-    page = views.study_page(done, grafana_base="https://grafana.example/")
+    done, configmaps, _ = fitted
+    page = views.study_page(done, recorded(done, configmaps).values(),
+                            grafana_base="https://grafana.example/")
+    assert len(page.runs) == page.row.total and page.unfinished == 0
     summary = FitSummary.parse(done["status"]["fit"])
     assert [(law.method, law.factor, law.form) for law in page.fit.laws] == \
         [(law.method, law.factor, law.form) for law in summary.laws]
@@ -274,14 +317,17 @@ async def _text(client, path, status=200):
 
 
 def test_the_study_page_shows_runs_conditions_laws_and_links(fitted):
-    done, _, _ = fitted
+    done, configmaps, _ = fitted
 
     async def check(client):
         return await _text(client, "/studies/ns/demo")
-    text = serve([done], Reader({}), grafana_url="https://grafana.example")(check)
+    reader = Reader(configmaps)
+    text = serve([done], reader, grafana_url="https://grafana.example")(check)
+    # one list of the results ConfigMaps: every shard, no per-shard reads
+    assert reader.reads == [("list", results_store.label_selector("demo"))]
     page = Tables(text)
     runs_rows = page.tables["runs-table"]
-    assert len(runs_rows) == len(done["status"]["results"])
+    assert len(runs_rows) == len(recorded(done, configmaps)) == done["status"]["runsTotal"]
     failed = [r for r in runs_rows if r[6] == "Failed"]
     assert len(failed) == 1 and failed[0][9] == rc.INVALID_CONFIG
     assert HOSTILE in failed[0][10]  # the parser unescaped it: it was text on the page
@@ -290,6 +336,11 @@ def test_the_study_page_shows_runs_conditions_laws_and_links(fitted):
     assert {r[0] for r in page.tables["conditions-table"]} >= {"Progressing", "Fitted"}
     assert page.links["report-link"] == "/studies/ns/demo/report"
     assert page.links["grafana-link"].startswith("https://grafana.example/d/ftscale-studies?")
+    # results that cannot be listed (RBAC): the study is still shown, without its runs
+    refusing = Reader(configmaps)
+    refusing.list_configmaps = lambda *a: (_ for _ in ()).throw(RuntimeError("forbidden"))
+    page = Tables(serve([done], refusing)(check))
+    assert page.tables.get("runs-table", []) == [] and page.tables["laws-table"]
 
 
 def test_unknown_studies_are_404_and_nothing_but_get_is_allowed():
@@ -324,7 +375,11 @@ def test_the_report_is_rendered_once_from_two_configmap_reads_and_changes_no_bod
         return text, await _text(client, "/studies/ns/demo/report")
     text, again = serve([done], reader, cache=cache)(check)
     assert cache.renders == 1 and text == again
-    assert sorted(reader.reads) == sorted(configmaps)  # one read of each, for three views
+    # the report: one list of the results shards and one get of the fit input, for two views;
+    # the study page lists the results shards once more
+    listed = ("list", results_store.label_selector("demo"))
+    assert sorted(reader.reads) == sorted([listed, listed,
+                                           ("get", names.fit_input_configmap_name("demo"))])
     assert text.count("<svg ") >= 5 and HOSTILE not in text and "&lt;script&gt;" in text
     assert "Scaling study <code>demo</code>" in text and "not fitted" not in text
     assert json.dumps(done, sort_keys=True) == before  # the cached body is read, never changed
@@ -335,14 +390,14 @@ def test_the_report_cache_renders_again_when_the_study_changes_and_forgets_old_s
     rendered = []
 
     def render(body, read):
-        rendered.append(len(body["status"]["results"]))
+        rendered.append(body["status"]["runsSucceeded"] + body["status"]["runsFailed"])
         return f"page {len(rendered)}"
     cache = ReportCache(Reader({}), render=render, kept=2)
 
     async def views_of(*bodies):
         return [await cache.get(b) for b in bodies]
-    more = json.loads(json.dumps(running))
-    more["status"]["results"] = more["status"]["results"][:2]
+    more = json.loads(json.dumps(running))  # the state before the last harvest
+    more["status"]["runsSucceeded"] -= 1
     other = body(spec(), running["status"], name="other")
     pages = asyncio.run(views_of(running, running, more, more, running, other))
     assert pages == ["page 1", "page 1", "page 2", "page 2", "page 3", "page 4"]
@@ -357,8 +412,13 @@ def test_a_report_that_cannot_be_made_says_why_and_is_not_kept(fitted):
     class Forbidden(Exception):
         status = 403
 
-    def refuse(namespace, name):
-        raise Forbidden(f"configmaps {name} is forbidden {HOSTILE}")
+    class Refusing:
+        def get_configmap(self, namespace, name):
+            raise Forbidden(f"configmaps {name} is forbidden {HOSTILE}")
+
+        def list_configmaps(self, namespace, selector):
+            raise Forbidden(f"configmaps with {selector} are forbidden {HOSTILE}")
+    refuse = Refusing()
     cache = ReportCache(refuse)
 
     async def check(client):

@@ -16,6 +16,7 @@ from cluster.kubelet import HOLD_KEY
 from cluster.process_kubelet import (FALLBACK_LOG_BYTES, ProcessKubelet, StartError, exit_code_of,
                                      field_value, grace_seconds, is_ours, mount_map, remap_ports,
                                      resolve_argv, rewrite_path, termination_message)
+from ftscale.api import fit_input as fit_input_codec
 from ftscale.api.outcomes import TERMINATION_MESSAGE_ENV
 from ftscale.controller import names, templates
 from ftscale.controller.settings import OperatorSettings
@@ -132,7 +133,9 @@ def test_python_is_this_interpreter_and_other_commands_come_from_path(tmp_path):
 
 
 class FakeCore:
-    """read_namespaced_config_map only: what _prepare reads through the API."""
+    """read_namespaced_config_map only: what _prepare reads through the API. `configmaps`:
+    {(namespace, name): {"data": {...}, "binaryData": {key: base64}}}, returned as the
+    kubernetes client's model (data, binary_data; None when absent)."""
 
     def __init__(self, configmaps):
         self.configmaps = configmaps
@@ -142,7 +145,8 @@ class FakeCore:
 
         if (namespace, name) not in self.configmaps:
             raise ApiException(status=404)
-        return SimpleNamespace(data=self.configmaps[(namespace, name)])
+        cm = self.configmaps[(namespace, name)]
+        return SimpleNamespace(data=cm.get("data"), binary_data=cm.get("binaryData"))
 
 
 def test_the_operators_run_pod_becomes_a_trainer_process(tmp_path):
@@ -169,11 +173,16 @@ def test_the_operators_fit_pod_reads_its_input_configmap(tmp_path):
     from cluster.process_kubelet import NotReadyYet
     with pytest.raises(NotReadyYet):  # the ConfigMap is not there yet: wait, as a kubelet does
         kubelet._prepare(pod, tmp_path / "sb")
-    kubelet.core_api = FakeCore({("ns", cm): {names.FIT_INPUT_FILE: '{"x": 1}', "other": "y"}})
+    # what the reconciler writes: the gzip'd document in binaryData (ftscale.api.fit_input)
+    doc = {"x": 1, "results": [{"run_id": "r"}]}
+    kubelet.core_api = FakeCore({("ns", cm): {"binaryData": {names.FIT_INPUT_FILE: fit_input_codec.encode_b64(doc)},
+                                              "data": {"other": "y"}}})
     _, argv, _, _, _ = kubelet._prepare(pod, tmp_path / "sb")
     assert argv[1:3] == ["-m", "ftscale.law.job"]
     fit_input = Path(argv[argv.index("--input") + 1])
-    assert fit_input.read_text() == '{"x": 1}'
+    assert fit_input.name == names.FIT_INPUT_FILE
+    assert fit_input.read_bytes() == fit_input_codec.encode(doc)  # the bytes, decoded once
+    assert fit_input_codec.decode(fit_input.read_bytes()) == doc
     assert not (fit_input.parent / "other").exists()  # only the listed items
     assert argv[argv.index("--output") + 1] == str(tmp_path / "sb" / "volumes" / "tmp" / "fit")
 

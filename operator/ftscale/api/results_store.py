@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,9 @@ class Recorded:
     results: dict[str, RunResult] = field(default_factory=dict)  # by run id
     sizes: dict[int, int] = field(default_factory=dict)  # shard index → bytes of data
     notes: list[str] = field(default_factory=list)  # entries that could not be read, and why
+    # Shard names that exist but are not this study's (a deleted namesake's, until the garbage
+    # collector removes them): never to be written, or our results would go with them.
+    foreign: set[int] = field(default_factory=set)
 
 
 def read_results(study: str, study_uid: str | None, configmaps: Iterable[Mapping[str, Any]]) -> Recorded:
@@ -89,6 +92,7 @@ def read_results(study: str, study_uid: str | None, configmaps: Iterable[Mapping
             continue
         owners = {o.get("uid") for o in meta.get("ownerReferences") or ()}
         if study_uid is not None and study_uid not in owners:
+            out.foreign.add(index)
             continue
         data = cm.get("data") or {}
         out.sizes[index] = data_bytes(data)
@@ -112,12 +116,18 @@ def data_bytes(data: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
 
 
-def assign(pending: Mapping[str, str], sizes: Mapping[int, int],
-           max_bytes: int = SHARD_MAX_BYTES) -> dict[int, dict[str, str]]:
+def assign(pending: Mapping[str, str], sizes: Mapping[int, int], max_bytes: int | None = None,
+           taken: Collection[int] = ()) -> dict[int, dict[str, str]]:
     """Which shard each pending `key → value` goes to: the open shard (the highest index) until
-    it holds `max_bytes`, then the next. Pure; `sizes` are the shards' current sizes."""
-    index = max(sizes, default=0)
+    it holds `max_bytes` (default: SHARD_MAX_BYTES as it is at the call, so a benchmark or a
+    test may lower it), then the next. Pure; `sizes` are the shards' current sizes; `taken`
+    are indices whose names another owner holds (Recorded.foreign): new shards open above
+    them."""
+    max_bytes = SHARD_MAX_BYTES if max_bytes is None else max_bytes
+    index = max([*sizes, *taken], default=0)
     used = sizes.get(index, 0)
+    if index in taken:
+        index, used = index + 1, 0
     out: dict[int, dict[str, str]] = {}
     for k, value in pending.items():
         size = len(k.encode()) + len(value.encode())

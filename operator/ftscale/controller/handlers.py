@@ -135,7 +135,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
     reconciler = Reconciler(ours, kube, metrics, jobs_of, pods_of,
                             is_leader=(lambda: elector.is_leader) if elector else (lambda: True))
     if elector is not None:
-        elector.on_started_leading = reconciler.enqueue_all
+        elector.on_started_leading = reconciler.leadership_gained
     memo["settings"] = ours
     memo["reconciler"] = reconciler
     memo["elector"] = elector

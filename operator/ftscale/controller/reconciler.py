@@ -82,6 +82,7 @@ class StudyMemory:
     recorded: dict[str, RunResult] | None = None
     recorded_for: str | None = None
     shard_sizes: dict[int, int] = field(default_factory=dict)  # results shard → bytes written
+    foreign_shards: set[int] = field(default_factory=set)  # shard names a namesake still holds
     pending: dict[str, RunResult] = field(default_factory=dict)  # harvested, not yet written
     # Job name → (refusals, monotonic time of the next try, the API server's message)
     refused: dict[str, tuple[int, float, str]] = field(default_factory=dict)
@@ -141,6 +142,14 @@ class Reconciler:
     def enqueue_all(self) -> None:
         for key in list(self.studies):
             self.enqueue(key, 0.0)
+
+    def leadership_gained(self) -> None:
+        """This replica leads (again): what it remembers of the studies' results may be stale
+        — another leader recorded results (and let their Jobs go) meanwhile — so each study's
+        results ConfigMaps are read again on its next pass. Then every study is reconciled."""
+        for memory in self.studies.values():
+            memory.recorded_for = None
+        self.enqueue_all()
 
     # ---- the loop ----
     async def run(self) -> None:
@@ -221,6 +230,7 @@ class Reconciler:
         for note in got.notes:
             log.warning("study %s/%s: %s", ref.namespace, ref.name, note)
         memory.recorded, memory.shard_sizes = got.results, got.sizes
+        memory.foreign_shards = got.foreign
         memory.recorded_for = ref.uid
         memory.pending.clear()
         memory.recent_failures = None
@@ -232,7 +242,8 @@ class Reconciler:
         """Merge the pending results into the open shard (the next one when it is full).
         Each shard written is recorded at once, so a failure retries only what is left."""
         encoded = {results_store.key(rid): results_store.encode(r) for rid, r in memory.pending.items()}
-        for index, data in sorted(results_store.assign(encoded, memory.shard_sizes).items()):
+        assigned = results_store.assign(encoded, memory.shard_sizes, taken=memory.foreign_shards)
+        for index, data in sorted(assigned.items()):
             await self._call_status(self.kube.put_configmap_data, results_configmap(ref, index), data,
                                     index in memory.shard_sizes)
             memory.shard_sizes[index] = memory.shard_sizes.get(index, 0) + results_store.data_bytes(data)

@@ -243,7 +243,7 @@ class FakeKube(FakeConfigMaps):
                 updated["status"].pop(k, None)
             else:
                 updated["status"][k] = copy.deepcopy(v)
-        self.rv += 1
+        self.rv = max(self.rv, int(self.study["metadata"]["resourceVersion"])) + 1  # etcd's: ever up
         updated["metadata"]["resourceVersion"] = str(self.rv)
         self.study = updated
         return copy.deepcopy(updated)
