@@ -167,6 +167,10 @@ def training(description, *, with_defaults: bool):
                                         "memory. `auto` turns it on only on a GPU where the "
                                         "memory estimate needs it. Quote \"true\"/\"false\".",
                                         enum=["auto", "true", "false"]),
+        "sharding": string("Split parameters, gradients and optimizer state across the run's "
+                           "processes (FSDP; fmt only). `auto` shards only on GPUs when the "
+                           "memory estimate says the model does not fit one GPU "
+                           "(docs/trainer.md, \"Sharding\").", enum=["auto", "none", "fsdp"]),
         "maxSteps": integer("Upper bound on optimizer steps. Training stops at maxSteps or "
                             "maxEpochs, whichever comes first (the paper: 200K steps or 100 "
                             "epochs).", minimum=1),

@@ -128,6 +128,7 @@ TRAINING_KEYS = {
     "gradientClip": "grad_clip", "precision": "precision", "evalInterval": "eval_interval",
     "earlyStoppingPatience": "early_stopping_patience",
     "microBatchSize": "micro_batch_size", "gradientCheckpointing": "gradient_checkpointing",
+    "sharding": "sharding",
 }
 METHOD_KEYS = {"loraTargets": "lora_targets", "loraAlpha": "lora_alpha",
                "loraDropout": "lora_dropout"}
