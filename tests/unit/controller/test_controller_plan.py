@@ -541,3 +541,20 @@ def test_recent_failures_keep_the_newest_failed_runs_of_the_grid_and_no_more():
              recorded=kept(p, q))
     kept_ids = {x.run_id for x in runs(smaller)}
     assert [e["runId"] for e in r.status["recentFailures"]] == [i for i in ids if i in kept_ids]
+
+
+def test_the_fit_input_is_the_same_document_whatever_order_the_results_come_in():
+    """A reader that rebuilds a lost fit input from the results ConfigMaps (read shard by
+    shard, in any order) gets the operator's very document: the bootstrap resamples rows by
+    position, so another order would give other intervals than status.fit's."""
+    from ftscale.controller.plan import fit_input_digest, fit_input_document
+
+    s = spec()
+    grid, jobs, pods = _all_done(s)
+    p = run_plan(s, jobs=jobs, pods=pods)
+    shuffled = sorted(p.results, key=lambda r: r.run_id)
+    assert [r.run_id for r in shuffled] != [r.run_id for r in p.results]
+    digest = fit_input_digest(s, shuffled)
+    assert digest == p.fit_input["inputDigest"]
+    assert fit_input_document(STUDY.name, s, shuffled, digest) == p.fit_input
+    assert [r["run_id"] for r in p.fit_input["results"]] == [r.run_id for r in grid]
