@@ -48,7 +48,7 @@ class RecordingKube(Kube):
 SAMPLE_ARGS = {
     "namespace": "research", "name": "study-a1b2c3d4e5", "ttl": 600, "exists": True,
     "manifest": {"metadata": {"namespace": "research", "name": "study-a1b2c3d4e5"}},
-    "data": {"k": "v"}, "field": "data", "label_selector": "ftscale.io/study=s", "status": {"runsTotal": 1}, "old_status": {}, "resource_version": "7",
+    "data": {"k": "v"}, "field": "data", "adopt": True, "label_selector": "ftscale.io/study=s", "status": {"runsTotal": 1}, "old_status": {}, "resource_version": "7",
     "involved": {"metadata": {"namespace": "research", "name": "study", "uid": "u"}},
     "type_": "Normal", "reason": "Test", "message": "m", "now_text": "2026-01-01T00:00:00Z",
     "spec": {"holderIdentity": "me"},

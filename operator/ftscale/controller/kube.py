@@ -142,10 +142,12 @@ class Kube:
 
     # ---- the results and fit-input ConfigMaps (core/v1) ----
     def put_configmap_data(self, manifest: Mapping[str, Any], data: Mapping[str, str], exists: bool,
-                           field: str = "data") -> None:
+                           field: str = "data", adopt: bool = False) -> None:
         """Add keys to a ConfigMap's `field` (data or binaryData): merge-PATCH them, or create
         the ConfigMap with them when it does not exist yet. `exists` is the caller's belief; it
-        is corrected on 404/409."""
+        is corrected on 404/409. `adopt`: the PATCH also sets the manifest's ownerReferences
+        (a ConfigMap left by a deleted namesake study is taken over, not garbage-collected
+        under the new study's feet)."""
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         path = f"/api/v1/namespaces/{ns}/configmaps"
@@ -155,14 +157,19 @@ class Kube:
                 return
             except Conflict:
                 pass
+        patch: dict[str, Any] = {field: dict(data)}
+        owners = manifest["metadata"].get("ownerReferences")
+        if adopt and owners:
+            patch["metadata"] = {"ownerReferences": owners}
         try:
-            self.request("PATCH", f"{path}/{name}", {field: dict(data)}, MERGE_PATCH)
+            self.request("PATCH", f"{path}/{name}", patch, MERGE_PATCH)
         except NotFound:
             self.request("POST", path, {**manifest, field: dict(data)})
 
     def put_configmap_binary(self, manifest: Mapping[str, Any], data: Mapping[str, str]) -> None:
-        """Create or update a ConfigMap's binaryData keys (base64 values)."""
-        self.put_configmap_data(manifest, data, False, field="binaryData")
+        """Create or replace a ConfigMap's binaryData keys (base64 values), owned by the
+        manifest's owner (the fit input: a deleted namesake's is adopted)."""
+        self.put_configmap_data(manifest, data, False, field="binaryData", adopt=True)
 
     def list_configmaps(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """The ConfigMaps of a namespace that match a label selector (paged, 100 at a time)."""

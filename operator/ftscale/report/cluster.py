@@ -195,6 +195,11 @@ def load_inputs(body: Mapping[str, Any], read: ClusterReader) -> ReportInputs:
     status = dict(body.get("status") or {})
     results, notes = results_of(name, meta.get("uid"),
                                 read.list_configmaps(namespace, results_store.label_selector(name)))
+    terminal = int(status.get("runsSucceeded") or 0) + int(status.get("runsFailed") or 0)
+    if len(results) < terminal:
+        notes.append(f"the status counts {terminal} finished runs but the results ConfigMaps "
+                     f"({results_store.shard_name(name, 0)}, …) hold {len(results)}: the "
+                     "missing runs are not in this report (were the ConfigMaps deleted?)")
     fit_input, fit_notes = fit_input_of(namespace, name, spec, status, results, read)
     source = (f"ScalingStudy {namespace}/{name} (generation {meta.get('generation', '?')}, "
               f"phase {status.get('phase') or 'Pending'})")

@@ -369,3 +369,31 @@ def test_a_replica_that_leads_again_reads_what_the_other_leader_recorded():
     assert world.kube.made("list")  # read again, not trusted from before
     assert decided.status["runsSucceeded"] == 3
     assert not created(world.kube) & {x.job_name for x in grid[:3]}
+
+
+def test_the_fit_input_of_a_recreated_study_adopts_its_deleted_namesakes_configmap():
+    """A study deleted and re-created before the garbage collector removed `<study>-fit-input`:
+    the operator's write takes the ConfigMap over (ownerReferences → the new study), so the GC
+    does not delete the new fit's input."""
+    from ftscale.api import fit_input
+    from ftscale.controller.kube import Kube
+    from ftscale.controller.templates import StudyRef, fit_input_configmap
+
+    class Recording(Kube):
+        def __init__(self):
+            super().__init__(api=None)
+            self.calls = []
+
+        def request(self, method, path, body=None, *args, **kwargs):
+            self.calls.append((method, path, body))
+            if method == "POST":
+                from ftscale.controller.kube import Conflict
+                raise Conflict("exists")  # the namesake's ConfigMap is still there
+            return {}
+
+    kube = Recording()
+    new = StudyRef(name="demo", namespace="ns", uid="uid-new", generation=1)
+    kube.put_configmap_binary(fit_input_configmap(new), {"fit-input.json.gz": fit_input.encode_b64({"a": 1})})
+    method, _, body = kube.calls[-1]
+    assert method == "PATCH"
+    assert [o["uid"] for o in body["metadata"]["ownerReferences"]] == ["uid-new"]
