@@ -6,16 +6,21 @@ maxParallelRuns 50, backoffLimit 1, no ttlSecondsAfterFinished so every Job and 
 the final count) on 16 KWOK GPU nodes (8 GPUs each). The operator runs as its own process
 (`python -m ftscale operator`); this script plays the kubelet and the chaos:
 
-* **kubelet**: each run pod that is Running on a node is finished after a random 2–12 s with
+* **kubelet**: each run pod that is Running on a node is finished after a random 30–90 s with
   the trainer's own termination message (tests/producers.py `trainer_message`) of a known
   test loss — or, for 5 % of pods (`--fail-fraction`), with exit code 1 (a retriable crash).
   Which pod fails is a pure function of (seed, run id, attempt), so the final state is known
   in advance: a run fails for good only when all backoffLimit + 1 of its attempts are drawn to
-  fail (at 5 %, 1 run in 400); every other run must end Succeeded with its own loss;
-* **operator kills**: SIGKILL at `--kills` random moments (random points of the study's
-  progress, each after the previous restart recovered plus a random 0–1.5 s), restarted after
-  a random 0.5–3 s pause with the same Lease identity (a container restart; `--fresh-identity`:
-  a new pod, which then waits for the Lease to expire);
+  fail (at 5 %, 1 run in 400); every other run must end Succeeded with its own loss. Pods run
+  long next to an operator outage (10–20 s on a loaded machine: pause, start, first action),
+  as real training runs do: a few of the 50 runs in flight finish while the operator is down,
+  so each restart has work waiting, and the study lasts long enough for its kills (with pods
+  of a few seconds, all 50 finish during each outage and the study ends after a few kills);
+* **operator kills**: SIGKILL at `--kills` moments — the first while it creates the first
+  wave of Jobs (once 10 exist), each next one a random 0–3 s after the previous restart
+  recovered (once results flow) — restarted after a random 0.5–3 s pause with the same Lease
+  identity (a container restart; `--fresh-identity`: a new pod, which then waits for the Lease
+  to expire). One fault at a time: no kill while a recovery is awaited;
 * **control plane**: the kube-apiserver is SIGKILLed and restarted once (around 40 % of the
   runs), etcd once (around 65 %), each with the same flags, ports and data dir
   (tests/cluster/control_plane.py `LocalControlPlane.restart`);
@@ -53,8 +58,9 @@ run has a result) and from watches of the API, never from the operator's logs:
   more than a second to import kopf before it can act.)
 
 Last line: `duplicate_jobs=0 lost_results=0 forged_accepted=0 kills=K recovered_seconds_p95=S`
-(issue 14). `--smoke`: 25 runs, 3 kills, no control-plane restarts (a quick check; not part of
-the test suite, which has its own cluster tests).
+(issue 14). `--smoke`: 25 runs on 4 nodes, maxParallelRuns 5, pods of 2–12 s, 3 kills, no
+control-plane restarts (a quick check of the harness; not part of the test suite, which has its
+own cluster tests).
 """
 
 from __future__ import annotations
@@ -96,8 +102,8 @@ ROGUE_PREFIX = "rogue-"
 FORGED_LOSS = {"unowned": 0.123456, "outside-grid": 0.234567, "adopted-running": 0.345678,
                "adopted-retry": 0.456789}
 OUTSIDE_GRID_KEY = RunKey(model="m999", method="fmt", pet_size=None, data_size=12345, seed=7)
-# Kill points lie in [3 %, 85 %] of the runs; past 85 % the kills still owed are due at once.
-CATCH_UP = 0.85
+# Seconds between one restart's recovery and the next kill: uniform in this range.
+KILL_GAP = (0.0, 3.0)
 
 
 # ---- pure parts (tests/unit/test_bench_chaos.py) ----------------------------------------------
@@ -144,11 +150,21 @@ def grid_keys(runs: int) -> list[RunKey]:
             for m in range(models) for d in DATA_SIZES]
 
 
-def kill_points(rng: random.Random, kills: int, runs: int, lo: float = 0.03, hi: float = CATCH_UP) -> list[float]:
-    """Progress points (runs with a result) at which the operator is killed, ascending. (A kill
-    waits for the previous restart to recover, so points passed meanwhile come due one by one;
-    beyond `hi` every kill still owed is due at once.)"""
-    return sorted(rng.uniform(lo, hi) * runs for _ in range(kills))
+def first_wave(max_parallel: int) -> int:
+    """Run Jobs that exist when the first kill lands: part of the first wave, so the operator
+    dies while it is creating Jobs."""
+    return max(1, min(10, max_parallel // 2))
+
+
+def kill_allowed(kills_done: int, kills: int, jobs_created: int, results: int, runs: int,
+                 max_parallel: int) -> bool:
+    """May the operator be killed now (the previous restart having recovered)? The first kill
+    in the first wave of Job creations; the others once results flow (so that pods finish
+    while it is down, and its recovery — its first action — is not a wait for work); none once
+    every run has a result."""
+    if kills_done >= kills or results >= runs:
+        return False
+    return jobs_created >= first_wave(max_parallel) if kills_done == 0 else results >= 1
 
 
 def p95(values: Iterable[float]) -> float:
@@ -271,9 +287,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="fraction of run pods the kubelet fails with exit code 1 (default 0.05)")
     parser.add_argument("--backoff-limit", type=int, default=1,
                         help="the study's execution.backoffLimit: retries of a failed pod (default 1)")
-    parser.add_argument("--pod-seconds", type=float, nargs=2, default=(2.0, 12.0), metavar=("MIN", "MAX"),
+    parser.add_argument("--pod-seconds", type=float, nargs=2, default=(30.0, 90.0), metavar=("MIN", "MAX"),
                         help="how long a run pod runs before the kubelet finishes it: uniform in "
-                             "[MIN, MAX] (default 2 12): long enough that a study outlasts its kills")
+                             "[MIN, MAX] (default 30 90; see the module docstring for why)")
     parser.add_argument("--nodes", type=int, default=16, help="KWOK GPU nodes, 8 GPUs each (default 16)")
     parser.add_argument("--max-parallel", type=int, default=50, help="maxParallelRuns (default 50)")
     parser.add_argument("--no-restarts", action="store_true",
@@ -291,7 +307,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.runs, args.kills, args.nodes, args.no_restarts = 25, 3, 4, True
-        args.max_parallel = min(args.max_parallel, 5)
+        args.max_parallel, args.pod_seconds = min(args.max_parallel, 5), (2.0, 12.0)
     if not 0.0 <= args.fail_fraction < 1.0:
         parser.error("--fail-fraction must be in [0, 1)")
     args.forgeries = [f for f in args.forgeries.split(",") if f]
@@ -723,7 +739,8 @@ def main(argv=None) -> int:  # noqa: C901 - one scenario, told in order
     expected = {k.run_id: expectation(k, args.seed, args.fail_fraction, args.backoff_limit, first_fails)
                 for k in keys}
     messages = {k.run_id: termination_message(honest_result(k)) for k in keys}
-    fit_message = example_fit_message(STUDY)
+    with contextlib.redirect_stdout(io.StringIO()):  # the fit Job's entry point prints its summary
+        fit_message = example_fit_message(STUDY)
     attacked = ({running_key.run_id} if "adopted-running" in args.forgeries else set()) | first_fails
 
     cache = Path(os.environ.get("FTSCALE_CACHE", Path.home() / ".cache" / "ftscale"))
@@ -792,7 +809,6 @@ def main(argv=None) -> int:  # noqa: C901 - one scenario, told in order
         if retry_key:
             adopted["adopted-retry"] = (retry_key, kubelet.failed_pod)
 
-        points = kill_points(rng, args.kills, args.runs)
         restarts = [] if args.no_restarts else [
             (rng.uniform(0.35, 0.45) * args.runs, "kube-apiserver"),
             (rng.uniform(0.6, 0.7) * args.runs, "etcd")]
@@ -800,7 +816,7 @@ def main(argv=None) -> int:  # noqa: C901 - one scenario, told in order
         recovered: list[float] = []  # per kill
         plane_recovered: list[tuple[str, float, float]] = []  # (component, down s, operator acted after s)
         awaiting: tuple[str, float] | None = None  # (what, since): waiting for the operator to act
-        next_at: float | None = None  # when the next kill is due (a random delay after eligibility)
+        next_at: float | None = None  # when the next kill is due (a random gap after eligibility)
         load_avg = []
         bar = tqdm(total=args.runs, desc="runs with a result", unit="run")
         last_poll = 0.0
@@ -848,10 +864,11 @@ def main(argv=None) -> int:  # noqa: C901 - one scenario, told in order
                 plane_recovered.append((component, down, float("nan")))
                 awaiting = ("restart", time.time())
                 continue
-            if kills_done < len(points) and done < args.runs and (
-                    done >= points[kills_done] or done >= CATCH_UP * args.runs):
+            with jobs.lock:
+                jobs_created = len(jobs.uids)
+            if kill_allowed(kills_done, args.kills, jobs_created, done, args.runs, args.max_parallel):
                 if next_at is None:
-                    next_at = now + rng.uniform(0.0, 1.5)
+                    next_at = now + (rng.uniform(*KILL_GAP) if kills_done else 0.0)
                 if now >= next_at:
                     operator.kill()
                     kills_done += 1

@@ -4,7 +4,6 @@ benchmark itself needs the Go-built control plane and is run by hand (docs/opera
 from __future__ import annotations
 
 import dataclasses
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -54,11 +53,17 @@ def test_honest_losses_never_look_forged():
     assert max(bc.FORGED_LOSS.values()) < 1.0
 
 
-def test_kill_points_lie_in_the_window_sorted():
-    points = bc.kill_points(random.Random(1), 20, 200)
-    assert points == sorted(points) and len(points) == 20
-    assert all(0.03 * 200 <= p <= bc.CATCH_UP * 200 for p in points)
-    assert points == bc.kill_points(random.Random(1), 20, 200)
+def test_kills_start_in_the_first_wave_then_wait_for_results():
+    allowed = bc.kill_allowed
+    # first kill: once part of the first wave of Jobs exists, before any result
+    assert not allowed(0, 20, jobs_created=9, results=0, runs=200, max_parallel=50)
+    assert allowed(0, 20, jobs_created=10, results=0, runs=200, max_parallel=50)
+    assert allowed(0, 3, jobs_created=2, results=0, runs=25, max_parallel=5)
+    # later kills: only once results flow, never after the last result, never beyond --kills
+    assert not allowed(1, 20, jobs_created=50, results=0, runs=200, max_parallel=50)
+    assert allowed(1, 20, jobs_created=50, results=1, runs=200, max_parallel=50)
+    assert not allowed(5, 20, jobs_created=200, results=200, runs=200, max_parallel=50)
+    assert not allowed(20, 20, jobs_created=100, results=50, runs=200, max_parallel=50)
 
 
 def test_p95_nearest_rank():
