@@ -306,6 +306,33 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
+def operator_writes(diff: Counter) -> tuple[Counter, Counter]:
+    """(writes, reads) by (verb, resource, subresource) on the resources only the operator
+    writes, from an apiserver_request_total difference."""
+    writes, reads = Counter(), Counter()
+    for (verb, group, resource, sub), n in diff.items():
+        if (group, resource, sub) in OPERATOR_RESOURCES and not (verb == "POST" and resource == names.PLURAL):
+            # (the one POST of the study itself is this script's, not the operator's)
+            (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
+    return writes, reads
+
+
+def latencies_of(recorded: "ResultsWatcher", kubelet: "Kubelet") -> list[float]:
+    with kubelet.lock:
+        done = dict(kubelet.done_at)
+    return sorted(recorded.seen_at[r] - done[r] for r in list(recorded.seen_at) if r in done)
+
+
+def interim(api, before: Counter, recorded, kubelet, pid: int, harvested: int, t0: float) -> str:
+    """One line of the numbers so far."""
+    writes, _ = operator_writes(apiserver_requests(api) - before)
+    lat = latencies_of(recorded, kubelet)
+    p95 = lat[int(0.95 * (len(lat) - 1))] if lat else float("nan")
+    return (f"[{time.time() - t0:.0f} s] {harvested} recorded; so far writes_per_run="
+            f"{sum(writes.values()) / max(1, harvested):.2f} harvest_p95_seconds={p95:.2f} "
+            f"operator_rss_mb={vm_hwm_mb(pid):.0f} load={os.getloadavg()[0]:.1f}")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="The operator at scale on a local control plane (KWOK GPU nodes): writes "
@@ -426,6 +453,8 @@ def main(argv=None) -> int:
             harvested = len(recorded.seen_at)
             if len(load_avg) < (time.time() - t0) / 30:
                 load_avg.append(os.getloadavg()[0])
+                if len(load_avg) % 2 == 0:  # every minute: the numbers so far (a long run may be cut)
+                    bar.write(interim(api, before, recorded, kubelet, operator.pid, harvested, t0))
             # runs at once = Jobs created whose pod has not finished yet (this script finishes them)
             with kubelet.lock:
                 finished = len(kubelet.done_at)
@@ -462,15 +491,9 @@ def main(argv=None) -> int:
             names.GROUP, names.VERSION, NAMESPACE, names.PLURAL, STUDY)
         status_bytes = len(json.dumps(study_obj.get("status") or {}))
 
-        diff = after - before
-        writes = Counter()
-        reads = Counter()
-        for (verb, group, resource, sub), n in diff.items():
-            if (group, resource, sub) in OPERATOR_RESOURCES and not (verb == "POST" and resource == names.PLURAL):
-                # (the one POST of the study itself is this script's, not the operator's)
-                (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
+        writes, reads = operator_writes(after - before)
         total_writes = sum(writes.values())
-        latencies = sorted(recorded.seen_at[r] - kubelet.done_at[r] for r in recorded.seen_at if r in kubelet.done_at)
+        latencies = latencies_of(recorded, kubelet)
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
         print()
         print(f"runs: {runs_total} ({models} models × {len(DATA_SIZES)} data sizes × {seeds} seeds) "
