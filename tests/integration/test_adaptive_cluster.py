@@ -62,4 +62,5 @@ def test_an_adaptive_study_runs_what_its_design_chooses(crd, operators, namespac
     assert design["done"] is True and design["notNeeded"] == 12 - MAX_RUNS
     assert study["status"]["runsSucceeded"] == MAX_RUNS
     events = core_api.list_namespaced_event(namespace).items
-    assert len([e for e in events if e.reason == ph.EVENT_RUN_CHOSEN]) == MAX_RUNS
+    chosen = {e.message.split()[1] for e in events if e.reason == ph.EVENT_RUN_CHOSEN}
+    assert chosen == {j.metadata.labels[names.LABEL_RUN] for j in jobs}  # "run <id> (...): why"
