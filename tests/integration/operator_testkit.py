@@ -253,3 +253,20 @@ def fit_summary_message(study: str = "demo") -> str:
     """A fit pod's termination message as the fit Job writes it: the fit Job's own entry point
     run on planted results (tests/producers.py; cached, it costs a fit)."""
     return example_fit_message(study)
+
+
+def bound_claim(core_api, namespace: str, name: str, storage_class: str = "manual",
+                access_mode: str = "ReadWriteOnce") -> str:
+    """A PVC bound to a PV of its own (the scheduler places no pod whose claim is unbound);
+    returns the PV's name (cluster-scoped: the caller deletes it)."""
+    pv = f"{namespace}-{name}"[:63]
+    core_api.create_persistent_volume({
+        "metadata": {"name": pv, "labels": {"ftscale.test/namespace": "true"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": [access_mode],
+                 "storageClassName": storage_class, "hostPath": {"path": "/nonexistent"},
+                 "claimRef": {"namespace": namespace, "name": name}}})
+    core_api.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": name},
+        "spec": {"accessModes": [access_mode], "storageClassName": storage_class,
+                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}}})
+    return pv

@@ -28,8 +28,8 @@ from ftscale.api.fit_summary import FitSummary
 from ftscale.api.outcomes import EXIT_NON_FINITE_LOSS, NON_FINITE_LOSS
 from ftscale.controller import names
 
-from operator_testkit import (condition, create_study, crd, get_study, operators,  # noqa: F401
-                              run_jobs, study_pods)
+from operator_testkit import (bound_claim, condition, create_study, crd,  # noqa: F401
+                              get_study, operators, run_jobs, study_pods)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -114,25 +114,10 @@ def _terminated(core_api, namespace, name):
     return wait_until(check, 90, f"pod {name} terminated")
 
 
-def _claim(core_api, namespace: str, name: str) -> None:
-    """A PVC bound to a PV of its own (the scheduler places no pod whose claim is unbound);
-    the process kubelet then gives the claim a local folder."""
-    pv = f"{namespace}-{name}"[:63]
-    core_api.create_persistent_volume({
-        "metadata": {"name": pv, "labels": {"ftscale.test/namespace": "true"}},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "process-kubelet", "hostPath": {"path": "/nonexistent"},
-                 "claimRef": {"namespace": namespace, "name": name}}})
-    core_api.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "process-kubelet",
-                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}}})
-
-
 def test_process_kubelet_runs_pods_as_their_spec_says(core_api, namespace, process_kubelet):
     core_api.create_namespaced_config_map(namespace, {"metadata": {"name": "greetings"},
                                                       "data": {"greeting": "hello"}})
-    _claim(core_api, namespace, "shared")
+    bound_claim(core_api, namespace, "shared", storage_class="process-kubelet")  # a local folder
     core_api.create_namespaced_pod(namespace, _pod("writes", WRITE_MESSAGE))
     core_api.create_namespaced_pod(namespace, _pod("fails", FAIL_WITH_LOGS, policy="FallbackToLogsOnError"))
     pod, term = _terminated(core_api, namespace, "writes")

@@ -14,29 +14,15 @@ import pytest
 from cluster.waiting import wait_until
 from ftscale.controller import names
 
-from operator_testkit import (condition, create_study, crd, finish, get_study,  # noqa: F401
-                              operators, run_jobs, running_pods, study_manifest)
+from operator_testkit import (bound_claim, condition, create_study, crd, finish,  # noqa: F401
+                              get_study, operators, run_jobs, running_pods, study_manifest)
 
 pytestmark = pytest.mark.cluster
 
 
-def _claim(core_api, namespace: str, name: str) -> None:
-    """A PVC bound to a PV of its own (the scheduler places no pod whose claim is unbound)."""
-    pv = f"{namespace}-{name}"[:63]
-    core_api.create_persistent_volume({
-        "metadata": {"name": pv, "labels": {"ftscale.test/namespace": "true"}},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                 "storageClassName": "manual", "hostPath": {"path": "/nonexistent"},
-                 "claimRef": {"namespace": namespace, "name": name}}})
-    core_api.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "manual",
-                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}}})
-
-
 def test_hub_model_runs_wait_for_their_prefetch_job(crd, operators, namespace, core_api,  # noqa: F811
                                                    batch_api, custom_objects_api):
-    _claim(core_api, namespace, "hf-cache")
+    pv = bound_claim(core_api, namespace, "hf-cache", access_mode="ReadWriteMany")
     manifest = study_manifest("hub", models=("tiny-1",), data_sizes=(100,), maxParallelRuns=8,
                               modelCache={"claimName": "hf-cache"})
     manifest["spec"]["models"] += [
@@ -80,4 +66,4 @@ def test_hub_model_runs_wait_for_their_prefetch_job(crd, operators, namespace, c
         assert not [j for j in run_jobs(batch_api, namespace, "hub")
                     if j.metadata.labels[names.LABEL_MODEL] == "p160-s1000"]
     finally:
-        core_api.delete_persistent_volume(f"{namespace}-hf-cache"[:63])
+        core_api.delete_persistent_volume(pv)
