@@ -104,6 +104,8 @@ FORGED_LOSS = {"unowned": 0.123456, "outside-grid": 0.234567, "adopted-running":
 OUTSIDE_GRID_KEY = RunKey(model="m999", method="fmt", pet_size=None, data_size=12345, seed=7)
 # Seconds between one restart's recovery and the next kill: uniform in this range.
 KILL_GAP = (0.0, 3.0)
+# A pod bound to a node but still Pending after this long is started by our kubelet (Kubelet).
+STUCK_PENDING_SECONDS = 30.0
 
 
 # ---- pure parts (tests/unit/test_bench_chaos.py) ----------------------------------------------
@@ -436,7 +438,11 @@ class ResultsWatcher(Watcher):
 class Kubelet(Watcher):
     """Finishes each Job's pod once it is Running on a node, after a random delay: with the
     run's result, or (pod_fails) with exit code 1. The fit pod gets the fit Job's real output.
-    Pods the forger made are left alone; runs in `hold` wait until released."""
+    Pods the forger made are left alone; runs in `hold` wait until released.
+
+    A pod bound to a node that stays Pending for STUCK_PENDING_SECONDS is taken as started:
+    KWOK (v0.8) drops a stage whose status patch failed — as during an API-server or etcd
+    restart — and never retries it, where a real kubelet would sync the pod again."""
 
     def __init__(self, api, args, messages: dict[str, str], fit_message: str, hold: set[str],
                  first_fails: set[str]):
@@ -457,16 +463,28 @@ class Kubelet(Watcher):
         self.running_pod: dict[str, dict] = {}  # run id → its newest Running pod
         self.finished = {"succeeded": 0, "failed": 0, "fit": 0}
         self.failed_pod: dict[str, dict] = {}  # run id → its last pod failed here
+        self.pending: dict[str, tuple[float, dict]] = {}  # bound pods not Running yet: since, pod
+        self.started_here: list[str] = []  # pods KWOK left Pending, started by this kubelet
 
     def handle(self, kind: str, pod: dict) -> None:
         meta = pod["metadata"]
         owners = [o for o in meta.get("ownerReferences") or () if o.get("kind") == "Job"]
-        if kind == "DELETED" or meta["name"].startswith(ROGUE_PREFIX) or not owners:
+        if meta["name"].startswith(ROGUE_PREFIX) or not owners:
             return
-        status = pod.get("status") or {}
-        if status.get("phase") != "Running" or not pod["spec"].get("nodeName"):
-            return
-        job = owners[0]["name"]
+        phase = (pod.get("status") or {}).get("phase")
+        with self.lock:
+            if phase == "Pending" and pod["spec"].get("nodeName") and kind != "DELETED":
+                since = self.pending.get(meta["name"], (time.time(), None))[0]
+                self.pending[meta["name"]] = (since, pod)
+                return
+            self.pending.pop(meta["name"], None)
+        if phase == "Running" and pod["spec"].get("nodeName") and kind != "DELETED":
+            self._start(pod)
+
+    def _start(self, pod: dict) -> None:
+        """The pod's container runs from now on: finish it after a random time."""
+        meta = pod["metadata"]
+        job = [o for o in meta["ownerReferences"] if o.get("kind") == "Job"][0]["name"]
         with self.lock:
             pods = self.attempts.setdefault(job, [])
             if meta["name"] in pods:
@@ -490,6 +508,11 @@ class Kubelet(Watcher):
         while not self.stop.is_set():
             with self.lock:
                 now = time.time()
+                for name, (since, pod) in list(self.pending.items()):
+                    if now - since > STUCK_PENDING_SECONDS:
+                        del self.pending[name]
+                        self.started_here.append(name)
+                        self._start(pod)
                 if not self.queue or self.queue[0][0] > now:
                     self.lock.wait(timeout=0.2 if not self.queue else min(0.2, self.queue[0][0] - now))
                     continue
@@ -912,6 +935,9 @@ def main(argv=None) -> int:  # noqa: C901 - one scenario, told in order
               f"{kubelet.finished['failed']} failed with exit code 1 ({args.fail_fraction:.0%} drawn per "
               f"pod); {kubelet.finished['fit']} fit pod(s); runs expected to fail for good: "
               f"{len(expect_failed)} {expect_failed}")
+        if kubelet.started_here:
+            print(f"KWOK left {len(kubelet.started_here)} bound pod(s) Pending (a status patch lost "
+                  f"in a control-plane restart); started by this kubelet: {kubelet.started_here}")
         print(f"operator: {kills_done} SIGKILLs; recovery (restart -> next Job or result), s: "
               f"{' '.join(f'{x:.1f}' for x in recovered)}")
         for component, down, after in plane_recovered:
