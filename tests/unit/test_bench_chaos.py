@@ -138,3 +138,11 @@ def test_help_and_argument_checks():
     assert bad.returncode == 2 and "multiple of 25" in bad.stderr
     smoke = bc.parse_args(["--smoke"])
     assert (smoke.runs, smoke.kills, smoke.no_restarts) == (25, 3, True)
+
+
+def test_recovery_counts_from_the_first_work_after_a_restart():
+    # work was waiting at the start: from the start
+    assert bc.work_since(100.0, True, [90.0, 105.0]) == 100.0
+    # nothing waiting: from the first pod finished after the start (not one before it)
+    assert bc.work_since(100.0, False, [90.0, 107.0, 103.0]) == 103.0
+    assert bc.work_since(100.0, False, [90.0]) is None
