@@ -144,16 +144,60 @@ class NativeTuned(nn.Module):
         return self.base.lm_head(hidden[target_mask])
 
 
+# Architectures whose causal-LM forward is exactly `head(decoder(...).last_hidden_state)` — no
+# logit soft-capping or scaling (Gemma 2, Granite, Cohere have those) — so HFTuned may run the
+# decoder itself and apply the head at target positions only. Others take the full forward.
+HEAD_AT_TARGETS_MODEL_TYPES = frozenset({
+    "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gemma", "phi3", "olmo", "olmo2",
+    "stablelm"})
+
+
 class HFTuned(nn.Module):
+    """A transformers causal LM (or a peft model around one) behind the TunedModel interface.
+
+    As on the native path, the LM head runs only at the `target_mask` positions when the
+    architecture allows (HEAD_AT_TARGETS_MODEL_TYPES): the decoder gives the hidden states,
+    and head(hidden[target_mask]) equals the full forward's logits[target_mask] — on the toy
+    models the head over every position was about a third of a training step. Training and
+    loss forwards pass use_cache=False: a KV cache is built for nothing otherwise. Prompt
+    tuning prepends the soft prompt as peft's PeftModelForCausalLM.forward does (word
+    embeddings, get_prompt, one attention-mask column each)."""
+
     def __init__(self, peft_or_model: nn.Module, prompt_len: int = 0):
         super().__init__()
         self.inner = peft_or_model
         self.prompt_len = prompt_len
 
+    def _transformer(self) -> nn.Module:
+        """The transformers model: peft's base model (LoRA layers injected in place), or inner."""
+        get_base = getattr(self.inner, "get_base_model", None)
+        return get_base() if get_base is not None else self.inner
+
     def forward(self, input_ids, target_mask, attention_mask=None):
+        model = self._transformer()
+        if getattr(model.config, "model_type", None) not in HEAD_AT_TARGETS_MODEL_TYPES:
+            return self._full_forward(input_ids, target_mask, attention_mask)
+        decoder, head = model.base_model, model.get_output_embeddings()
+        if self.prompt_len:
+            # PeftModelForCausalLM.forward for prompt tuning, up to the base model's decoder
+            embeds = self.inner.word_embeddings(input_ids)
+            prompts = self.inner.get_prompt(batch_size=input_ids.shape[0]).to(embeds.dtype)
+            embeds = torch.cat((prompts, embeds), dim=1)
+            if attention_mask is not None:
+                ones = attention_mask.new_ones(input_ids.shape[0], self.prompt_len)
+                attention_mask = torch.cat((ones, attention_mask), dim=1)
+            hidden = decoder(inputs_embeds=embeds, attention_mask=attention_mask,
+                             use_cache=False).last_hidden_state[:, self.prompt_len:]
+        else:
+            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask,
+                             use_cache=False).last_hidden_state
+        return head(hidden[target_mask])
+
+    def _full_forward(self, input_ids, target_mask, attention_mask=None):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        logits = self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                            use_cache=False).logits
         if self.prompt_len:
             logits = logits[:, self.prompt_len:]
         return logits[target_mask]
