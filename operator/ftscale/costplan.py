@@ -35,9 +35,12 @@ Memory per GPU (bytes; Adam state and gradients in fp32 for trainable parameters
   bf16 under bf16/fp16 and fp32 otherwise, plus the fp32 adapter;
 * gradients 4 and Adam 8 bytes per trainable parameter; data-parallel replicas (DDP) keep
   another 4 bytes per trainable parameter in their communication buckets;
-* FSDP (fmt on several GPUs, when sharding is asked for or the run does not fit otherwise):
-  weights, gradients and Adam are divided by the GPU count, plus two layers' bf16 parameters
-  gathered at a time (the current one and the prefetched next);
+* FSDP (fmt on several GPUs): whether a run shards is the trainer's own rule,
+  ftscale_trainer.sharding.choose_sharding — `training.sharding: fsdp` always, `auto` when its
+  estimate (ftscale_trainer.memory) of one unsharded process at one example with activation
+  checkpointing exceeds the GPU's memory, `none` never — so the plan predicts what the run
+  will do. Sharded, weights, gradients and Adam are divided by the GPU count, plus two layers'
+  bf16 parameters gathered at a time (the current one and the prefetched next);
 * activations: Korthikanti et al. (2022, "Reducing Activation Recomputation in Large Transformer
   Models", eq. 2 with one tensor-parallel rank) 34·s·b·h bytes per layer for 16-bit activations,
   without the 5·a·s²·b attention-score term because the attention kernels (SDPA/flash) do not
@@ -357,19 +360,40 @@ def _flag(value: Any) -> bool | None:
     return None
 
 
+def planned_sharding(method: str, setting: str, shape: ModelShape, *, precision: str,
+                     processes: int, tokens_per_example: int, capacity_bytes: float | None,
+                     on_gpu: bool) -> bool:
+    """Whether the trainer will shard the run with FSDP: its own rule
+    (ftscale_trainer.sharding.choose_sharding) on its own estimate of whether one unsharded
+    process fits (fmt_fits_one_device, from this shape; unknown without a capacity, and then
+    `auto` does not shard — as the trainer does without an estimate). `setting` is the config's
+    `sharding` (auto, none or fsdp); `processes` the run's GPUs."""
+    from ftscale_trainer import memory  # torch-free, like ftscale_trainer.config
+    from ftscale_trainer.sharding import choose_sharding, fmt_fits_one_device
+
+    fits = None
+    if method == grid.FMT and capacity_bytes is not None:
+        dims = memory.ModelDims(
+            layers=shape.layers, hidden=shape.hidden_size, intermediate=shape.intermediate_size,
+            vocab=shape.vocab_size or 0,
+            params=shape.non_embedding_params + shape.embedding_params)
+        fits = fmt_fits_one_device(dims, precision, tokens_per_example, capacity_bytes)
+    kind, _ = choose_sharding(setting, method, processes, "cuda" if on_gpu else "cpu", fits)
+    return kind == "fsdp"
+
+
 def choose_memory(method: str, shape: ModelShape, adapter: int, *, precision: str, gpus: int,
                   local_batch: int, seq_len: int, micro_batch: int | None,
-                  checkpointing: bool | None, sharding: bool | None,
+                  checkpointing: bool | None, sharded: bool,
                   capacity_bytes: float | None, on_gpu: bool = True) -> MemoryEstimate:
-    """The settings the run would use and their memory. Fixed settings are kept; automatic
-    ones (None) take the fastest choice that fits `capacity_bytes`, in this order of preference:
-    no sharding before FSDP (fmt on several GPUs only), no gradient checkpointing before
-    checkpointing, then the largest micro-batch dividing the process's share of the batch. With
-    no capacity known, automatic settings stay off and the micro-batch is the whole share. When
-    nothing fits, the smallest-memory choice is returned (its total exceeds the capacity)."""
-    can_shard = method == grid.FMT and gpus > 1
-    shard_options = [sharding and can_shard] if sharding is not None else (
-        [False, True] if can_shard else [False])
+    """The settings the run would use and their memory. `sharded` is decided before
+    (planned_sharding: the trainer's rule). Fixed settings are kept; automatic ones (None) take
+    the fastest choice that fits `capacity_bytes`, in this order of preference: no gradient
+    checkpointing before checkpointing, then the largest micro-batch dividing the process's
+    share of the batch. With no capacity known, automatic settings stay off and the micro-batch
+    is the whole share. When nothing fits, the smallest-memory choice is returned (its total
+    exceeds the capacity)."""
+    shard_options = [sharded and method == grid.FMT and gpus > 1]
     ckpt_options = [checkpointing] if checkpointing is not None else [False, True]
     micro_options = [micro_batch] if micro_batch else _divisors_desc(local_batch)
 
@@ -521,12 +545,15 @@ def plan_run(run: PlannedRun, cfg: Any, gpu: GpuSettings | None, *,
         capacity = gpu.memory_gib * GIB
     processes = max(1, priced)
     local_batch = max(1, math.ceil(work.batch_size / processes))
+    sharded = planned_sharding(key.method, getattr(cfg, "sharding", "auto"), shape,
+                               precision=precision, processes=processes,
+                               tokens_per_example=work.seq_len, capacity_bytes=capacity,
+                               on_gpu=on_gpu)
     memory = choose_memory(
         key.method, shape, adapter, precision=precision, gpus=priced, local_batch=local_batch,
         seq_len=work.seq_len, micro_batch=getattr(cfg, "micro_batch_size", None),
         checkpointing=_flag(getattr(cfg, "gradient_checkpointing", "auto")),
-        sharding=_flag(getattr(cfg, "sharding", "auto")), capacity_bytes=capacity,
-        on_gpu=on_gpu)
+        sharded=sharded, capacity_bytes=capacity, on_gpu=on_gpu)
     fits = None if capacity is None else memory.total <= capacity
 
     train = training_flops(key.method, n, adapter, work.train_tokens)
@@ -696,6 +723,10 @@ def _remedies(run: PlannedRun, cfg: Any, current: RunPlan, gpu: GpuSettings) -> 
         if _fits_with(run, cfg, gpu, precision="bf16").fits:
             fixes.append("train in bf16 (training.precision: bf16 loads the frozen base in 16 "
                          "bits)")
+    if run.key.method == grid.FMT and getattr(cfg, "sharding", "auto") == "none" \
+            and run.gpus > 1 and _fits_with(run, cfg, gpu, sharding="auto").fits:
+        fixes.append(f"let ftscale shard it (training.sharding: auto or fsdp; FSDP splits "
+                     f"weights, gradients and Adam state across the {run.gpus} GPUs)")
     if run.key.method == grid.FMT:
         for g in range(max(2, run.gpus + 1), 65):
             if _fits_with(run, cfg, gpu, gpus=g).fits:

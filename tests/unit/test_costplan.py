@@ -373,12 +373,12 @@ def test_fixed_memory_settings_are_kept_and_named_in_the_remedy(monkeypatch):
     shape = costplan.shape_from_parameters(B)
     fixed = costplan.choose_memory("fmt", shape, 0, precision="bf16", gpus=1, local_batch=128,
                                    seq_len=512, micro_batch=128, checkpointing=False,
-                                   sharding=None, capacity_bytes=40 * GIB)
+                                   sharded=False, capacity_bytes=40 * GIB)
     assert (fixed.micro_batch_size, fixed.gradient_checkpointing) == (128, False)
     assert fixed.total > 40 * GIB  # kept although it does not fit
     auto = costplan.choose_memory("fmt", shape, 0, precision="bf16", gpus=1, local_batch=128,
                                   seq_len=512, micro_batch=None, checkpointing=None,
-                                  sharding=None, capacity_bytes=40 * GIB)
+                                  sharded=False, capacity_bytes=40 * GIB)
     assert auto.total <= 40 * GIB and auto.micro_batch_size < 128
 
     # training.microBatchSize / gradientCheckpointing as the trainer config will carry them

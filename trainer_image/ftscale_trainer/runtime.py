@@ -192,40 +192,8 @@ def make_runtime(precision: str):
 
 
 # ---- sharding (FSDP2) ----------------------------------------------------------------------------
-def choose_sharding(setting: str, method: str, world_size: int, device_type: str,
-                    fits_one_device: bool | None) -> tuple[str, str]:
-    """("none" | "fsdp", why) for a run: `setting` is the config's `sharding`, `fits_one_device`
-    whether the memory estimate says an unsharded FMT process fits one GPU (None: no estimate).
-
-    `auto` shards only FMT, only with several processes, only on GPUs, and only when the
-    estimate says the model does not fit one device: data parallelism is simpler and at least
-    as fast whenever it fits. `fsdp` is honoured anywhere there are several processes (CPU
-    included: that is how it is tested). Raises ConfigError for `fsdp` with a PET method, whose
-    trained tensors are small and whose frozen base weights FSDP here would not shard apart.
-    """
-    from ftscale_trainer.config import SHARDINGS, ConfigError
-
-    if setting not in SHARDINGS:
-        raise ConfigError(f"sharding must be one of {', '.join(SHARDINGS)}; got {setting!r}")
-    if setting == "fsdp" and method != "fmt":
-        raise ConfigError(f"sharding: fsdp is for full-model tuning; {method} trains few "
-                          f"tensors and runs data parallel (use sharding: auto or none)")
-    if world_size < 2:
-        return "none", ("one process: nothing to shard across" if setting == "fsdp"
-                        else "one process")
-    if setting == "none":
-        return "none", "sharding: none"
-    if setting == "fsdp":
-        return "fsdp", "sharding: fsdp"
-    if method != "fmt":
-        return "none", f"{method} runs data parallel"
-    if device_type != "cuda":
-        return "none", "auto shards only on GPUs (ask for sharding: fsdp on CPU)"
-    if fits_one_device is None:
-        return "none", "no memory estimate"
-    if fits_one_device:
-        return "none", "the memory estimate fits one GPU"
-    return "fsdp", "the memory estimate does not fit one GPU"
+# The rule lives in ftscale_trainer.sharding (torch-free), where the study's cost plan reads it too.
+from ftscale_trainer.sharding import choose_sharding  # noqa: E402,F401
 
 
 def shard_units(model) -> list:

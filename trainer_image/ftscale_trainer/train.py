@@ -544,17 +544,17 @@ def shard_if_needed(config: TrainConfig, runtime, model_path: str, log):
     of one unsharded FMT process at one example with activation checkpointing — the least it can
     need) says so; config.sharding becomes what was chosen ("none" or "fsdp"), so the saved
     config says how the run ran. Raises ConfigError for combinations that cannot run."""
-    from ftscale_trainer import memory
-    from ftscale_trainer.runtime import ShardedRuntime, choose_sharding
+    from ftscale_trainer.runtime import ShardedRuntime
+    from ftscale_trainer.sharding import choose_sharding, fmt_fits_one_device
 
     fits = None
     if config.sharding == "auto" and config.method == "fmt" and runtime.world_size > 1 \
             and runtime.device.type == "cuda":
         dims = _model_dims(model_path)
         if dims is not None:
-            est = memory.estimate(dims, "fmt", runtime.precision)
-            budget = torch.cuda.get_device_properties(runtime.device).total_memory * memory.BUDGET_FRACTION
-            fits = est.total(_tokens_per_example(config), True) <= budget
+            device_bytes = torch.cuda.get_device_properties(runtime.device).total_memory
+            fits = fmt_fits_one_device(dims, runtime.precision, _tokens_per_example(config),
+                                       device_bytes)
     kind, why = choose_sharding(config.sharding, config.method, runtime.world_size,
                                 runtime.device.type, fits)
     if kind == "fsdp" and config.save not in (None, "none"):
@@ -571,21 +571,12 @@ def _tokens_per_example(config: TrainConfig) -> int:
             + (config.pet_size if config.method == "prompt" else 0))
 
 
-def sharded_estimate(est, processes: int, layers: int):
-    """A memory estimate under FSDP: weights, gradients and optimizer state split across the
-    processes, plus one decoder layer's weights gathered whole while it runs."""
-    from dataclasses import replace as _replace
-
-    return _replace(est, weights=est.weights // processes + est.weights // max(1, layers),
-                    gradients=est.gradients // 2 // processes,  # no DDP all-reduce buckets
-                    optimizer=est.optimizer // processes)
-
-
 def memory_plan(config: TrainConfig, runtime, model_path: str, log) -> tuple[int, bool]:
     """(micro-batch, gradient checkpointing) for this process. On a GPU, unset values come from
     the memory estimate of ftscale_trainer.memory; elsewhere the micro-batch defaults to the
     process's whole share of the batch and checkpointing is on only when asked for."""
     from ftscale_trainer import memory, tiny_llama
+    from ftscale_trainer.sharding import sharded_estimate
 
     local = math.ceil(config.batch_size / runtime.world_size)
     explicit = config.micro_batch_size and min(config.micro_batch_size, local)
