@@ -49,17 +49,49 @@ def default_workdir(study: Study) -> Path:
     return Path("runs") / study.name
 
 
-def _local_source(source: str, base: Path, models_root: Path | None) -> str:
+def _local_source(source: str, base: Path, models_root: Path | None,
+                  revision: str | None = None) -> str:
     """Locally, a relative model source is a folder under --models-root (or next to the study
     file) when one exists; otherwise it is passed on unchanged (a Hugging Face id in the local
-    cache, or toy:...)."""
+    cache, or toy:...). A model with a `revision` resolves only to that revision's folder
+    (`revision_folder`); without one the source stays unchanged and preflight refuses it
+    (`_revision_problems`): the trainer would load the hub's default revision instead."""
+    roots = _model_roots(base, models_root)
+    if revision:
+        found = revision_folder(source, revision, roots)
+        return str(found) if found is not None else source
     if source.startswith("toy:") or source.startswith("/"):
         return source
-    for root in ([models_root] if models_root else []) + [base]:
+    for root in roots:
         candidate = root / source
         if candidate.exists():
             return str(candidate.resolve())
     return source
+
+
+def _model_roots(base: Path, models_root: Path | None) -> list[Path]:
+    """Where local model folders are looked up, first match wins: --models-root, then the
+    study file's folder."""
+    return ([models_root] if models_root else []) + [base]
+
+
+def revision_folder(source: str, revision: str, roots: list[Path]) -> Path | None:
+    """The folder of hub model `source` at `revision` under the first of `roots` that has it,
+    laid out as the cluster's model cache: `<root>/<org>--<name>/<revision>` (revision
+    percent-encoded; ftscale.controller.prefetch.cache_folder), which
+    `python -m ftscale_trainer.prefetch --source S --revision R --local-dir <that folder>`
+    fills. A folder without config.json does not count. None when no root has it, or when
+    `source` is not a hub id (a path names one folder, whose revision cannot be chosen)."""
+    from ftscale.controller import prefetch
+
+    if not prefetch.is_hub_id(source):
+        return None
+    fetch = prefetch.Fetch(source, revision)
+    for root in roots:
+        folder = Path(prefetch.cache_folder(fetch, root=str(root)))
+        if (folder / "config.json").is_file():
+            return folder.resolve()
+    return None
 
 
 def local_configs(study: Study, runs: list[grid.PlannedRun], study_dir: Path,
@@ -70,17 +102,22 @@ def local_configs(study: Study, runs: list[grid.PlannedRun], study_dir: Path,
     for run in runs:
         cfg = grid.trainer_config(study.name, study.spec, run, data_root=str(data_root),
                                   models_root=None)
-        cfg["model_source"] = _local_source(run.model["source"], study_dir, models_root)
+        cfg["model_source"] = _local_source(run.model["source"], study_dir, models_root,
+                                            run.model.get("revision"))
         configs[run.run_id] = cfg
     return configs
 
 
-def preflight(study: Study, configs: dict[str, dict[str, Any]]) -> list[str]:
-    """Problems every run would hit, found before any starts: toy models and tasks that the
+def preflight(study: Study, configs: dict[str, dict[str, Any]],
+              model_roots: list[Path]) -> list[str]:
+    """Problems every run would hit, found before any starts: a model revision with no local
+    folder (whatever the trainer: none is told the revision), toy models and tasks that the
     offline world does not have (not built yet, or a name it lacks), data files that are
-    missing. Torch-free (ftscale_trainer.world reads the world's index only). Skipped when
-    $FTSCALE_TRAINER_CMD names another trainer: it may see another world and other files."""
-    problems: list[str] = []
+    missing. Torch-free (ftscale_trainer.world reads the world's index only). `model_roots`
+    are where model folders were looked up (named in messages). The checks after the
+    revisions are skipped when $FTSCALE_TRAINER_CMD names another trainer: it may see another
+    world and other files."""
+    problems: list[str] = _revision_problems(study, configs, model_roots)
     if os.environ.get("FTSCALE_TRAINER_CMD"):
         return problems
     sources = {c["model_source"] for c in configs.values()}
@@ -130,6 +167,41 @@ def _lora_target_problems(configs: dict[str, dict[str, Any]]) -> list[str]:
             check_targets(source, targets)
         except ConfigError as exc:
             problems.append(f"methods[name=lora].loraTargets for model {cfg.get('model')}: {exc}")
+    return problems
+
+
+def _revision_problems(study: Study, configs: dict[str, dict[str, Any]],
+                       roots: list[Path]) -> list[str]:
+    """models[].revision that a local run cannot honour: `ftscale run` downloads nothing, and
+    a trainer given the hub id would silently load the default revision (`main`). Each model
+    with a revision needs its revision folder (revision_folder), which local_configs made its
+    model_source; one message per model that has none, saying where to put it."""
+    from ftscale.controller import prefetch
+
+    used = {c.get("model"): c.get("model_source") for c in configs.values()}
+    problems = []
+    for model in study.spec.get("models") or ():
+        revision, source = model.get("revision"), model.get("source", "")
+        if not revision or model["name"] not in used:
+            continue
+        found = revision_folder(source, revision, roots)
+        if found is not None and used[model["name"]] == str(found):
+            continue
+        where = f"models[name={model['name']}].revision {revision}"
+        if not prefetch.is_hub_id(source):
+            problems.append(f"{where}: source {source} is a path, which holds one revision: "
+                            f"point source at the folder of revision {revision} and drop "
+                            f"revision")
+            continue
+        fetch = prefetch.Fetch(source, revision)
+        target = prefetch.cache_folder(fetch, root=str(roots[0]) if roots else "<models root>")
+        looked = ", ".join(prefetch.cache_folder(fetch, root=str(r)) for r in roots)
+        problems.append(
+            f"{where}: ftscale run downloads no models and the trainer, given {source}, would "
+            f"load its default revision; no folder of revision {revision} was found"
+            f"{f' ({looked})' if looked else ''}. Fetch it: python -m ftscale_trainer.prefetch "
+            f"--source {source} --revision {revision} --local-dir {target} — or point source "
+            f"at a folder of that revision and drop revision")
     return problems
 
 
@@ -348,7 +420,8 @@ def _run_locked(study: Study, study_file: str, wd: Workdir, *, parallel: int | N
     except grid.GridError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
-    problems = preflight(study, configs)
+    problems = preflight(study, configs, _model_roots(
+        study_dir, Path(models_root).resolve() if models_root else None))
     if problems:
         print("error: the study cannot run as written:", file=err)
         for p in problems:
