@@ -311,9 +311,14 @@ def operator_writes(diff: Counter) -> tuple[Counter, Counter]:
     writes, from an apiserver_request_total difference."""
     writes, reads = Counter(), Counter()
     for (verb, group, resource, sub), n in diff.items():
-        if (group, resource, sub) in OPERATOR_RESOURCES and not (verb == "POST" and resource == names.PLURAL):
-            # (the one POST of the study itself is this script's, not the operator's)
-            (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
+        if (group, resource, sub) not in OPERATOR_RESOURCES:
+            continue
+        if verb == "POST" and resource == names.PLURAL:
+            continue  # the one POST of the study itself is this script's, not the operator's
+        if verb == "DELETE" and resource == "jobs":
+            continue  # the TTL controller's, once ttlSecondsAfterFinished expires (the operator
+            # deletes only Jobs of runs dropped from the grid: none here)
+        (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
     return writes, reads
 
 
