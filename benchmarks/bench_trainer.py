@@ -53,7 +53,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.methods = [m for m in args.methods.split(",") if m]
-    for name, chosen, allowed in (("backend", args.backends, BACKENDS), ("method", args.methods, METHODS)):
+    for name, chosen, allowed in (("backend", args.backends, BACKENDS),
+                                  ("method", args.methods, METHODS)):
         for value in chosen:
             if value not in allowed:
                 p.error(f"unknown {name} {value!r} (choose from {', '.join(allowed)})")
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
     if args.profile:
         for method in args.methods:
             for backend in args.backends:
-                _profile(f"ftscale {backend} {method}", lambda: our_tokens_per_second(method, backend, args))
+                _profile(f"ftscale {backend} {method}",
+                         lambda: our_tokens_per_second(method, backend, args))
             _profile(f"hf_trainer {method}", lambda: hf_tokens_per_second(method, args))
         return 0
     ratios: dict[str, list[float]] = {b: [] for b in args.backends}

@@ -57,7 +57,8 @@ def _logits_and_grads(forward, tuned, ids, targets, labels):
 def test_head_at_targets_equals_the_full_forward(hf_checkpoints, arch, method):
     tuned = _load(hf_checkpoints[arch], method)
     ids, targets = _batch()
-    labels = torch.randint(3, 300, (int(targets.sum()),), generator=torch.Generator().manual_seed(4))
+    labels = torch.randint(3, 300, (int(targets.sum()),),
+                           generator=torch.Generator().manual_seed(4))
     rows = _head_rows(tuned)
     fast, fast_grads = _logits_and_grads(tuned, tuned, ids, targets, labels)
     assert rows == [int(targets.sum())]  # the head ran on the 11 target positions, not 27
