@@ -8,9 +8,10 @@ fields: a half-written object yields a view with None in the missing places.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from ftscale.controller import names
 
@@ -28,6 +29,49 @@ def parse_time(value: str | None) -> float | None:
 def format_time(ts: float) -> str:
     """Unix seconds → RFC 3339 with a Z, second precision (the API's own format)."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Workload(NamedTuple):
+    """What a pod runs: its main container's name, image, command and args, and a digest of
+    its run-config annotation. A pod counts as its Job's only when this matches the Job's
+    template: the Job controller adopts any orphan pod whose labels match its selector, so
+    anyone who may create pods in the namespace could otherwise slip a forged result in
+    (found by `make bench-chaos`)."""
+
+    container: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    config_digest: str | None
+
+
+def workload(annotations: Mapping[str, Any] | None, pod_spec: Mapping[str, Any] | None) -> Workload | None:
+    """The Workload of a pod (or a Job's pod template); None without a known main container."""
+    for c in (pod_spec or {}).get("containers") or ():
+        if c.get("name") in (names.RUN_CONTAINER, names.FIT_CONTAINER, names.PREFETCH_CONTAINER):
+            config = (annotations or {}).get(names.ANNOTATION_RUN_CONFIG)
+            return Workload(c["name"], str(c.get("image") or ""), tuple(c.get("command") or ()),
+                            tuple(c.get("args") or ()),
+                            None if config is None else hashlib.sha256(config.encode()).hexdigest()[:16])
+    return None
+
+
+def same_workload(template: Workload | None, pod: Workload | None) -> bool:
+    """Whether `pod` runs what the Job's `template` says. An image the template names by tag
+    may run pinned by digest (`repo@sha256:…`, as image-policy webhooks rewrite it); nothing
+    else may differ. Without a known template (None) every pod counts."""
+    if template is None:
+        return True
+    if pod is None:
+        return False
+    if pod._replace(image=template.image) != template:
+        return False
+    if pod.image == template.image:
+        return True
+    repo = template.image.split("@")[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return pod.image.startswith(repo + "@sha256:")
 
 
 @dataclass(frozen=True)
@@ -50,6 +94,7 @@ class JobView:
     created_at: float | None
     uid: str | None = None
     owner_uid: str | None = None  # the controller owner's uid: the study's, for our Jobs
+    workload: Workload | None = None  # what its pod template runs (None: template unknown)
 
     @property
     def terminal(self) -> bool:
@@ -72,6 +117,7 @@ class PodView:
     # Why the pod cannot start, when it says: a waiting container's reason and message
     # (ImagePullBackOff, ...) or PodScheduled=False (Unschedulable: "0/32 nodes are available ...")
     blocked: str | None = None
+    workload: Workload | None = None  # what the pod runs
 
 
 def _finished_condition(status: Mapping[str, Any]) -> tuple[str | None, str | None, str | None, float | None]:
@@ -114,6 +160,8 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         created_at=parse_time(meta.get("creationTimestamp")),
         uid=meta.get("uid"),
         owner_uid=controller_uid(meta),
+        workload=workload(((spec.get("template") or {}).get("metadata") or {}).get("annotations"),
+                          (spec.get("template") or {}).get("spec")),
     )
 
 
@@ -156,6 +204,7 @@ def pod_view(body: Mapping[str, Any], container: str | None = None) -> PodView:
         deleting=bool(meta.get("deletionTimestamp")),
         owner_uid=controller_uid(meta),
         blocked=_blocked(chosen, status),
+        workload=workload(meta.get("annotations"), body.get("spec")),
     )
 
 

@@ -29,7 +29,7 @@ from ftscale.grid import expand, fit_job_input
 from ftscale.controller import conditions as cond
 from ftscale.controller import names, prefetch
 from ftscale.controller.harvest import harvest_fit, harvest_run, harvest_succeeded_pod
-from ftscale.controller.observe import JobView, PodView, format_time
+from ftscale.controller.observe import JobView, PodView, format_time, same_workload
 from ftscale.controller.settings import OperatorSettings
 from ftscale.controller.templates import (DesiredRun, StudyRef, fit_job, rendezvous_service,
                                           rendezvous_service_name, run_job)
@@ -171,8 +171,12 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     # with a study's labels cannot forge a result).
     jobs = [j for j in jobs if j.owner_uid == study.uid]
     job_uids = {j.name: j.uid for j in jobs}
+    templates = {j.name: j.workload for j in jobs}
+    # ... and that runs what its Job's template says: the Job controller adopts any orphan
+    # pod whose labels match its selector, so an owner reference alone proves nothing.
     pods_by_job = {name: [p for p in ps if p.owner_uid is not None
-                          and p.owner_uid == job_uids.get(name)]
+                          and p.owner_uid == job_uids.get(name)
+                          and same_workload(templates.get(name), p.workload)]
                    for name, ps in _by_job(pods).items()}
     run_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_RUN}
     fit_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_FIT}
