@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/trainer_image
 PY = $(shell scripts/python-env.sh)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-adaptive bench-trainer bench-operator bench-chaos toy cluster-build cluster-up cluster-down cluster-demo images
+.PHONY: help venv demo test test-fast bench-fit bench-model-selection bench-adaptive bench-trainer bench-trainer-gpu bench-operator bench-chaos toy cluster-build cluster-up cluster-down cluster-demo images
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -35,6 +35,9 @@ bench-adaptive:  ## adaptive design vs the full grid on 20 simulated worlds; las
 
 bench-trainer:  ## trainer vs HF Trainer tokens/s on CPU; last line trainer_speedup_vs_hf=R
 	@$(PY) benchmarks/bench_trainer.py
+
+bench-trainer-gpu:  ## trainer on one GPU (~1B Llama, bf16): tokens/s, memory, MFU; last line ...gpu_mfu_fmt=
+	@$(PY) benchmarks/bench_trainer_gpu.py
 
 bench-operator:  ## operator at scale on the real control plane; last line writes_per_run=...
 	@$(PY) benchmarks/bench_operator.py
