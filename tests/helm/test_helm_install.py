@@ -41,6 +41,7 @@ from operator_testkit import (create_study, finish, free_port, get_study,  # noq
                               running_pods, study_manifest, wait_until)
 
 from cluster.kubelet import complete_pod  # noqa: E402
+from cluster.study_results import study_results  # noqa: E402
 from ftscale.controller import names  # noqa: E402
 
 RELEASE = "ftscale"
@@ -263,7 +264,10 @@ def study_run(release, apps_api, core_api, custom_objects_api, tmp_path_factory)
 def test_the_charts_rbac_carries_a_whole_study(release, study_run, custom_objects_api, core_api):
     status = get_study(custom_objects_api, release.study_namespace, study_run.study)["status"]
     assert status["runsSucceeded"] == 3 and status["runsFailed"] == 1
-    assert {r.get("reason") for r in status["results"] if r["phase"] == "Failed"} == {"InvalidConfig"}
+    assert {r.get("reason") for r in status["recentFailures"]} == {"InvalidConfig"}
+    # the results ConfigMaps, written and listed with the chart's RBAC only
+    recorded = study_results(core_api, release.study_namespace, study_run.study)
+    assert len(recorded) == 4 and {r.reason for r in recorded.values() if not r.ok} == {"InvalidConfig"}
     assert status["fit"]
     log = study_run.log.read_text(errors="replace")
     # A denied call shows as HTTP status 403 / "Forbidden"; match the status, not any "403" (the
