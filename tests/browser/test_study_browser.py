@@ -16,6 +16,7 @@ the same way. Screenshots go to $FTSCALE_TEST_ARTIFACTS (default $FTSCALE_CACHE/
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -55,10 +56,11 @@ def _params(model: str) -> int:
     return 1000 * 4 ** MODELS.index(model)
 
 
-def _fit_message(fit_input: str, tmp: Path) -> str:
-    """Act as the fit pod's kubelet: run the fit Job's entry point on the fit input and return
-    what it wrote to its termination-message file."""
-    (tmp / "fit-input.json").write_text(fit_input)
+def _fit_message(fit_input: bytes, tmp: Path) -> str:
+    """Act as the fit pod's kubelet: run the fit Job's entry point on the fit input (the
+    ConfigMap's gzip bytes, as the pod's volume holds them) and return what it wrote to its
+    termination-message file."""
+    (tmp / "fit-input.json").write_bytes(fit_input)
     term = tmp / "termination-log"
     env = {**os.environ, TERMINATION_MESSAGE_ENV: str(term),
            "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO / 'trainer_image'}"}
@@ -133,8 +135,8 @@ def world(cluster, cluster_binaries, kubeconfig_path, core_api, apps_api_, custo
                 pod, STUDY, loss=loss, model_params=_params(model), device="cuda:KWOK x1"))
         fit_pod = wait_until(lambda: running_pods(core_api, study_ns, STUDY, "fit"), 120,
                              "the fit pod")[0]
-        fit_input = core_api.read_namespaced_config_map(
-            names.fit_input_configmap_name(STUDY), study_ns).data[names.FIT_INPUT_FILE]
+        fit_input = base64.b64decode(core_api.read_namespaced_config_map(
+            names.fit_input_configmap_name(STUDY), study_ns).binary_data[names.FIT_INPUT_FILE])
         finish(core_api, fit_pod, STUDY, message=_fit_message(fit_input, tmp))
         wait_until(lambda: (get_study(custom_objects_api, study_ns, STUDY).get("status") or {})
                    .get("phase") == "Fitted", 120, "phase Fitted")
