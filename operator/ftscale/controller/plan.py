@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterable, Mapping
 
-from ftscale import budget, design
+from ftscale import budget
 from ftscale import results as rc
 from ftscale.api import phases as ph
 from ftscale.api.phases import (RUN_PHASES, STUDY_FAILED, STUDY_FITTED, STUDY_FITTING,
@@ -35,6 +35,7 @@ from ftscale.controller.templates import (DesiredRun, StudyRef, fit_job, rendezv
                                           rendezvous_service_name, run_job)
 
 PENDING, QUEUED, RUNNING = ph.RUN_PENDING, ph.RUN_QUEUED, ph.RUN_RUNNING
+ADAPTIVE = "adaptive"  # spec.design.strategy (ftscale.design.ADAPTIVE; checked by a test)
 
 
 @dataclass(frozen=True)
@@ -261,9 +262,12 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     in_flight = {r.run_id for r in desired if out.run_phases.get(r.run_id) in (QUEUED, RUNNING)}
     chosen = None
     order = desired
-    if (spec.get("design") or {}).get("strategy") == design.ADAPTIVE:
+    if (spec.get("design") or {}).get("strategy") == ADAPTIVE:
         # The adaptive design admits the runs that most narrow its target's interval, in the
-        # order to start them; the same function decides under `ftscale run`.
+        # order to start them; the same function decides under `ftscale run`. Imported here:
+        # it brings the law engine (numpy, scipy), ~50 MB an operator of grid studies need not hold.
+        from ftscale import design
+
         chosen = design.decide(spec, desired, results, in_flight)
         by_id = {r.run_id: r for r in desired}
         order = [by_id[rid] for rid in chosen.admitted if rid in by_id]

@@ -64,3 +64,10 @@ def test_once_the_stop_rule_holds_the_rest_is_not_needed_and_the_fit_starts():
     assert p.fit_job is not None  # complete: the fit of what the design ran
     assert p.status["runsSucceeded"] == 7
     assert not math.isnan(p.status["design"]["halfWidth"] or 0.0)
+
+
+def test_the_plans_strategy_name_is_the_designs():
+    from ftscale import design
+    from ftscale.controller import plan as plan_module
+
+    assert plan_module.ADAPTIVE == design.ADAPTIVE
