@@ -261,7 +261,8 @@ class Loader:
             due += period
             try:
                 if i % 2 == 0:
-                    self.core.list_namespaced_pod(NAMESPACE, limit=500)
+                    # raw bytes: the API server does the work, not this client's deserializer
+                    self.core.list_namespaced_pod(NAMESPACE, limit=500, _preload_content=False).read()
                     self.sent["list"] += 1
                 else:
                     self.core.patch_namespaced_secret("load", LOAD_NAMESPACE,
@@ -505,7 +506,8 @@ def main(argv=None) -> int:
               f"on {len(gpu_nodes)} KWOK GPU nodes, maxParallelRuns {MAX_PARALLEL}"
               + (f", controller-manager/scheduler client QPS {args.cluster_qps}" if args.cluster_qps else ""))
         if loader:
-            print(f"load: {args.load:g} requests/s from a second client: {dict(loader.sent)}")
+            print(f"load: {args.load:g} requests/s asked of a second client; sent {dict(loader.sent)} "
+                  f"in {t_end - t0:.0f} s ({sum(loader.sent.values()) / (t_end - t0):.1f}/s)")
         print(f"machine load (1-min load average, every 30 s): "
               f"{' '.join(f'{x:.1f}' for x in load_avg)} ({os.cpu_count()} CPUs)")
         print(f"apply -> all {runs_total} run Jobs created: {all_created_at - t0:.1f} s "
