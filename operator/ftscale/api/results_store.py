@@ -59,13 +59,20 @@ def key(run_id: str) -> str:
     return f"{run_id}{KEY_SUFFIX}"
 
 
+# RunResult fields without a default: kept even when None (pet_size of fmt runs).
+_KEEP = {"study", "run_id", "model", "method", "pet_size", "data_size", "seed"}
+
+
+def slim(doc: dict[str, Any]) -> dict[str, Any]:
+    """A compact result document without None/empty fields (the contract's parser fills them
+    back)."""
+    return {k: v for k, v in doc.items() if k in _KEEP or (v is not None and v != {})}
+
+
 def encode(result: RunResult) -> str:
-    """The ConfigMap value of a result: compact JSON without None/empty fields (the contract's
-    parser fills them back)."""
-    doc = json.loads(result.to_compact_json())
-    keep = {"study", "run_id", "model", "method", "pet_size", "data_size", "seed"}
-    slim = {k: v for k, v in doc.items() if k in keep or (v is not None and v != {})}
-    return json.dumps(slim, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """The ConfigMap value of a result: its slim compact JSON."""
+    return json.dumps(slim(json.loads(result.to_compact_json())), sort_keys=True,
+                      separators=(",", ":"), allow_nan=False)
 
 
 @dataclass

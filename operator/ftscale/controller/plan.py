@@ -114,7 +114,7 @@ def fit_input_document(study: str, spec: Mapping[str, Any], results: Iterable[rc
     order = {p.run_id: i for i, p in enumerate(expand(dict(spec)))}
     results = sorted(results, key=lambda r: (order.get(r.run_id, len(order)), r.run_id))
     doc = fit_job_input(study, dict(spec), results)
-    doc["results"] = [json.loads(results_store.encode(rc.result_from_dict(r))) for r in doc["results"]]
+    doc["results"] = [results_store.slim(r) for r in doc["results"]]  # compact documents already
     doc["inputDigest"] = digest
     return doc
 
