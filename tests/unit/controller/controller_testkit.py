@@ -5,6 +5,7 @@ for the fit."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 
 from ftscale import results as rc
@@ -259,3 +260,12 @@ def add_study(reconciler, kube, body):
     """The study exists in the fake cluster and its watch event reaches the reconciler."""
     kube.study = copy.deepcopy(body)
     reconciler.observe_study("ADDED", copy.deepcopy(body))
+
+
+def run_pass(reconciler, key=(STUDY.namespace, STUDY.name)):
+    """One reconcile pass of the study and the background Job writes it started."""
+    async def go():
+        out = await reconciler.reconcile(key)
+        await reconciler.drain()
+        return out
+    return asyncio.run(go())

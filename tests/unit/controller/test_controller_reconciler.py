@@ -4,7 +4,6 @@ write sets no TTL; a lagging cache never over-creates."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
 from ftscale.api import results_store
@@ -12,18 +11,12 @@ from ftscale.controller.kube import Conflict
 from ftscale.controller.metrics import OperatorMetrics
 from ftscale.controller.reconciler import Reconciler
 
-from controller_testkit import SETTINGS, FakeKube, add_study, runs, spec, study_body, succeeded
+from controller_testkit import (SETTINGS, FakeKube, add_study, run_pass, runs, spec, study_body,
+                               succeeded)
 
 KEY = ("ns", "demo")
 
 
-def run_pass(r):
-    """One reconcile pass and the background Job writes it started."""
-    async def go():
-        out = await r.reconcile(KEY)
-        await r.drain()
-        return out
-    return asyncio.run(go())
 
 
 def body(s, status=None, rv="5"):

@@ -6,7 +6,6 @@ leadership lost and regained."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import gzip
@@ -21,8 +20,8 @@ from ftscale.controller.metrics import OperatorMetrics
 from ftscale.controller.reconciler import Reconciler
 from ftscale.controller.templates import StudyRef, results_configmap
 
-from controller_testkit import (SETTINGS, STUDY, FakeKube, add_study, job, pod, result, runs,
-                                spec, study_body, trainer_message)
+from controller_testkit import (SETTINGS, STUDY, FakeKube, add_study, job, pod, result, run_pass,
+                                runs, spec, study_body, trainer_message)
 
 KEY = (STUDY.namespace, STUDY.name)
 HOSTILE = '<script>alert("x")</script>'
@@ -190,12 +189,6 @@ class World:
                 and any(o["uid"] == uid for o in cm["metadata"]["ownerReferences"])}
 
 
-def run_pass(r):
-    async def go():
-        out = await r.reconcile(KEY)
-        await r.drain()
-        return out
-    return asyncio.run(go())
 
 
 def change_spec(r, kube, s):
