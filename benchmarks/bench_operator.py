@@ -137,6 +137,33 @@ def result_for(pod: dict) -> str:
                         best_dev_loss=1.4, model_params=1000, steps=10, wall_seconds=1.0).to_compact_json()
 
 
+def watch_raw(list_func, *args, stop: threading.Event, on_event, name: str, **kwargs) -> None:
+    """Watch as a controller does, until `stop`: objects as plain JSON (the client's model
+    deserializer would make this script, not the cluster, the bottleneck), resumed from the
+    last resourceVersion after each 30-second window (no replay of every object), listed anew
+    only when the API server says the version is gone. on_event(type, object) per event."""
+    w = watch.Watch()
+    version = None
+    while not stop.is_set():
+        try:
+            extra = {"resource_version": version} if version else {}
+            for ev in w.stream(list_func, *args, timeout_seconds=30, deserialize=False, **extra, **kwargs):
+                obj = ev["object"]
+                if ev["type"] == "ERROR":
+                    version = None  # 410 Gone: start again from a fresh list
+                    break
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if ev["type"] != "BOOKMARK":
+                    on_event(ev["type"], obj)
+                if stop.is_set():
+                    break
+        except Exception as exc:  # noqa: BLE001 - reconnect the watch
+            if not stop.is_set():
+                print(f"{name} watch: {exc}", file=sys.stderr)
+                version = None
+                time.sleep(0.5)
+
+
 class Kubelet:
     """Finishes every run pod that is Running on a node, once, and remembers when."""
 
@@ -159,25 +186,18 @@ class Kubelet:
 
     def run(self) -> None:
         seen: set[str] = set()
-        w = watch.Watch()
-        while not self.stop.is_set():
-            try:
-                for ev in w.stream(self.core.list_namespaced_pod, NAMESPACE,
-                                   label_selector=names.LABEL_STUDY, timeout_seconds=30):
-                    if self.stop.is_set():
-                        break
-                    pod = self.api.sanitize_for_serialization(ev["object"])
-                    status = pod.get("status") or {}
-                    name = pod["metadata"]["name"]
-                    if name in seen or status.get("phase") != "Running" or not pod["spec"].get("nodeName"):
-                        continue
-                    seen.add(name)
-                    component = pod["metadata"]["labels"].get(names.LABEL_COMPONENT, "run")
-                    self.pool.submit(self._finish, pod, component)
-            except Exception as exc:  # noqa: BLE001 - reconnect the watch
-                if not self.stop.is_set():
-                    print(f"kubelet watch: {exc}", file=sys.stderr)
-                    time.sleep(0.5)
+
+        def on_pod(_type: str, pod: dict) -> None:
+            name = pod["metadata"]["name"]
+            if name in seen or (pod.get("status") or {}).get("phase") != "Running" \
+                    or not pod["spec"].get("nodeName"):
+                return
+            seen.add(name)
+            component = pod["metadata"]["labels"].get(names.LABEL_COMPONENT, "run")
+            self.pool.submit(self._finish, pod, component)
+
+        watch_raw(self.core.list_namespaced_pod, NAMESPACE, label_selector=names.LABEL_STUDY,
+                  stop=self.stop, on_event=on_pod, name="kubelet")
 
 
 class StudyWatcher:
@@ -189,20 +209,12 @@ class StudyWatcher:
         self.stop = threading.Event()
 
     def run(self) -> None:
-        w = watch.Watch()
-        while not self.stop.is_set():
-            try:
-                for ev in w.stream(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION,
-                                   NAMESPACE, names.PLURAL, timeout_seconds=30):
-                    obj = ev["object"]
-                    if obj["metadata"]["name"] == STUDY:
-                        self.status = obj.get("status") or {}
-                    if self.stop.is_set():
-                        break
-            except Exception as exc:  # noqa: BLE001
-                if not self.stop.is_set():
-                    print(f"study watch: {exc}", file=sys.stderr)
-                    time.sleep(0.5)
+        def on_study(_type: str, obj: dict) -> None:
+            if obj["metadata"]["name"] == STUDY:
+                self.status = obj.get("status") or {}
+
+        watch_raw(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION, NAMESPACE,
+                  names.PLURAL, stop=self.stop, on_event=on_study, name="study")
 
 
 class ResultsWatcher:
@@ -214,22 +226,15 @@ class ResultsWatcher:
         self.stop = threading.Event()
 
     def run(self) -> None:
-        w = watch.Watch()
-        while not self.stop.is_set():
-            try:
-                for ev in w.stream(self.core.list_namespaced_config_map, NAMESPACE,
-                                   label_selector=results_store.label_selector(STUDY),
-                                   timeout_seconds=30):
-                    now = time.time()
-                    for key in (ev["object"].data or {}):
-                        if key.endswith(results_store.KEY_SUFFIX):
-                            self.seen_at.setdefault(key[: -len(results_store.KEY_SUFFIX)], now)
-                    if self.stop.is_set():
-                        break
-            except Exception as exc:  # noqa: BLE001
-                if not self.stop.is_set():
-                    print(f"results watch: {exc}", file=sys.stderr)
-                    time.sleep(0.5)
+        def on_shard(_type: str, obj: dict) -> None:
+            now = time.time()
+            for key in (obj.get("data") or {}):
+                if key.endswith(results_store.KEY_SUFFIX):
+                    self.seen_at.setdefault(key[: -len(results_store.KEY_SUFFIX)], now)
+
+        watch_raw(self.core.list_namespaced_config_map, NAMESPACE,
+                  label_selector=results_store.label_selector(STUDY), stop=self.stop,
+                  on_event=on_shard, name="results")
 
 
 class Loader:
@@ -286,18 +291,9 @@ class JobWatcher:
         self.stop = threading.Event()
 
     def run(self) -> None:
-        w = watch.Watch()
-        while not self.stop.is_set():
-            try:
-                for ev in w.stream(self.batch.list_namespaced_job, NAMESPACE,
-                                   label_selector=f"{names.LABEL_COMPONENT}=run", timeout_seconds=30):
-                    self.names.add(ev["object"].metadata.name)
-                    if self.stop.is_set():
-                        break
-            except Exception as exc:  # noqa: BLE001
-                if not self.stop.is_set():
-                    print(f"job watch: {exc}", file=sys.stderr)
-                    time.sleep(0.5)
+        watch_raw(self.batch.list_namespaced_job, NAMESPACE, label_selector=f"{names.LABEL_COMPONENT}=run",
+                  stop=self.stop, on_event=lambda _t, job: self.names.add(job["metadata"]["name"]),
+                  name="job")
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -362,6 +358,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # `kill` stops the benchmark like Ctrl-C: the operator and the control plane go with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     models, seeds = grid_shape(args.runs)
     runs_total = models * len(DATA_SIZES) * seeds
     GPU_NODES, MAX_PARALLEL = args.nodes, args.max_parallel  # noqa: N806
