@@ -12,7 +12,8 @@ The grid (docs/study.md; the paper, Zhang et al. ICLR 2024, §3.4):
 * a method's `dataSizes` replace `spec.dataSizes` for that method.
 
 Also here, because both executors need them and they depend only on the spec:
-* `trainer_config(study, spec, run)`: the JSON document the trainer's `--config` takes;
+* `trainer_config(study, spec, run)`: the JSON document the trainer's `--config` takes
+  (`trainer_configs` for many runs: the spec is defaulted once);
 * `factor_membership(spec, runs)`: which runs form each (method, factor) sweep of the fit;
 * `law_options_spec(spec)`: spec.law as ftscale.law.LawOptions.from_spec reads it.
 """
@@ -178,7 +179,21 @@ def trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun, *,
     `org/name` then means the folder <models mount>/org/name). Raises GridError when
     learningRateScale is used without a learning rate to scale.
     """
+    return trainer_configs(study_name, spec, [run], data_root=data_root, models_root=models_root)[0]
+
+
+def trainer_configs(study_name: str, spec: dict[str, Any], runs: Iterable[PlannedRun], *,
+                    data_root: str | None = None,
+                    models_root: str | None = None) -> list[dict[str, Any]]:
+    """trainer_config of each run, in order. Defaults are applied to the spec once: applying
+    them walks the whole spec (every model), which per run made a 10,000-run grid take
+    seconds."""
     spec = with_defaults(spec)
+    return [_trainer_config(study_name, spec, run, data_root, models_root) for run in runs]
+
+
+def _trainer_config(study_name: str, spec: dict[str, Any], run: PlannedRun,
+                    data_root: str | None, models_root: str | None) -> dict[str, Any]:
     key, model, method = run.key, run.model, run.method
     data_root = data_root if data_root is not None else volume_root(spec, "data")
     models_root = models_root if models_root is not None else volume_root(spec, "models")

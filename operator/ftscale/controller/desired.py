@@ -53,7 +53,9 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
     estimates = gpu_hour_estimates(study, full)
     out = []
     too_long: dict[str, str] = {}
-    for planned in grid.expand(full):
+    planned_runs = grid.expand(full)
+    configs = grid.trainer_configs(study, full, planned_runs)
+    for planned, config in zip(planned_runs, configs):
         nodes = int(planned.model.get("nodes") or 1)
         name = job_name(study, planned.key)
         problem = multinode_name_problem(name, nodes)
@@ -66,7 +68,7 @@ def desired_runs(study: str, spec: Mapping[str, Any]) -> list[DesiredRun]:
             x_values["pretrain_tokens"] = planned.model["pretrainingTokens"]
         out.append(DesiredRun(
             key=planned.key,
-            config=grid.trainer_config(study, full, planned),
+            config=config,
             gpus=int(planned.gpus or 0),
             nodes=nodes,
             resources=dict(planned.resources or {}),

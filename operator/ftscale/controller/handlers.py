@@ -38,6 +38,16 @@ KUBECONFIG: str | None = None
 OWNED = {names.LABEL_STUDY: kopf.PRESENT, names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds every object's "essence" (a deep copy minus status) on every watch event,
+    to diff it for on.create/update/field handlers. This operator registers none (only indices
+    and on.event), so the copy is pure cost: at 10,000 runs ~15 % of the operator's time went
+    to deep-copying Jobs and pods. An empty essence never differs."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+
 def _study_key(namespace: str | None, labels: dict[str, str]) -> tuple[str, str]:
     return (namespace or "", labels.get(names.LABEL_STUDY, ""))
 
@@ -102,6 +112,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ftscale_jobs
     ours = CONFIG or OperatorSettings.from_env()
     # We post our own Events (run failures, the fit); kopf's would add one per log line.
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = NoDiffBase()
     # React to a burst of watch events quickly (the default batches them for 0.1 s per object).
     settings.batching.batch_window = 0.05
     # Bounded watch requests, so a silently dropped connection is noticed within minutes.

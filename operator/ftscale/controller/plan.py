@@ -171,14 +171,23 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
     # deleted namesake's), and pods whose controller is their Job (a pod anyone else created
     # with a study's labels cannot forge a result).
     jobs = [j for j in jobs if j.owner_uid == study.uid]
-    job_uids = {j.name: j.uid for j in jobs}
-    templates = {j.name: j.workload for j in jobs}
-    # ... and that runs what its Job's template says: the Job controller adopts any orphan
-    # pod whose labels match its selector, so an owner reference alone proves nothing.
-    pods_by_job = {name: [p for p in ps if p.owner_uid is not None
-                          and p.owner_uid == job_uids.get(name)
-                          and same_workload(templates.get(name), p.workload)]
-                   for name, ps in _by_job(pods).items()}
+    by_name = {j.name: j for j in jobs}
+    cached_pods = _by_job(pods)
+    checked: dict[str, list[PodView]] = {}
+
+    def own_pods(name: str) -> list[PodView]:
+        """The pods of Job `name` that count. Checked when asked for: most Jobs of a large
+        study are finished and recorded, and nothing asks for their pods."""
+        if name not in checked:
+            job = by_name.get(name)
+            # ... and that run what their Job's template says: the Job controller adopts any
+            # orphan pod whose labels match its selector, so an owner reference alone proves nothing.
+            checked[name] = [] if job is None else [
+                p for p in cached_pods.get(name, ())
+                if p.owner_uid is not None and p.owner_uid == job.uid
+                and same_workload(job.workload, p.workload)]
+        return checked[name]
+
     run_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_RUN}
     fit_jobs = {j.name: j for j in jobs if j.component == names.COMPONENT_FIT}
     now_text = format_time(now)
@@ -219,21 +228,21 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                 out.run_phases[run.run_id] = QUEUED
             continue
         if not job.terminal:
-            early = harvest_succeeded_pod(study.name, run.key, name, pods_by_job.get(name, ()))
+            early = harvest_succeeded_pod(study.name, run.key, name, own_pods(name))
             if early is not None:
                 results[run.run_id] = _record(out, run, name, early, job, ttl)
                 continue
             if not job.deleting:
                 active += 1
-            own_pods = pods_by_job.get(name, ())
-            running = any(p.phase == "Running" for p in own_pods)
+            its_pods = own_pods(name)
+            running = any(p.phase == "Running" for p in its_pods)
             out.run_phases[run.run_id] = RUNNING if running and not job.suspended else QUEUED
             if not running and not job.suspended and not job.deleting:
-                why = _stuck(job, own_pods, now, settings.stuck_seconds)
+                why = _stuck(job, its_pods, now, settings.stuck_seconds)
                 if why:
                     stuck.append((name, why))
             continue
-        got = harvest_run(study.name, run.key, job, pods_by_job.get(name, ()), now,
+        got = harvest_run(study.name, run.key, job, own_pods(name), now,
                           settings.result_grace_seconds, run.x_values, run.nodes)
         if got.result is None:  # finished, pod not cached yet: still "running" for a moment
             out.run_phases[run.run_id] = RUNNING
@@ -346,7 +355,7 @@ def plan(study: StudyRef, spec: Mapping[str, Any], status: Mapping[str, Any] | N
                 out.ttl_patches.append((job_name, int(ttl)))
         elif job_name in fit_jobs:
             job = fit_jobs[job_name]
-            doc = harvest_fit(job, pods_by_job.get(job_name, ()), now, settings.result_grace_seconds)
+            doc = harvest_fit(job, own_pods(job_name), now, settings.result_grace_seconds)
             if doc is None:
                 out.waiting = job.terminal
                 fit_reason, fit_message = cond.FIT_IN_PROGRESS, f"fit Job {job_name} is running"

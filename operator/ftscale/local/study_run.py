@@ -99,9 +99,8 @@ def local_configs(study: Study, runs: list[grid.PlannedRun], study_dir: Path,
     """Trainer configs of every run, with local paths (raises grid.GridError)."""
     data_root = (data_root or study_dir).resolve()
     configs = {}
-    for run in runs:
-        cfg = grid.trainer_config(study.name, study.spec, run, data_root=str(data_root),
-                                  models_root=None)
+    built = grid.trainer_configs(study.name, study.spec, runs, data_root=str(data_root), models_root=None)
+    for run, cfg in zip(runs, built):
         cfg["model_source"] = _local_source(run.model["source"], study_dir, models_root,
                                             run.model.get("revision"))
         configs[run.run_id] = cfg
