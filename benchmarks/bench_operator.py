@@ -14,7 +14,9 @@ measures:
   sampled moment more than maxParallelRuns runs are created and not yet terminal);
 * operator writes per run, from the kube-apiserver's own `apiserver_request_total`
   (mutating verbs on the resources only the operator writes: Jobs (not jobs/status),
-  ScalingStudies (incl. /status) and ConfigMaps), before vs after;
+  ScalingStudies (incl. /status) and ConfigMaps), before vs after — less the TTL
+  controller's Job DELETEs and the garbage collector's one PATCH per deleted Job (see
+  operator_writes);
 * harvest latency: from the moment this script finished a run's pod to the moment the run's
   result appeared in one of the study's results ConfigMaps (watched; ftscale.api.
   results_store — the durable record), p50/p95/max;
@@ -282,18 +284,26 @@ class Loader:
 
 
 class JobWatcher:
-    """Counts the run Jobs that were ever created (a watch, not polling LISTs: the benchmark
-    should load the API server as little as it can)."""
+    """Counts the run Jobs that were ever created, and those being deleted right now (a watch,
+    not polling LISTs: the benchmark should load the API server as little as it can)."""
 
     def __init__(self, api: client.ApiClient):
         self.batch = client.BatchV1Api(api)
         self.names: set[str] = set()
+        self.terminating: set[str] = set()
         self.stop = threading.Event()
+
+    def _on_job(self, kind: str, job: dict) -> None:
+        name = job["metadata"]["name"]
+        self.names.add(name)
+        if kind == "DELETED":
+            self.terminating.discard(name)
+        elif job["metadata"].get("deletionTimestamp"):
+            self.terminating.add(name)
 
     def run(self) -> None:
         watch_raw(self.batch.list_namespaced_job, NAMESPACE, label_selector=f"{names.LABEL_COMPONENT}=run",
-                  stop=self.stop, on_event=lambda _t, job: self.names.add(job["metadata"]["name"]),
-                  name="job")
+                  stop=self.stop, on_event=self._on_job, name="job")
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -303,10 +313,17 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def operator_writes(diff: Counter) -> tuple[Counter, Counter]:
-    """(writes, reads) by (verb, resource, subresource) on the resources only the operator
-    writes, from an apiserver_request_total difference."""
+def operator_writes(diff: Counter, terminating: int) -> tuple[Counter, Counter, int]:
+    """(writes, reads, gc) by (verb, resource, subresource) on the resources only the operator
+    writes, from an apiserver_request_total difference.
+
+    Two writers besides the operator touch Jobs, and the counter does not say who sent a
+    request: the TTL controller DELETEs each expired Job with foreground propagation, and the
+    garbage collector then PATCHes it once to remove the foregroundDeletion finalizer when its
+    pods are gone. So the DELETEs are left out, and so are `gc` Job PATCHes: one per DELETE
+    less the Jobs still being deleted (`terminating`, from the Job watch)."""
     writes, reads = Counter(), Counter()
+    gc = max(0, int(diff[("DELETE", "batch", "jobs", "")]) - terminating)
     for (verb, group, resource, sub), n in diff.items():
         if (group, resource, sub) not in OPERATOR_RESOURCES:
             continue
@@ -316,7 +333,8 @@ def operator_writes(diff: Counter) -> tuple[Counter, Counter]:
             continue  # the TTL controller's, once ttlSecondsAfterFinished expires (the operator
             # deletes only Jobs of runs dropped from the grid: none here)
         (writes if verb in WRITE_VERBS else reads)[(verb, resource, sub)] += n
-    return writes, reads
+    writes[("PATCH", "jobs", "")] -= gc
+    return writes, reads, gc
 
 
 def latencies_of(recorded: "ResultsWatcher", kubelet: "Kubelet") -> list[float]:
@@ -325,9 +343,10 @@ def latencies_of(recorded: "ResultsWatcher", kubelet: "Kubelet") -> list[float]:
     return sorted(recorded.seen_at[r] - done[r] for r in list(recorded.seen_at) if r in done)
 
 
-def interim(api, before: Counter, recorded, kubelet, pid: int, harvested: int, t0: float) -> str:
+def interim(api, before: Counter, recorded, kubelet, jobs: JobWatcher, pid: int, harvested: int,
+            t0: float) -> str:
     """One line of the numbers so far."""
-    writes, _ = operator_writes(apiserver_requests(api) - before)
+    writes, _, _ = operator_writes(apiserver_requests(api) - before, len(jobs.terminating))
     lat = latencies_of(recorded, kubelet)
     p95 = lat[int(0.95 * (len(lat) - 1))] if lat else float("nan")
     return (f"[{time.time() - t0:.0f} s] {harvested} recorded; so far writes_per_run="
@@ -458,7 +477,7 @@ def main(argv=None) -> int:
             if len(load_avg) < (time.time() - t0) / 30:
                 load_avg.append(os.getloadavg()[0])
                 if len(load_avg) % 2 == 0:  # every minute: the numbers so far (a long run may be cut)
-                    bar.write(interim(api, before, recorded, kubelet, operator.pid, harvested, t0))
+                    bar.write(interim(api, before, recorded, kubelet, jobs, operator.pid, harvested, t0))
             # runs at once = Jobs created whose pod has not finished yet (this script finishes them)
             with kubelet.lock:
                 finished = len(kubelet.done_at)
@@ -477,6 +496,7 @@ def main(argv=None) -> int:
         bar.close()
         time.sleep(1.0)
         after = apiserver_requests(api)
+        terminating = len(jobs.terminating)
         rss = vm_hwm_mb(operator.pid)
         op_metrics = {}
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
@@ -495,7 +515,7 @@ def main(argv=None) -> int:
             names.GROUP, names.VERSION, NAMESPACE, names.PLURAL, STUDY)
         status_bytes = len(json.dumps(study_obj.get("status") or {}))
 
-        writes, reads = operator_writes(after - before)
+        writes, reads, gc_patches = operator_writes(after - before, terminating)
         total_writes = sum(writes.values())
         latencies = latencies_of(recorded, kubelet)
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
@@ -519,6 +539,8 @@ def main(argv=None) -> int:
         for (verb, resource, sub), n in sorted(writes.items()):
             print(f"  {verb:6} {resource}{'/' + sub if sub else ''}: {int(n)}")
         print(f"  other requests on those resources (GET/LIST/WATCH): {int(sum(reads.values()))}")
+        print(f"  not counted: the TTL controller's Job DELETEs and the garbage collector's "
+              f"{gc_patches} Job PATCHes removing their foregroundDeletion finalizer")
         print(f"harvest latency (pod finished -> result in a results ConfigMap), {len(latencies)} runs: "
               f"p50 {statistics.median(latencies):.2f} s, p95 {p95:.2f} s, max {latencies[-1]:.2f} s")
         passes = op_metrics.get("ftscale_reconcile_duration_seconds_count", 0)

@@ -13,7 +13,9 @@ producer to write it. Here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import tempfile
@@ -31,7 +33,10 @@ def _with_termination_file(write) -> str:
         old = os.environ.get(TERMINATION_MESSAGE_ENV)
         os.environ[TERMINATION_MESSAGE_ENV] = str(path)
         try:
-            write(Path(tmp))
+            # Both entry points also print their document (it is the pod's log); a consumer's
+            # test or a benchmark's console has no use for it.
+            with contextlib.redirect_stdout(io.StringIO()):
+                write(Path(tmp))
         finally:
             if old is None:
                 del os.environ[TERMINATION_MESSAGE_ENV]

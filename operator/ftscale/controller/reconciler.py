@@ -78,8 +78,7 @@ class StudyMemory:
     expected: dict[str, float] = field(default_factory=dict)  # created Job name → monotonic time
     ttl_inflight: set[str] = field(default_factory=set)  # Jobs whose TTL patch is under way
     # Jobs whose TTL patch succeeded → when: never patched again while they exist, whether or
-    # not the watch cache shows the TTL yet (at 10,000 runs on a busy API server it lags by
-    # seconds to minutes; bench-operator measured 2, then 1.8, TTL patches per run before this).
+    # not the watch cache shows the TTL yet (on a busy API server it can lag by seconds).
     ttl_done: dict[str, float] = field(default_factory=dict)
     # The study's recorded results (read back from its results ConfigMaps when first seen, then
     # kept up to date by our own writes), for the study UID in `recorded_for`.
