@@ -171,7 +171,6 @@ class Kubelet:
 
     def __init__(self, api: client.ApiClient):
         self.core = client.CoreV1Api(api)
-        self.api = api
         self.done_at: dict[str, float] = {}
         self.pool = ThreadPoolExecutor(max_workers=8)
         self.lock = threading.Lock()

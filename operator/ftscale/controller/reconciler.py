@@ -354,7 +354,7 @@ class Reconciler:
                            if n not in seen and mono - t < EXPECTATION_TTL}
         memory.refused = {n: v for n, v in memory.refused.items() if n not in seen}
         # A TTL once set stays: never patch it again while the Job exists (a lagging watch cache
-        # may show it without its TTL for minutes at 10,000 runs).
+        # may still show it without its TTL).
         memory.ttl_done = {n: t for n, t in memory.ttl_done.items() if n in seen or mono - t < EXPECTATION_TTL}
         now = time.time()
         decided = plan(ref, spec, body.get("status"), desired, jobs, pods, now, self.settings,

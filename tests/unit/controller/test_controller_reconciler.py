@@ -17,8 +17,6 @@ from controller_testkit import (SETTINGS, FakeKube, add_study, run_pass, runs, s
 KEY = ("ns", "demo")
 
 
-
-
 def body(s, status=None, rv="5"):
     return study_body(s, status, rv)
 

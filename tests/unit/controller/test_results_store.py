@@ -189,8 +189,6 @@ class World:
                 and any(o["uid"] == uid for o in cm["metadata"]["ownerReferences"])}
 
 
-
-
 def change_spec(r, kube, s):
     """`kubectl apply` of a new spec: the API server bumps generation and resourceVersion."""
     body = copy.deepcopy(kube.study)
